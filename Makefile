@@ -1,0 +1,43 @@
+# ollama-ecs: `make demo` runs the whole workflow locally; `make test` runs every test. Both install what they
+# need (the pinned Ollama build, the local Step Functions engine) into .cache/, once.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO        ?= go
+FUNCTIONS := $(patsubst functions/%/main.go,%,$(wildcard functions/*/main.go))
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: demo
+demo: ## run the main job locally: plan the seed's models
+	@for m in llama2:7b llama2:13b codellama:7b codellama:13b mistral:7b; do \
+		$(GO) run ./cmd/ollama-ecs plan $$m --policy seed || exit 1; echo; done
+
+.PHONY: build
+build: lambdas ## build the CLI and every Lambda
+	$(GO) build -o dist/ollama-ecs ./cmd/ollama-ecs
+
+.PHONY: lambdas
+lambdas: ## build each Lambda as dist/<fn>/bootstrap (linux/arm64, provided.al2023)
+	@for fn in $(FUNCTIONS); do \
+		GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' \
+			-o dist/$$fn/bootstrap ./functions/$$fn || exit 1; done
+
+.PHONY: test
+test: lint ## run every test (race detector on)
+	$(GO) test -race -count=1 ./...
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: bench
+bench: ## run the benchmarks (figures go in BENCHMARKS.md)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: clean
+clean: ## remove build outputs (keeps the .cache/ of slow builds)
+	rm -rf dist cdk.out

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/planner"
+)
+
+func runPlan(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
+	env := fs.String("env", planner.EnvDev, "dev or prod")
+	prefer := fs.String("prefer", planner.PreferAuto, "auto, cpu or gpu")
+	instanceType := fs.String("instance-type", "", "the one instance type wanted (ml. prefix accepted)")
+	contextLength := fs.Int("context", 0, "context length to size for (default 4096, capped at the model's)")
+	policy := fs.String("policy", planner.PolicyCost, "cost or seed")
+	output := fs.String("output", "table", "table or json")
+	pos, err := parseArgs(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stderr, "usage: ollama-ecs plan MODEL [--env dev|prod] [--prefer auto|cpu|gpu] [--instance-type T] [--context N] [--policy seed|cost] [--output table|json]")
+		fs.SetOutput(stderr)
+		fs.PrintDefaults()
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{"plan takes exactly one MODEL"}
+	}
+	if *output != "table" && *output != "json" {
+		return usageError{fmt.Sprintf("--output %q is not table or json", *output)}
+	}
+	cat := catalog.Default()
+	model, err := cat.Model(pos[0])
+	if err != nil {
+		return err
+	}
+	plan, err := planner.New(cat, planner.Request{
+		Model: model, Env: *env, Prefer: *prefer, ContextLength: *contextLength,
+		InstanceType: *instanceType, Policy: *policy,
+	})
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(plan)
+	}
+	return writePlanTable(stdout, plan)
+}
+
+// writePlanTable prints a plan for people: the estimate, the ranked candidates, then the rejects and why.
+func writePlanTable(w io.Writer, p planner.Plan) error {
+	e := p.Estimate
+	fmt.Fprintf(w, "%s  env=%s  prefer=%s  policy=%s  context=%d\n", p.Model, p.Env, p.Prefer, p.Policy, p.ContextLength)
+	fmt.Fprintf(w, "memory: weights %s + KV cache %s + graph %s = %s; CPU task needs %s, GPU needs %s\n",
+		mib(e.WeightsMiB), mib(e.KVCacheMiB), mib(e.GraphMiB), mib(e.ModelMiB), mib(e.CPUNeedMiB), mib(e.GPUNeedMiB))
+	if p.AutoStopSeconds > 0 {
+		fmt.Fprintf(w, "auto-stop: after %s\n", time.Duration(p.AutoStopSeconds)*time.Second)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tPLACEMENT\tINSTANCE\tVCPU\tMEMORY\tGPU\t$/HOUR\tON-DEMAND\tSPOT\tRESERVED\tHEADROOM\tWHY")
+	for i, c := range p.Candidates {
+		gpu := "-"
+		if c.GPUCount > 0 {
+			gpu = fmt.Sprint(c.GPUCount)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%g\t%s\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%s\t%s\n", i+1, c.Placement, c.InstanceType,
+			float64(c.CPU)/1024, mib(c.MemoryMiB), gpu, c.HourlyCostUSD, c.OnDemandUSD, c.SpotUSD, c.ReservedUSD,
+			mib(c.HeadroomMiB), c.Why)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(p.Rejected) > 0 {
+		fmt.Fprintln(w, "\nrejected:")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, r := range p.Rejected {
+			fmt.Fprintf(tw, "  %s\t%s\n", r.Placement, r.Reason)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(p.Notes) > 0 {
+		fmt.Fprintln(w, "\nnotes:")
+		for _, n := range p.Notes {
+			fmt.Fprintf(w, "  - %s\n", n)
+		}
+	}
+	return nil
+}
+
+func mib(m int) string {
+	if m >= 1024 || m <= -1024 {
+		return strings.TrimSuffix(fmt.Sprintf("%.1f", float64(m)/1024), ".0") + " GiB"
+	}
+	return fmt.Sprintf("%d MiB", m)
+}
