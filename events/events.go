@@ -171,6 +171,10 @@ var (
 	requesterPattern    = regexp.MustCompile(`^[\w.@:/+=, -]{0,128}$`)
 )
 
+// ValidDeploymentID reports whether id has the form deployment ids take: 3-36 of a-z, 0-9 and -, so it fits ECS's
+// startedBy and names a schedule.
+func ValidDeploymentID(id string) bool { return deploymentIDPattern.MatchString(id) }
+
 // Parse reads any input the state machine or the teardown function can receive: an EventBridge envelope of one of
 // the known kinds, or a bare DeployRequest given to the state machine directly (executionName then supplies the
 // deployment id when the request has none).

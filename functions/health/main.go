@@ -1,0 +1,29 @@
+// Command health is the "Poll health" step; it runs in the VPC to reach the task's private address.
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+
+	"github.com/ollama-ecs/ollama-ecs/functions/steps"
+)
+
+func main() {
+	cfg, awsCfg, log, err := steps.Boot(context.Background())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "health:", err)
+		os.Exit(1)
+	}
+	h := &steps.Health{
+		ECS: ecs.NewFromConfig(awsCfg), Cluster: cfg.Cluster, Endpoint: steps.TaskPrivateEndpoint,
+		HTTP: &http.Client{Timeout: 5 * time.Second}, Timeout: cfg.HealthTimeout,
+		Watch: cfg.HealthWatch, PollInterval: 500 * time.Millisecond, Log: log,
+	}
+	lambda.Start(h.Handle)
+}

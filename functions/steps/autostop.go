@@ -1,0 +1,98 @@
+package steps
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/scheduler"
+	schedtypes "github.com/aws/aws-sdk-go-v2/service/scheduler/types"
+	"github.com/aws/smithy-go"
+)
+
+// StopTaskTarget is EventBridge Scheduler's universal target for ECS StopTask: the schedule stops the task itself,
+// with no Lambda in between.
+const StopTaskTarget = "arn:aws:scheduler:::aws-sdk:ecs:stopTask"
+
+// AutoStopResult says when the deployment stops by itself.
+type AutoStopResult struct {
+	ScheduleName string `json:"scheduleName"`
+	// StopAt is the schedule's time, RFC 3339 in UTC.
+	StopAt string `json:"stopAt"`
+}
+
+// StopTaskInput is the schedule's payload: the StopTask request, in the API's own field names.
+type StopTaskInput struct {
+	Cluster string `json:"Cluster"`
+	Task    string `json:"Task"`
+	Reason  string `json:"Reason"`
+}
+
+// AutoStop creates a one-time schedule, named after the deployment and deleted after it fires, that stops the
+// deployment's task when its time to live is up.
+type AutoStop struct {
+	Scheduler Schedules
+	Cluster   string
+	Group     string
+	RoleArn   string
+	Now       func() time.Time
+	Log       *slog.Logger
+}
+
+func (a *AutoStop) Handle(ctx context.Context, s State) (AutoStopResult, error) {
+	if s.Request == nil || s.Task == nil || s.Plan == nil {
+		return AutoStopResult{}, &InvalidEventError{Reason: "state has no task"}
+	}
+	now := time.Now
+	if a.Now != nil {
+		now = a.Now
+	}
+	ttl := time.Duration(s.Plan.AutoStopSeconds) * time.Second
+	// The scheduler has one-minute precision: round up, so a deployment never stops early.
+	at := now().UTC().Add(ttl).Add(time.Minute - time.Nanosecond).Truncate(time.Minute)
+	name := ScheduleName(s.Request.DeploymentID)
+	payload, _ := json.Marshal(StopTaskInput{
+		Cluster: a.Cluster, Task: s.Task.TaskArn,
+		Reason: fmt.Sprintf("ollama-ecs auto-stop after %s", ttl),
+	})
+	_, err := a.Scheduler.CreateSchedule(ctx, &scheduler.CreateScheduleInput{
+		Name:                       aws.String(name),
+		GroupName:                  aws.String(a.Group),
+		ScheduleExpression:         aws.String("at(" + at.Format("2006-01-02T15:04:05") + ")"),
+		ScheduleExpressionTimezone: aws.String("UTC"),
+		FlexibleTimeWindow:         &schedtypes.FlexibleTimeWindow{Mode: schedtypes.FlexibleTimeWindowModeOff},
+		ActionAfterCompletion:      schedtypes.ActionAfterCompletionDelete,
+		Description:                aws.String("auto-stop of ollama-ecs deployment " + s.Request.DeploymentID),
+		Target: &schedtypes.Target{
+			Arn: aws.String(StopTaskTarget), RoleArn: aws.String(a.RoleArn), Input: aws.String(string(payload)),
+			RetryPolicy: &schedtypes.RetryPolicy{MaximumRetryAttempts: aws.Int32(10)},
+		},
+	})
+	var conflict *schedtypes.ConflictException
+	if errors.As(err, &conflict) || isCode(err, "ConflictException") {
+		// A retried step: the schedule is already there. Report the time it actually has.
+		got, gerr := a.Scheduler.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(name), GroupName: aws.String(a.Group)})
+		if gerr != nil {
+			return AutoStopResult{}, awsError("scheduler:GetSchedule", gerr)
+		}
+		if t, perr := time.Parse("at(2006-01-02T15:04:05)", aws.ToString(got.ScheduleExpression)); perr == nil {
+			at = t
+		}
+		err = nil
+	}
+	if err != nil {
+		return AutoStopResult{}, awsError("scheduler:CreateSchedule", err)
+	}
+	res := AutoStopResult{ScheduleName: name, StopAt: at.Format(time.RFC3339)}
+	logger(a.Log, s.Request.DeploymentID).Info("auto-stop scheduled", "schedule", name, "stopAt", res.StopAt)
+	return res, nil
+}
+
+func isCode(err error, code string) bool {
+	var api smithy.APIError
+	return errors.As(err, &api) && api.ErrorCode() == code
+}

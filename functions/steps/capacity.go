@@ -1,0 +1,184 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
+
+	"github.com/ollama-ecs/ollama-ecs/planner"
+)
+
+// CapacityState is where the walk down the fallback ladder stands.
+type CapacityState struct {
+	// Cursor indexes the plan's candidates.
+	Cursor int `json:"cursor"`
+	// Available is true when Candidate has room.
+	Available bool `json:"available"`
+	// Candidate is the one to run when Available.
+	Candidate *planner.Candidate `json:"candidate,omitempty"`
+	// Attempts are the rungs tried and refused, with why.
+	Attempts []Attempt `json:"attempts"`
+	// LastError is set by the state machine when RunTask refused the candidate for lack of capacity.
+	LastError *StateError `json:"lastError,omitempty"`
+}
+
+// Capacity checks one candidate per call, so each rung shows in the execution history. Fargate always passes
+// (RunTask reports Fargate capacity shortfalls itself); EC2 needs a container instance of the type with enough
+// free CPU, memory and GPUs, or an Auto Scaling capacity provider that can still scale out.
+type Capacity struct {
+	ECS     ContainerInstances
+	Groups  AutoScalingGroups
+	Cluster string
+	// Providers maps a GPU instance type to its capacity provider's name.
+	Providers map[string]string
+	Log       *slog.Logger
+}
+
+func (c *Capacity) Handle(ctx context.Context, s State) (CapacityState, error) {
+	if s.Plan == nil || s.Request == nil {
+		return CapacityState{}, &InvalidEventError{Reason: "state has no plan"}
+	}
+	log := logger(c.Log, s.Request.DeploymentID)
+	st := CapacityState{Attempts: []Attempt{}}
+	if prev := s.Capacity; prev != nil {
+		st.Cursor, st.Attempts = prev.Cursor, prev.Attempts
+		if prev.LastError != nil && prev.Cursor < len(s.Plan.Candidates) {
+			failed := s.Plan.Candidates[prev.Cursor]
+			st.Attempts = append(st.Attempts, Attempt{failed.Placement, failed.InstanceType, prev.LastError.Cause})
+		}
+		// Come back here means the previous candidate was refused, by this step or by RunTask.
+		st.Cursor++
+	}
+	if st.Cursor >= len(s.Plan.Candidates) {
+		return CapacityState{}, &NoCapacityError{Attempts: st.Attempts}
+	}
+	cand := s.Plan.Candidates[st.Cursor]
+	ok, reason, err := c.check(ctx, cand)
+	if err != nil {
+		return CapacityState{}, err
+	}
+	log.Info("capacity checked", "candidate", st.Cursor, "placement", cand.Placement, "available", ok, "reason", reason)
+	if !ok {
+		st.Attempts = append(st.Attempts, Attempt{cand.Placement, cand.InstanceType, reason})
+		return st, nil
+	}
+	st.Available, st.Candidate = true, &cand
+	return st, nil
+}
+
+func (c *Capacity) check(ctx context.Context, cand planner.Candidate) (bool, string, error) {
+	if cand.LaunchType != planner.LaunchTypeEC2 {
+		return true, "Fargate", nil
+	}
+	free, checked, err := c.freeInstances(ctx, cand)
+	if err != nil {
+		return false, "", err
+	}
+	if free > 0 {
+		return true, fmt.Sprintf("%d of %d container instances have room", free, checked), nil
+	}
+	want := fmt.Sprintf("%g vCPU, %d MiB and %d GPU", float64(cand.CPU)/1024, cand.MemoryMiB, cand.GPUCount)
+	provider := c.Providers[cand.InstanceType]
+	if provider == "" {
+		return false, fmt.Sprintf("no %s container instance has %s free (%d checked) and no capacity provider can add one",
+			cand.InstanceType, want, checked), nil
+	}
+	room, detail, err := c.canScaleOut(ctx, provider)
+	if err != nil {
+		return false, "", err
+	}
+	if room {
+		return true, "capacity provider " + provider + " will scale out: " + detail, nil
+	}
+	return false, fmt.Sprintf("no %s container instance has %s free (%d checked) and capacity provider %s is at its maximum (%s)",
+		cand.InstanceType, want, checked, provider, detail), nil
+}
+
+// freeInstances counts the container instances of the candidate's type with room for it.
+func (c *Capacity) freeInstances(ctx context.Context, cand planner.Candidate) (free, checked int, err error) {
+	var arns []string
+	in := &ecs.ListContainerInstancesInput{
+		Cluster: aws.String(c.Cluster),
+		Filter:  aws.String("attribute:ecs.instance-type == " + cand.InstanceType),
+		Status:  ecstypes.ContainerInstanceStatusActive,
+	}
+	for {
+		out, err := c.ECS.ListContainerInstances(ctx, in)
+		if err != nil {
+			return 0, 0, awsError("ecs:ListContainerInstances", err)
+		}
+		arns = append(arns, out.ContainerInstanceArns...)
+		if out.NextToken == nil {
+			break
+		}
+		in.NextToken = out.NextToken
+	}
+	for start := 0; start < len(arns); start += 100 {
+		out, err := c.ECS.DescribeContainerInstances(ctx, &ecs.DescribeContainerInstancesInput{
+			Cluster: aws.String(c.Cluster), ContainerInstances: arns[start:min(start+100, len(arns))],
+		})
+		if err != nil {
+			return 0, 0, awsError("ecs:DescribeContainerInstances", err)
+		}
+		for _, ci := range out.ContainerInstances {
+			checked++
+			if !ci.AgentConnected {
+				continue
+			}
+			cpu, mem, gpus := remaining(ci.RemainingResources)
+			if cpu >= cand.CPU && mem >= cand.MemoryMiB && gpus >= cand.GPUCount {
+				free++
+			}
+		}
+	}
+	return free, checked, nil
+}
+
+// remaining reads a container instance's free CPU units, memory MiB and GPU count.
+func remaining(rs []ecstypes.Resource) (cpu, mem, gpus int) {
+	for _, r := range rs {
+		switch aws.ToString(r.Name) {
+		case "CPU":
+			cpu = int(r.IntegerValue)
+		case "MEMORY":
+			mem = int(r.IntegerValue)
+		case "GPU":
+			gpus = len(r.StringSetValue)
+		}
+	}
+	return cpu, mem, gpus
+}
+
+// canScaleOut reports whether a capacity provider's Auto Scaling group is below its maximum.
+func (c *Capacity) canScaleOut(ctx context.Context, provider string) (bool, string, error) {
+	out, err := c.ECS.DescribeCapacityProviders(ctx, &ecs.DescribeCapacityProvidersInput{CapacityProviders: []string{provider}})
+	if err != nil {
+		return false, "", awsError("ecs:DescribeCapacityProviders", err)
+	}
+	if len(out.CapacityProviders) == 0 || out.CapacityProviders[0].AutoScalingGroupProvider == nil {
+		return false, "capacity provider not found", nil
+	}
+	asg := aws.ToString(out.CapacityProviders[0].AutoScalingGroupProvider.AutoScalingGroupArn)
+	if i := strings.LastIndex(asg, "autoScalingGroupName/"); i >= 0 {
+		asg = asg[i+len("autoScalingGroupName/"):]
+	}
+	if c.Groups == nil {
+		return false, "no Auto Scaling client", nil
+	}
+	groups, err := c.Groups.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{asg}})
+	if err != nil {
+		return false, "", awsError("autoscaling:DescribeAutoScalingGroups", err)
+	}
+	if len(groups.AutoScalingGroups) == 0 {
+		return false, "Auto Scaling group " + asg + " not found", nil
+	}
+	g := groups.AutoScalingGroups[0]
+	desired, maxSize := aws.ToInt32(g.DesiredCapacity), aws.ToInt32(g.MaxSize)
+	return desired < maxSize, fmt.Sprintf("%d of at most %d instances", desired, maxSize), nil
+}

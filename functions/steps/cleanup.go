@@ -1,0 +1,198 @@
+package steps
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
+	"github.com/aws/aws-sdk-go-v2/service/scheduler"
+
+	"github.com/ollama-ecs/ollama-ecs/events"
+)
+
+// Stopped reports what a cleanup or teardown stopped and deleted.
+type Stopped struct {
+	// Deployments are the deployment ids acted on.
+	Deployments []string `json:"deployments"`
+	// Tasks are the task ARNs stopped.
+	Tasks []string `json:"tasks"`
+	// Schedules are the auto-stop schedules deleted.
+	Schedules []string `json:"schedules"`
+}
+
+// Stopper stops deployments: their tasks (only tasks this system started: managed-by tag and startedBy equal to
+// the deployment id, in its cluster) and their auto-stop schedules. Cleanup and teardown share it.
+type Stopper struct {
+	ECS       TaskStopper
+	Scheduler Schedules
+	Cluster   string
+	Group     string
+	Log       *slog.Logger
+}
+
+// StopDeployment stops every task the deployment started and deletes its schedule. Already-gone things are fine:
+// stopping is idempotent.
+func (s *Stopper) StopDeployment(ctx context.Context, deploymentID, reason string) (Stopped, error) {
+	res := Stopped{Deployments: []string{deploymentID}, Tasks: []string{}, Schedules: []string{}}
+	tasks, err := s.list(ctx, &ecs.ListTasksInput{Cluster: aws.String(s.Cluster), StartedBy: aws.String(deploymentID)})
+	if err != nil {
+		return res, err
+	}
+	for _, t := range tasks {
+		if TagValue(t.Tags, TagDeploymentID) != deploymentID || TagValue(t.Tags, TagManagedBy) != ManagedByValue {
+			continue
+		}
+		if err := s.stopTask(ctx, aws.ToString(t.TaskArn), reason); err != nil {
+			return res, err
+		}
+		res.Tasks = append(res.Tasks, aws.ToString(t.TaskArn))
+	}
+	deleted, err := s.deleteSchedule(ctx, ScheduleName(deploymentID))
+	if err != nil {
+		return res, err
+	}
+	if deleted {
+		res.Schedules = append(res.Schedules, ScheduleName(deploymentID))
+	}
+	logger(s.Log, deploymentID).Info("deployment stopped", "tasks", len(res.Tasks), "scheduleDeleted", deleted, "reason", reason)
+	return res, nil
+}
+
+// StopEnv stops every running deployment of an environment.
+func (s *Stopper) StopEnv(ctx context.Context, env, reason string) (Stopped, error) {
+	all := Stopped{Deployments: []string{}, Tasks: []string{}, Schedules: []string{}}
+	tasks, err := s.list(ctx, &ecs.ListTasksInput{Cluster: aws.String(s.Cluster), DesiredStatus: ecstypes.DesiredStatusRunning})
+	if err != nil {
+		return all, err
+	}
+	seen := map[string]bool{}
+	for _, t := range tasks {
+		id := TagValue(t.Tags, TagDeploymentID)
+		if TagValue(t.Tags, TagManagedBy) != ManagedByValue || TagValue(t.Tags, TagEnv) != env ||
+			id == "" || aws.ToString(t.StartedBy) != id || seen[id] {
+			continue
+		}
+		seen[id] = true
+		one, err := s.StopDeployment(ctx, id, reason)
+		if err != nil {
+			return all, err
+		}
+		all.Deployments = append(all.Deployments, id)
+		all.Tasks = append(all.Tasks, one.Tasks...)
+		all.Schedules = append(all.Schedules, one.Schedules...)
+	}
+	return all, nil
+}
+
+// list pages through ListTasks and describes the tasks with their tags.
+func (s *Stopper) list(ctx context.Context, in *ecs.ListTasksInput) ([]ecstypes.Task, error) {
+	var arns []string
+	for {
+		out, err := s.ECS.ListTasks(ctx, in)
+		if err != nil {
+			return nil, awsError("ecs:ListTasks", err)
+		}
+		arns = append(arns, out.TaskArns...)
+		if out.NextToken == nil {
+			break
+		}
+		in.NextToken = out.NextToken
+	}
+	var tasks []ecstypes.Task
+	for start := 0; start < len(arns); start += 100 {
+		out, err := s.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{
+			Cluster: aws.String(s.Cluster), Tasks: arns[start:min(start+100, len(arns))],
+			Include: []ecstypes.TaskField{ecstypes.TaskFieldTags},
+		})
+		if err != nil {
+			return nil, awsError("ecs:DescribeTasks", err)
+		}
+		for _, t := range out.Tasks {
+			if aws.ToString(t.LastStatus) != "STOPPED" {
+				tasks = append(tasks, t)
+			}
+		}
+	}
+	return tasks, nil
+}
+
+func (s *Stopper) stopTask(ctx context.Context, arn, reason string) error {
+	_, err := s.ECS.StopTask(ctx, &ecs.StopTaskInput{Cluster: aws.String(s.Cluster), Task: aws.String(arn), Reason: aws.String(reason)})
+	if err != nil && !isNotFound(err) {
+		return awsError("ecs:StopTask", err)
+	}
+	return nil
+}
+
+func (s *Stopper) deleteSchedule(ctx context.Context, name string) (bool, error) {
+	_, err := s.Scheduler.DeleteSchedule(ctx, &scheduler.DeleteScheduleInput{Name: aws.String(name), GroupName: aws.String(s.Group)})
+	if err == nil {
+		return true, nil
+	}
+	if isNotFound(err) {
+		return false, nil
+	}
+	return false, awsError("scheduler:DeleteSchedule", err)
+}
+
+// Cleanup runs after any failure once a task may have started: it stops the deployment's tasks and deletes its
+// schedule, so nothing is left running or scheduled, and the state machine then fails with the original error.
+type Cleanup struct{ Stopper *Stopper }
+
+func (c *Cleanup) Handle(ctx context.Context, s State) (Stopped, error) {
+	if s.Request == nil {
+		return Stopped{}, &InvalidEventError{Reason: "state has no request"}
+	}
+	reason := "ollama-ecs cleanup after a failed deployment"
+	if s.Error != nil {
+		reason += ": " + s.Error.Error
+	}
+	return c.Stopper.StopDeployment(ctx, s.Request.DeploymentID, reason)
+}
+
+// TeardownInput is what the teardown function receives: a Scheduled Event (stop every dev deployment), a Stop
+// Request from the bus, or a direct {"deploymentId": ...} or {"env": ...}.
+type TeardownInput = json.RawMessage
+
+// Teardown stops deployments on request: all dev deployments on the schedule, one deployment on a stop request.
+type Teardown struct {
+	Stopper *Stopper
+}
+
+func (t *Teardown) Handle(ctx context.Context, raw TeardownInput) (Stopped, error) {
+	var direct struct {
+		DeploymentID string `json:"deploymentId"`
+		Env          string `json:"env"`
+	}
+	if err := json.Unmarshal(raw, &direct); err == nil && (direct.DeploymentID != "" || direct.Env != "") {
+		if direct.DeploymentID != "" {
+			if !events.ValidDeploymentID(direct.DeploymentID) {
+				return Stopped{}, &InvalidEventError{Reason: fmt.Sprintf("%q is not a deployment id", direct.DeploymentID)}
+			}
+			return t.Stopper.StopDeployment(ctx, direct.DeploymentID, "ollama-ecs stop request")
+		}
+		if direct.Env != "dev" && direct.Env != "prod" {
+			return Stopped{}, &InvalidEventError{Reason: fmt.Sprintf("env %q is not dev or prod", direct.Env)}
+		}
+		return t.Stopper.StopEnv(ctx, direct.Env, "ollama-ecs teardown of env "+direct.Env)
+	}
+	in, err := events.Parse(raw, events.Config{}, "")
+	if err != nil {
+		return Stopped{}, &InvalidEventError{Reason: err.Error()}
+	}
+	switch in.Kind {
+	case events.KindTeardown:
+		return t.Stopper.StopEnv(ctx, "dev", "ollama-ecs scheduled dev teardown")
+	case events.KindStop:
+		reason := "ollama-ecs stop request"
+		if in.Stop.Requester != "" {
+			reason += " from " + in.Stop.Requester
+		}
+		return t.Stopper.StopDeployment(ctx, in.DeploymentID, reason)
+	}
+	return Stopped{}, &InvalidEventError{Reason: fmt.Sprintf("a %s event is not a stop or teardown", in.Kind)}
+}

@@ -1,0 +1,101 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+)
+
+// Config is every setting a step reads from its Lambda environment (the names the CDK stack sets).
+type Config struct {
+	Cluster           string
+	ModelBucket       string
+	ModelPrefix       string
+	GPUInstanceTypes  []string
+	DevTTL            time.Duration
+	Policy            string
+	Providers         map[string]string
+	CPUTaskDefinition string
+	GPUTaskDefinition string
+	Subnets           []string
+	SecurityGroups    []string
+	HealthTimeout     time.Duration
+	HealthWatch       time.Duration
+	ScheduleGroup     string
+	SchedulerRoleArn  string
+}
+
+// ConfigFromEnv reads Config with defaults; a malformed value is an error, a missing one takes its default.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	c := Config{
+		Cluster:           getenv("CLUSTER"),
+		ModelBucket:       getenv("MODEL_BUCKET"),
+		ModelPrefix:       or(getenv("MODEL_PREFIX"), "models/"),
+		GPUInstanceTypes:  list(getenv("GPU_INSTANCE_TYPES")),
+		Policy:            or(getenv("POLICY"), "cost"),
+		Providers:         map[string]string{},
+		CPUTaskDefinition: or(getenv("CPU_TASK_DEFINITION"), "ollama-cpu"),
+		GPUTaskDefinition: or(getenv("GPU_TASK_DEFINITION"), "ollama-gpu"),
+		Subnets:           list(getenv("SUBNETS")),
+		SecurityGroups:    list(getenv("SECURITY_GROUPS")),
+		ScheduleGroup:     or(getenv("SCHEDULE_GROUP"), "ollama-ecs"),
+		SchedulerRoleArn:  getenv("SCHEDULER_ROLE_ARN"),
+	}
+	for _, kv := range list(getenv("GPU_CAPACITY_PROVIDERS")) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || v == "" {
+			return c, fmt.Errorf("GPU_CAPACITY_PROVIDERS entry %q is not type=provider", kv)
+		}
+		c.Providers[k] = v
+	}
+	for _, d := range []struct {
+		env  string
+		def  time.Duration
+		into *time.Duration
+	}{{"DEV_TTL", 2 * time.Hour, &c.DevTTL}, {"HEALTH_TIMEOUT", 30 * time.Minute, &c.HealthTimeout}, {"HEALTH_WATCH", 20 * time.Second, &c.HealthWatch}} {
+		*d.into = d.def
+		if v := getenv(d.env); v != "" {
+			parsed, err := time.ParseDuration(v)
+			if err != nil || parsed <= 0 {
+				return c, fmt.Errorf("%s=%q is not a positive duration", d.env, v)
+			}
+			*d.into = parsed
+		}
+	}
+	return c, nil
+}
+
+func list(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// NewLogger is the JSON logger every function writes to (CloudWatch Logs on AWS).
+func NewLogger() *slog.Logger {
+	level := slog.LevelInfo
+	if os.Getenv("LOG_LEVEL") == "debug" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// Boot reads the environment and the AWS SDK configuration every function's main starts from.
+func Boot(ctx context.Context) (Config, aws.Config, *slog.Logger, error) {
+	cfg, err := ConfigFromEnv(os.Getenv)
+	if err != nil {
+		return cfg, aws.Config{}, nil, err
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	return cfg, awsCfg, NewLogger(), err
+}

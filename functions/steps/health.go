@@ -1,0 +1,235 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
+	"github.com/ollama/ollama/api"
+)
+
+// Phases of a deployment on its way to healthy, as the console shows them.
+const (
+	PhaseProvisioning = "PROVISIONING"
+	PhasePending      = "PENDING"
+	PhaseStarting     = "STARTING_SERVER"
+	PhasePulling      = "PULLING_MODEL"
+	PhaseLoading      = "LOADING_MODEL"
+	PhaseReady        = "READY"
+)
+
+// HealthState is one poll's answer; the state machine keeps it between polls.
+type HealthState struct {
+	Ready bool `json:"ready"`
+	// Phase is where the deployment stands; Detail says more.
+	Phase  string `json:"phase"`
+	Detail string `json:"detail"`
+	// Polls counts the polls so far.
+	Polls int `json:"polls"`
+	// WaitSeconds is how long the state machine waits before the next poll.
+	WaitSeconds int `json:"waitSeconds"`
+	// Endpoint is Ollama's base URL once the task is running.
+	Endpoint string `json:"endpoint,omitempty"`
+	// FirstPollAt and Deadline bound the whole wait.
+	FirstPollAt string `json:"firstPollAt"`
+	Deadline    string `json:"deadline"`
+	// GPU is the GPU readiness rule's verdict: "met", "not applicable: <why>", or "" on a CPU placement.
+	GPU string `json:"gpu,omitempty"`
+}
+
+// Health polls a deployment: the task RUNNING (a STOPPED task fails with its stop reason and exit code), then
+// Ollama answering, the model present, and the model loaded (on a GPU placement wholly in GPU memory, else it
+// fell back to the CPU and that is a failure). When the task is close to ready the poll keeps watching for up to
+// Watch, so readiness is noticed within PollInterval without paying for state transitions; otherwise it returns
+// at once with the next wait, which grows with the time already waited.
+type Health struct {
+	ECS     TaskDescriber
+	Cluster string
+	// Endpoint finds a running task's Ollama base URL; on AWS, TaskPrivateEndpoint.
+	Endpoint func(ctx context.Context, task ecstypes.Task) (string, error)
+	HTTP     *http.Client
+	// Timeout bounds the whole wait from the first poll.
+	Timeout time.Duration
+	// Watch is how long one poll keeps watching a task that is close to ready; PollInterval paces it.
+	Watch, PollInterval time.Duration
+	// GPURuleNotApplicable, when set, says why the GPU rule cannot be checked (local mode has no GPU).
+	GPURuleNotApplicable string
+	Now                  func() time.Time
+	Log                  *slog.Logger
+}
+
+func (h *Health) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func (h *Health) Handle(ctx context.Context, s State) (HealthState, error) {
+	if s.Request == nil || s.Task == nil {
+		return HealthState{}, &InvalidEventError{Reason: "state has no task"}
+	}
+	log := logger(h.Log, s.Request.DeploymentID)
+	st := HealthState{Polls: 1}
+	start := h.now()
+	if prev := s.Health; prev != nil {
+		st.Polls = prev.Polls + 1
+		if t, err := time.Parse(time.RFC3339Nano, prev.FirstPollAt); err == nil {
+			start = t
+		}
+	}
+	deadline := start.Add(h.Timeout)
+	st.FirstPollAt, st.Deadline = start.UTC().Format(time.RFC3339Nano), deadline.UTC().Format(time.RFC3339Nano)
+	watchUntil := h.now().Add(h.Watch)
+	for {
+		if err := h.observe(ctx, s, &st); err != nil {
+			log.Warn("deployment unhealthy", "error", err)
+			return HealthState{}, err
+		}
+		if st.Ready {
+			log.Info("deployment healthy", "endpoint", st.Endpoint, "polls", st.Polls, "gpu", st.GPU)
+			return st, nil
+		}
+		now := h.now()
+		if now.After(deadline) {
+			return HealthState{}, &HealthTimeoutError{Phase: st.Phase, Detail: st.Detail}
+		}
+		closeToReady := st.Phase == PhaseStarting || st.Phase == PhaseLoading
+		if !closeToReady || now.Add(h.PollInterval).After(watchUntil) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return HealthState{}, ctx.Err()
+		case <-time.After(h.PollInterval):
+		}
+	}
+	// Wait half the time waited so far (1 s to 60 s): a slow start is polled a dozen times, not hundreds.
+	elapsed := h.now().Sub(start)
+	st.WaitSeconds = int(min(60, max(1, elapsed.Seconds()/2)))
+	if remaining := deadline.Sub(h.now()); remaining > 0 && time.Duration(st.WaitSeconds)*time.Second > remaining {
+		st.WaitSeconds = int(max(1, remaining.Seconds()))
+	}
+	log.Info("deployment not ready yet", "phase", st.Phase, "detail", st.Detail, "polls", st.Polls, "waitSeconds", st.WaitSeconds)
+	return st, nil
+}
+
+// observe fills in the phase; an error means the deployment cannot become healthy.
+func (h *Health) observe(ctx context.Context, s State, st *HealthState) error {
+	out, err := h.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(h.Cluster), Tasks: []string{s.Task.TaskArn}})
+	if err != nil {
+		return awsError("ecs:DescribeTasks", err)
+	}
+	if len(out.Tasks) == 0 {
+		return &TaskStoppedError{TaskArn: s.Task.TaskArn, StopCode: "Missing", Reason: "the task is no longer known to ECS"}
+	}
+	task := out.Tasks[0]
+	status := aws.ToString(task.LastStatus)
+	if status == "STOPPED" || aws.ToString(task.DesiredStatus) == "STOPPED" {
+		e := &TaskStoppedError{TaskArn: s.Task.TaskArn, StopCode: string(task.StopCode), Reason: aws.ToString(task.StoppedReason)}
+		for _, c := range task.Containers {
+			if aws.ToString(c.Name) == ContainerName {
+				e.ExitCode = c.ExitCode
+				if r := aws.ToString(c.Reason); r != "" && e.Reason == "" {
+					e.Reason = r
+				}
+			}
+		}
+		return e
+	}
+	if status != "RUNNING" {
+		st.Phase, st.Detail = PhasePending, "task is "+status
+		if status == "PROVISIONING" {
+			st.Phase = PhaseProvisioning
+		}
+		return nil
+	}
+	if st.Endpoint == "" {
+		ep, err := h.Endpoint(ctx, task)
+		if err != nil {
+			st.Phase, st.Detail = PhaseStarting, err.Error()
+			return nil
+		}
+		st.Endpoint = ep
+	}
+	base, err := url.Parse(st.Endpoint)
+	if err != nil {
+		return &InvalidEventError{Reason: "bad endpoint " + st.Endpoint}
+	}
+	client := api.NewClient(base, h.HTTP)
+	callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := client.Version(callCtx); err != nil {
+		st.Phase, st.Detail = PhaseStarting, "ollama not answering yet"
+		return nil
+	}
+	want := s.Request.ModelName
+	list, err := client.List(callCtx)
+	if err != nil {
+		st.Phase, st.Detail = PhaseStarting, "listing models: "+err.Error()
+		return nil
+	}
+	present := false
+	for _, m := range list.Models {
+		present = present || sameModel(m.Name, want) || sameModel(m.Model, want)
+	}
+	if !present {
+		st.Phase, st.Detail = PhasePulling, want+" not present yet"
+		return nil
+	}
+	ps, err := client.ListRunning(callCtx)
+	if err != nil {
+		st.Phase, st.Detail = PhaseLoading, "listing loaded models: "+err.Error()
+		return nil
+	}
+	for _, m := range ps.Models {
+		if !sameModel(m.Name, want) && !sameModel(m.Model, want) {
+			continue
+		}
+		if s.Task.GPU {
+			switch {
+			case h.GPURuleNotApplicable != "":
+				st.GPU = "not applicable: " + h.GPURuleNotApplicable
+			case m.SizeVRAM < m.Size:
+				return &ModelNotOnGPUError{Model: want, Size: m.Size, SizeVRAM: m.SizeVRAM}
+			default:
+				st.GPU = "met"
+			}
+		}
+		st.Ready, st.Phase, st.Detail = true, PhaseReady, fmt.Sprintf("%s loaded (%d bytes)", want, m.Size)
+		return nil
+	}
+	st.Phase, st.Detail = PhaseLoading, want+" present, not loaded yet"
+	return nil
+}
+
+// sameModel compares Ollama names, where "name" means "name:latest".
+func sameModel(a, b string) bool {
+	norm := func(s string) string {
+		if !strings.Contains(s, ":") {
+			return s + ":latest"
+		}
+		return s
+	}
+	return a != "" && norm(a) == norm(b)
+}
+
+// TaskPrivateEndpoint is Ollama's URL at a running awsvpc task's private address, reachable from a Lambda in the
+// same VPC whose security group the task's group admits.
+func TaskPrivateEndpoint(_ context.Context, task ecstypes.Task) (string, error) {
+	for _, a := range task.Attachments {
+		for _, d := range a.Details {
+			if aws.ToString(d.Name) == "privateIPv4Address" && aws.ToString(d.Value) != "" {
+				return fmt.Sprintf("http://%s:%d", aws.ToString(d.Value), OllamaPort), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("task has no private address yet")
+}

@@ -1,0 +1,64 @@
+package steps
+
+import (
+	"context"
+
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/scheduler"
+)
+
+// The AWS calls each step makes, as small interfaces with the SDK v2 method signatures: the SDK clients satisfy
+// them on AWS, the local cloud satisfies them in local mode.
+
+// ObjectReader reads model uploads.
+type ObjectReader interface {
+	GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+}
+
+// ContainerInstances finds room for EC2 placements.
+type ContainerInstances interface {
+	ListContainerInstances(ctx context.Context, in *ecs.ListContainerInstancesInput, opts ...func(*ecs.Options)) (*ecs.ListContainerInstancesOutput, error)
+	DescribeContainerInstances(ctx context.Context, in *ecs.DescribeContainerInstancesInput, opts ...func(*ecs.Options)) (*ecs.DescribeContainerInstancesOutput, error)
+	DescribeCapacityProviders(ctx context.Context, in *ecs.DescribeCapacityProvidersInput, opts ...func(*ecs.Options)) (*ecs.DescribeCapacityProvidersOutput, error)
+}
+
+// AutoScalingGroups tells whether a capacity provider's group can still scale out.
+type AutoScalingGroups interface {
+	DescribeAutoScalingGroups(ctx context.Context, in *autoscaling.DescribeAutoScalingGroupsInput, opts ...func(*autoscaling.Options)) (*autoscaling.DescribeAutoScalingGroupsOutput, error)
+}
+
+// TaskRunner starts tasks.
+type TaskRunner interface {
+	RunTask(ctx context.Context, in *ecs.RunTaskInput, opts ...func(*ecs.Options)) (*ecs.RunTaskOutput, error)
+}
+
+// TaskDescriber reads task state.
+type TaskDescriber interface {
+	DescribeTasks(ctx context.Context, in *ecs.DescribeTasksInput, opts ...func(*ecs.Options)) (*ecs.DescribeTasksOutput, error)
+}
+
+// TaskStopper finds and stops tasks.
+type TaskStopper interface {
+	ListTasks(ctx context.Context, in *ecs.ListTasksInput, opts ...func(*ecs.Options)) (*ecs.ListTasksOutput, error)
+	DescribeTasks(ctx context.Context, in *ecs.DescribeTasksInput, opts ...func(*ecs.Options)) (*ecs.DescribeTasksOutput, error)
+	StopTask(ctx context.Context, in *ecs.StopTaskInput, opts ...func(*ecs.Options)) (*ecs.StopTaskOutput, error)
+}
+
+// Schedules creates and deletes one-time schedules.
+type Schedules interface {
+	CreateSchedule(ctx context.Context, in *scheduler.CreateScheduleInput, opts ...func(*scheduler.Options)) (*scheduler.CreateScheduleOutput, error)
+	GetSchedule(ctx context.Context, in *scheduler.GetScheduleInput, opts ...func(*scheduler.Options)) (*scheduler.GetScheduleOutput, error)
+	DeleteSchedule(ctx context.Context, in *scheduler.DeleteScheduleInput, opts ...func(*scheduler.Options)) (*scheduler.DeleteScheduleOutput, error)
+}
+
+var (
+	_ ObjectReader       = (*s3.Client)(nil)
+	_ ContainerInstances = (*ecs.Client)(nil)
+	_ AutoScalingGroups  = (*autoscaling.Client)(nil)
+	_ TaskRunner         = (*ecs.Client)(nil)
+	_ TaskDescriber      = (*ecs.Client)(nil)
+	_ TaskStopper        = (*ecs.Client)(nil)
+	_ Schedules          = (*scheduler.Client)(nil)
+)

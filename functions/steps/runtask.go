@@ -1,0 +1,189 @@
+package steps
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
+
+	"github.com/ollama-ecs/ollama-ecs/planner"
+)
+
+// TaskInfo is what the state machine keeps about the started task.
+type TaskInfo struct {
+	TaskArn       string  `json:"taskArn"`
+	ClusterArn    string  `json:"clusterArn"`
+	Placement     string  `json:"placement"`
+	LaunchType    string  `json:"launchType"`
+	InstanceType  string  `json:"instanceType"`
+	GPU           bool    `json:"gpu"`
+	CPU           int     `json:"cpu"`
+	MemoryMiB     int     `json:"memoryMiB"`
+	HourlyCostUSD float64 `json:"hourlyCostUSD"`
+	StartedAt     string  `json:"startedAt"`
+}
+
+// RunTask starts the deployment's task on the chosen candidate. The deployment id is the client token, so the same
+// deployment never starts a second task (a redelivered event, a retried step), and the task's startedBy, so
+// cleanup can always find it.
+type RunTask struct {
+	ECS     TaskRunner
+	Cluster string
+	// CPUTaskDefinition and GPUTaskDefinition are the two task definition families (or ARNs).
+	CPUTaskDefinition, GPUTaskDefinition string
+	Subnets, SecurityGroups              []string
+	// Providers maps a GPU instance type to its capacity provider, which RunTask then uses so ECS can scale out.
+	Providers map[string]string
+	Now       func() time.Time
+	Log       *slog.Logger
+}
+
+func (r *RunTask) Handle(ctx context.Context, s State) (TaskInfo, error) {
+	if s.Request == nil || s.Capacity == nil || s.Capacity.Candidate == nil {
+		return TaskInfo{}, &InvalidEventError{Reason: "state has no chosen candidate"}
+	}
+	req, cand := s.Request, *s.Capacity.Candidate
+	log := logger(r.Log, req.DeploymentID)
+	in := r.input(req, cand)
+	out, err := r.ECS.RunTask(ctx, in)
+	if err != nil {
+		return TaskInfo{}, awsError("ecs:RunTask", err)
+	}
+	if len(out.Failures) > 0 || len(out.Tasks) == 0 {
+		if len(out.Tasks) > 0 {
+			// A task did start: it must be accounted for, so this is not a clean capacity miss.
+			return TaskInfo{}, &AWSRequestError{Op: "ecs:RunTask", Code: "PartialFailure", Message: describeFailures(out.Failures)}
+		}
+		reason := describeFailures(out.Failures)
+		if reason == "" {
+			reason = "ECS placed no task and gave no reason"
+		}
+		log.Warn("run task refused", "placement", cand.Placement, "reason", reason)
+		return TaskInfo{}, &CapacityError{Reason: cand.Placement + ": " + reason}
+	}
+	t := out.Tasks[0]
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	info := TaskInfo{
+		TaskArn: aws.ToString(t.TaskArn), ClusterArn: aws.ToString(t.ClusterArn),
+		Placement: cand.Placement, LaunchType: cand.LaunchType, InstanceType: cand.InstanceType, GPU: cand.IsGPU(),
+		CPU: cand.CPU, MemoryMiB: cand.MemoryMiB, HourlyCostUSD: cand.HourlyCostUSD,
+		StartedAt: now().UTC().Format(time.RFC3339),
+	}
+	log.Info("task started", "taskArn", info.TaskArn, "placement", info.Placement, "instanceType", info.InstanceType)
+	return info, nil
+}
+
+func (r *RunTask) input(req *Request, cand planner.Candidate) *ecs.RunTaskInput {
+	td := r.CPUTaskDefinition
+	if cand.IsGPU() {
+		td = r.GPUTaskDefinition
+	}
+	env := []ecstypes.KeyValuePair{
+		{Name: aws.String(EnvModel), Value: aws.String(req.ModelName)},
+		{Name: aws.String(EnvSource), Value: aws.String(req.Source)},
+		{Name: aws.String(EnvKeepAlive), Value: aws.String("-1")},
+	}
+	if req.ContextLength > 0 {
+		env = append(env, ecstypes.KeyValuePair{Name: aws.String(EnvContextLength), Value: aws.String(strconv.Itoa(req.ContextLength))})
+	}
+	ollama := ecstypes.ContainerOverride{Name: aws.String(ContainerName), Environment: env}
+	if cand.GPUCount > 0 {
+		ollama.ResourceRequirements = []ecstypes.ResourceRequirement{{
+			Type: ecstypes.ResourceTypeGpu, Value: aws.String(strconv.Itoa(cand.GPUCount)),
+		}}
+	}
+	in := &ecs.RunTaskInput{
+		Cluster:        aws.String(r.Cluster),
+		TaskDefinition: aws.String(td),
+		Count:          aws.Int32(1),
+		ClientToken:    aws.String(req.DeploymentID),
+		StartedBy:      aws.String(req.DeploymentID),
+		Overrides: &ecstypes.TaskOverride{
+			Cpu:    aws.String(strconv.Itoa(cand.CPU)),
+			Memory: aws.String(strconv.Itoa(cand.MemoryMiB)),
+			ContainerOverrides: []ecstypes.ContainerOverride{ollama, {
+				Name:        aws.String(FetchContainerName),
+				Environment: []ecstypes.KeyValuePair{{Name: aws.String(EnvSource), Value: aws.String(req.Source)}},
+			}},
+		},
+		NetworkConfiguration: &ecstypes.NetworkConfiguration{AwsvpcConfiguration: &ecstypes.AwsVpcConfiguration{
+			Subnets: r.Subnets, SecurityGroups: r.SecurityGroups, AssignPublicIp: ecstypes.AssignPublicIpDisabled,
+		}},
+		EnableECSManagedTags: true,
+		Tags: []ecstypes.Tag{
+			tag(TagManagedBy, ManagedByValue),
+			tag(TagDeploymentID, req.DeploymentID),
+			tag(TagModel, req.ModelName),
+			tag(TagEnv, req.Env),
+			tag(TagRequester, or(req.Requester, "unknown")),
+			tag(TagPlacement, cand.Placement),
+			tag(TagInstanceType, cand.InstanceType),
+			tag(TagHourlyUSD, strconv.FormatFloat(cand.HourlyCostUSD, 'f', 4, 64)),
+		},
+	}
+	for _, pc := range cand.PlacementConstraints {
+		in.PlacementConstraints = append(in.PlacementConstraints, ecstypes.PlacementConstraint{
+			Type: ecstypes.PlacementConstraintType(pc.Type), Expression: aws.String(pc.Expression),
+		})
+	}
+	switch {
+	case len(cand.CapacityProviderStrategy) > 0:
+		for _, s := range cand.CapacityProviderStrategy {
+			in.CapacityProviderStrategy = append(in.CapacityProviderStrategy, ecstypes.CapacityProviderStrategyItem{
+				CapacityProvider: aws.String(s.CapacityProvider), Weight: s.Weight,
+			})
+		}
+	case cand.IsGPU() && r.Providers[cand.InstanceType] != "":
+		in.CapacityProviderStrategy = []ecstypes.CapacityProviderStrategyItem{{
+			CapacityProvider: aws.String(r.Providers[cand.InstanceType]), Weight: 1,
+		}}
+	default:
+		in.LaunchType = ecstypes.LaunchType(cand.LaunchType)
+	}
+	return in
+}
+
+// tag values allow letters, digits, spaces and + - = . _ : / @; anything else becomes "_".
+func tag(k, v string) ecstypes.Tag {
+	clean := strings.Map(func(r rune) rune {
+		if r < 128 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(" +-=._:/@", r)) {
+			return r
+		}
+		return '_'
+	}, v)
+	if len(clean) > 256 {
+		clean = clean[:256]
+	}
+	return ecstypes.Tag{Key: aws.String(k), Value: aws.String(clean)}
+}
+
+func describeFailures(fs []ecstypes.Failure) string {
+	parts := make([]string, 0, len(fs))
+	for _, f := range fs {
+		p := aws.ToString(f.Reason)
+		if d := aws.ToString(f.Detail); d != "" {
+			p += " (" + d + ")"
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// TagValue finds a tag on a task.
+func TagValue(tags []ecstypes.Tag, key string) string {
+	for _, t := range tags {
+		if aws.ToString(t.Key) == key {
+			return aws.ToString(t.Value)
+		}
+	}
+	return ""
+}
+

@@ -1,0 +1,172 @@
+package steps
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/events"
+)
+
+// ValidateInput is what the state machine gives the validate step: the execution's input as it came, and the
+// execution's name (the deployment id of a direct request).
+type ValidateInput struct {
+	Event         json.RawMessage `json:"event"`
+	ExecutionName string          `json:"executionName"`
+}
+
+// ValidateOutput replaces the state: from here on, only the normalised request travels.
+type ValidateOutput struct {
+	Request Request `json:"request"`
+}
+
+// Validate normalises the three input shapes (deploy event, S3 upload, direct request) into one Request, checks
+// the model and overrides, and sizes an uploaded GGUF from its header. It starts nothing.
+type Validate struct {
+	Catalog *catalog.Catalog
+	S3      ObjectReader
+	// Bucket and Prefix are where uploads are accepted.
+	Bucket, Prefix string
+	Log            *slog.Logger
+}
+
+// maxModelfileBytes bounds a Modelfile read: they are a few lines.
+const maxModelfileBytes = 64 << 10
+
+func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput, error) {
+	parsed, err := events.Parse(in.Event, events.Config{ModelPrefix: v.Prefix, Bucket: v.Bucket}, in.ExecutionName)
+	if err != nil {
+		return ValidateOutput{}, &InvalidEventError{Reason: err.Error()}
+	}
+	log := logger(v.Log, parsed.DeploymentID)
+	req := Request{DeploymentID: parsed.DeploymentID, Env: "dev", Prefer: "auto", Policy: "cost", TTLSeconds: -1}
+	switch parsed.Kind {
+	case events.KindDeploy, events.KindDirect:
+		d := parsed.Deploy
+		m, err := v.Catalog.Model(d.Model)
+		if err != nil {
+			return ValidateOutput{}, err
+		}
+		ttl, _ := d.TTLDuration() // checked by Parse
+		req.Trigger = string(parsed.Kind)
+		req.ModelName = m.Name
+		req.Source = "ollama://" + m.Name
+		req.Model = m
+		req.Env = or(d.Env, req.Env)
+		req.Prefer = or(d.Prefer, req.Prefer)
+		req.Policy = or(d.Policy, req.Policy)
+		req.InstanceType = d.InstanceType
+		req.LaunchType = strings.ToUpper(d.LaunchType)
+		req.ContextLength = d.ContextLength
+		req.TTLSeconds = int(ttl.Seconds())
+		req.Requester = d.Requester
+		if ttl < 0 {
+			req.TTLSeconds = -1
+		}
+	case events.KindUpload:
+		up := parsed.Upload
+		m, err := v.sizeUpload(ctx, up)
+		if err != nil {
+			return ValidateOutput{}, err
+		}
+		req.Trigger = "upload"
+		req.ModelName = up.ModelName
+		req.Source = "s3://" + up.Bucket + "/" + up.Key
+		req.Model = m
+		req.Env = up.Env
+		req.Requester = "s3:" + parsed.Envelope.Account
+	default:
+		return ValidateOutput{}, &InvalidEventError{Reason: fmt.Sprintf(
+			"a %s event does not start a deployment: it goes to the teardown function", parsed.Kind)}
+	}
+	log.Info("request validated", "trigger", req.Trigger, "model", req.ModelName, "env", req.Env,
+		"sizeBytes", req.Model.SizeBytes)
+	return ValidateOutput{Request: req}, nil
+}
+
+// sizeUpload reads an uploaded GGUF's header, or a Modelfile and the model it builds FROM.
+func (v *Validate) sizeUpload(ctx context.Context, up *events.Upload) (catalog.Model, error) {
+	if !up.Modelfile {
+		return readGGUFModel(ctx, v.S3, up.Bucket, up.Key, up.Size, up.ModelName)
+	}
+	from, err := v.modelfileFrom(ctx, up)
+	if err != nil {
+		return catalog.Model{}, err
+	}
+	if strings.HasSuffix(from, ".gguf") {
+		// A relative FROM names a GGUF uploaded beside the Modelfile's folder, under the same prefix.
+		key := path.Join(path.Dir(path.Dir(up.Key)), from)
+		if !strings.HasPrefix(key, v.Prefix) || strings.Contains(from, "..") {
+			return catalog.Model{}, &InvalidEventError{Reason: fmt.Sprintf("Modelfile FROM %q leaves the model prefix", from)}
+		}
+		out, err := v.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(up.Bucket), Key: aws.String(key), Range: aws.String("bytes=0-0")})
+		if err != nil {
+			return catalog.Model{}, &NotGGUFError{Key: key, Reason: "the Modelfile's FROM file cannot be read: " + awsError("s3:GetObject", err).Error()}
+		}
+		out.Body.Close()
+		size := objectSize(out)
+		return readGGUFModel(ctx, v.S3, up.Bucket, key, size, up.ModelName)
+	}
+	m, err := v.Catalog.Model(from)
+	if err != nil {
+		return catalog.Model{}, err
+	}
+	m.Name = up.ModelName
+	return m, nil
+}
+
+func (v *Validate) modelfileFrom(ctx context.Context, up *events.Upload) (string, error) {
+	out, err := v.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(up.Bucket), Key: aws.String(up.Key)})
+	if err != nil {
+		return "", awsError("s3:GetObject", err)
+	}
+	defer out.Body.Close()
+	sc := bufio.NewScanner(io.LimitReader(out.Body, maxModelfileBytes))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if rest, ok := cutPrefixFold(line, "FROM "); ok {
+			return strings.TrimSpace(rest), nil
+		}
+	}
+	if err := sc.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return "", &InvalidEventError{Reason: "reading the Modelfile: " + err.Error()}
+	}
+	return "", &InvalidEventError{Reason: up.Key + " has no FROM line"}
+}
+
+func objectSize(out *s3.GetObjectOutput) int64 {
+	// A ranged GET answers "bytes 0-0/<size>".
+	if out.ContentRange != nil {
+		if i := strings.LastIndexByte(*out.ContentRange, '/'); i >= 0 {
+			var n int64
+			if _, err := fmt.Sscan((*out.ContentRange)[i+1:], &n); err == nil {
+				return n
+			}
+		}
+	}
+	return aws.ToInt64(out.ContentLength)
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return s, false
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
