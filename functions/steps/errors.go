@@ -96,11 +96,6 @@ func (e *ModelNotOnGPUError) Error() string {
 	return fmt.Sprintf("%s loaded with %d of %d bytes in GPU memory: it fell back to the CPU", e.Model, e.SizeVRAM, e.Size)
 }
 
-// ModelLoadError means the task could not obtain or load its model (a pull without internet, a bad upload).
-type ModelLoadError struct{ Model, Reason string }
-
-func (e *ModelLoadError) Error() string { return fmt.Sprintf("model %s did not load: %s", e.Model, e.Reason) }
-
 // awsError classifies an SDK error by its API error code into the typed errors above, so the state machine can
 // retry throttling and server errors and fail fast on the rest.
 func awsError(op string, err error) error {

@@ -1,0 +1,26 @@
+package steps
+
+import (
+	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/planner"
+)
+
+// ErrorTypes lists every typed error a step returns to the state machine, one value per type. The workflow's
+// tests keep this list and the ASL's ErrorEquals names equal, and a test here keeps it complete.
+var ErrorTypes = []error{
+	(*InvalidEventError)(nil),
+	(*NotGGUFError)(nil),
+	(*NoCapacityError)(nil),
+	(*CapacityError)(nil),
+	(*ThrottlingError)(nil),
+	(*AWSServiceError)(nil),
+	(*AWSRequestError)(nil),
+	(*TaskStoppedError)(nil),
+	(*HealthTimeoutError)(nil),
+	(*ModelNotOnGPUError)(nil),
+	(*catalog.UnknownModelError)(nil),
+	(*catalog.UnknownInstanceTypeError)(nil),
+	(*planner.InvalidRequestError)(nil),
+	(*planner.ModelTooLargeError)(nil),
+	(*planner.GPUOnFargateError)(nil),
+}
