@@ -125,11 +125,11 @@ func invalid(field, format string, args ...any) error {
 type Kind string
 
 const (
-	KindDeploy    Kind = "deploy"
-	KindUpload    Kind = "upload"
-	KindStop      Kind = "stop"
-	KindTeardown  Kind = "teardown"
-	KindDirect    Kind = "direct"
+	KindDeploy   Kind = "deploy"
+	KindUpload   Kind = "upload"
+	KindStop     Kind = "stop"
+	KindTeardown Kind = "teardown"
+	KindDirect   Kind = "direct"
 )
 
 // Input is a parsed event: exactly one of Deploy, Upload, Stop is set, or none for a teardown.

@@ -24,8 +24,9 @@ const (
 	// cpuHeadroom is the share of RAM kept free on a CPU placement: the page cache and allocator spikes need room,
 	// and a task that hits its memory limit is killed.
 	cpuHeadroom = 0.10
-	// ec2ReservedMiB is the memory the ECS agent and the OS keep on a container instance.
-	ec2ReservedMiB = 1024
+	// ec2UsableShare is the share of an instance's nominal memory a GPU task reserves: ECS registers less than the
+	// nominal size (the kernel and the agent keep some), and 90% stays below what it registers on these types.
+	ec2UsableShare = 0.90
 )
 
 // Estimate is the memory a model needs at a given context length, following Ollama's llm/memory.go: weights, plus

@@ -448,7 +448,7 @@ func (p *planning) gpuCandidate(t catalog.InstanceType) (Candidate, bool) {
 			100-100*max(0, gpuMiB-gpuOverheadMiB*t.GPU.Count)/p.est.ModelMiB))
 		return Candidate{}, false
 	}
-	hostMiB := t.MemoryMiB - ec2ReservedMiB
+	hostMiB := int(float64(t.MemoryMiB)*ec2UsableShare) / 256 * 256
 	if hostMiB < p.est.GPUHostMiB {
 		p.reject(label, t.Name, fmt.Sprintf("host memory %s is below the runtime's %s", fmtMiB(hostMiB), fmtMiB(p.est.GPUHostMiB)))
 		return Candidate{}, false

@@ -121,7 +121,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		doc, _ := json.Marshal(map[string]string{"instanceId": aws.ToString(inst.Instances[0].InstanceId), "instanceType": "g4dn.xlarge"})
 		if _, err := ecsc.RegisterContainerInstance(ctx, &ecs.RegisterContainerInstanceInput{Cluster: aws.String("ollama"),
 			InstanceIdentityDocument: aws.String(string(doc)),
-			TotalResources: []ecstypes.Resource{{Name: aws.String("GPU"), Type: aws.String("STRINGSET"), StringSetValue: []string{"gpu-0"}}}}); err != nil {
+			TotalResources:           []ecstypes.Resource{{Name: aws.String("GPU"), Type: aws.String("STRINGSET"), StringSetValue: []string{"gpu-0"}}}}); err != nil {
 			t.Fatal(err)
 		}
 		p := plan(t, "mistral:7b", planner.PreferGPU)
@@ -134,7 +134,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		if _, err := ecsc.RegisterTaskDefinition(ctx, &ecs.RegisterTaskDefinitionInput{
 			Family: aws.String("ollama-gpu-huge"), NetworkMode: ecstypes.NetworkModeAwsvpc,
 			RequiresCompatibilities: []ecstypes.Compatibility{ecstypes.CompatibilityEc2},
-			ContainerDefinitions: []ecstypes.ContainerDefinition{{Name: aws.String(ContainerName), Image: aws.String("x"), Memory: aws.Int32(400000)}},
+			ContainerDefinitions:    []ecstypes.ContainerDefinition{{Name: aws.String(ContainerName), Image: aws.String("x"), Memory: aws.Int32(400000)}},
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -282,7 +282,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		put("models/tiny.gguf", gguf)
 		put("models/notes.gguf", bytes.Repeat([]byte("not a model "), 100))
 		hostile := append([]byte("GGUF\x03\x00\x00\x00"), make([]byte, 16)...)
-		hostile[8+8] = 1                              // one KV
+		hostile[8+8] = 1                                                          // one KV
 		hostile = append(hostile, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f) // its key claims 9 EB
 		put("models/hostile.gguf", hostile)
 		v := &Validate{Catalog: catalog.Default(), S3: s3c, Bucket: "models-bucket", Prefix: "models/"}

@@ -24,7 +24,9 @@ type NotGGUFError struct {
 	Reason string
 }
 
-func (e *NotGGUFError) Error() string { return fmt.Sprintf("%s is not a usable GGUF model: %s", e.Key, e.Reason) }
+func (e *NotGGUFError) Error() string {
+	return fmt.Sprintf("%s is not a usable GGUF model: %s", e.Key, e.Reason)
+}
 
 // Attempt is one rung of the fallback ladder that was tried and refused.
 type Attempt struct {

@@ -186,4 +186,3 @@ func TagValue(tags []ecstypes.Tag, key string) string {
 	}
 	return ""
 }
-
