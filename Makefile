@@ -26,8 +26,19 @@ lambdas: ## build each Lambda as dist/<fn>/bootstrap (linux/arm64, provided.al20
 			-o dist/$$fn/bootstrap ./functions/$$fn || exit 1; done
 
 .PHONY: test
-test: lint ## run every test (race detector on)
+test: lint tools ## run every test (race detector on)
 	$(GO) test -race -count=1 ./...
+
+.PHONY: tools
+tools: engine ollama ## install the local engine and the pinned Ollama build (cached in .cache/)
+
+.PHONY: engine
+engine: ## install the local Step Functions engine (npm ci into .cache/engine/<lock hash>/)
+	@bash scripts/engine.sh >/dev/null
+
+.PHONY: ollama
+ollama: ## build the pinned Ollama once (.cache/ollama/<version>/ollama), unless OLLAMA_BIN or PATH has one
+	@bash scripts/ollama.sh >/dev/null
 
 .PHONY: lint
 lint: ## gofmt and go vet

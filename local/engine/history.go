@@ -1,0 +1,115 @@
+package engine
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// StateRun is one visit of a state, as a row of the Step Functions console's
+// "Table view": a state that runs again (a polling loop) gets a new row,
+// retries of one visit stay in the same row.
+type StateRun struct {
+	Name         string
+	Type         string
+	MapIteration *int          // set inside a Map state
+	Start        time.Duration // offset from the execution's start
+	Duration     time.Duration // until exited, or until its last failure if never exited
+	Retries      int
+	Status       string // Succeeded, Failed, Caught or Running
+	Error        string // last error name, if it failed at least once
+	Cause        string
+}
+
+// StateRuns folds a history into one StateRun per visit of a state, in the
+// order the visits started.
+func StateRuns(events []HistoryEvent) []StateRun {
+	var start time.Time
+	var runs []StateRun
+	open := map[string]int{} // visit key -> index in runs
+	var lastTime time.Time
+	key := func(ev HistoryEvent) string {
+		if ev.MapIteration != nil {
+			return ev.StateName + "#" + strconv.Itoa(*ev.MapIteration)
+		}
+		return ev.StateName
+	}
+	for _, ev := range events {
+		if start.IsZero() || ev.Type == EventExecutionStarted {
+			start = ev.Timestamp
+		}
+		lastTime = ev.Timestamp
+		switch ev.Type {
+		case EventStateEntered:
+			runs = append(runs, StateRun{
+				Name: ev.StateName, Type: ev.StateType, MapIteration: ev.MapIteration,
+				Start: ev.Timestamp.Sub(start), Status: "Running",
+			})
+			open[key(ev)] = len(runs) - 1
+		case EventStateRetried, EventStateFailed, EventStateCaught, EventStateExited:
+			i, ok := open[key(ev)]
+			if !ok {
+				continue
+			}
+			r := &runs[i]
+			r.Duration = ev.Timestamp.Sub(start) - r.Start
+			switch ev.Type {
+			case EventStateRetried:
+				r.Retries++
+				r.Status = "Running"
+			case EventStateFailed:
+				r.Status, r.Error, r.Cause = "Failed", ev.Error, ev.Cause
+			case EventStateCaught:
+				r.Status = "Caught"
+			case EventStateExited:
+				if r.Status != "Caught" {
+					r.Status = "Succeeded"
+				}
+				delete(open, key(ev))
+			}
+		}
+	}
+	// A visit still open when the history ends has lasted until now (its last event).
+	for _, i := range open {
+		if runs[i].Status == "Running" {
+			runs[i].Duration = lastTime.Sub(start) - runs[i].Start
+		}
+	}
+	return runs
+}
+
+// maxCause keeps table rows on one line.
+const maxCause = 60
+
+// RenderHistory renders a history as a text table, one row per state visit
+// like the Step Functions console: name, type, start offset, duration,
+// retries, status and error.
+func RenderHistory(events []HistoryEvent) string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "STATE\tTYPE\tSTART\tDURATION\tRETRIES\tSTATUS\tERROR")
+	for _, r := range StateRuns(events) {
+		name := r.Name
+		if r.MapIteration != nil {
+			name = fmt.Sprintf("%s[%d]", name, *r.MapIteration)
+		}
+		errText := r.Error
+		if r.Cause != "" {
+			cause := strings.Join(strings.Fields(r.Cause), " ")
+			if len(cause) > maxCause {
+				cause = cause[:maxCause-3] + "..."
+			}
+			errText += ": " + cause
+		}
+		fmt.Fprintf(tw, "%s\t%s\t+%s\t%s\t%d\t%s\t%s\n", name, r.Type,
+			r.Start.Round(time.Millisecond), r.Duration.Round(time.Millisecond), r.Retries, r.Status, errText)
+	}
+	_ = tw.Flush()
+	lines := strings.Split(b.String(), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+	}
+	return strings.Join(lines, "\n")
+}
