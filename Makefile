@@ -26,8 +26,18 @@ lambdas: ## build each Lambda as dist/<fn>/bootstrap (linux/arm64, provided.al20
 			-o dist/$$fn/bootstrap ./functions/$$fn || exit 1; done
 
 .PHONY: test
-test: lint tools ## run every test (race detector on)
+test: lint tools ## run every test: the root module (race detector on), then the infra module
 	$(GO) test -race -count=1 ./...
+	$(MAKE) --no-print-directory test-infra
+
+.PHONY: test-infra
+test-infra: ## CDK assertion and cdk-nag tests (infra/ is its own module; the first run compiles awscdk, 4-6 min)
+	scripts/cdk.sh exec $(GO) -C infra vet ./...
+	scripts/cdk.sh exec $(GO) -C infra test -count=1 ./...
+
+.PHONY: synth
+synth: lambdas ## synthesise the CDK app into cdk.out/ offline (pinned cdk CLI in .cache/cdk/)
+	scripts/cdk.sh synth -q
 
 .PHONY: tools
 tools: engine ollama ## install the local engine and the pinned Ollama build (cached in .cache/)

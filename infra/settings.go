@@ -1,0 +1,294 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// contextPrefix namespaces every setting in cdk.json so that CDK's own feature
+// flags and ours never collide.
+const contextPrefix = "ollama-ecs:"
+
+// Settings is everything a deployment may change, read once from the CDK
+// context (cdk.json "context" or `cdk synth -c key=value`). Constructs take
+// typed values from here and never read the context themselves, so a typo in
+// a key or a malformed value fails synth in one place with one message.
+type Settings struct {
+	// VpcID selects an existing VPC (looked up at synth time, which needs an
+	// account and region); empty creates a VPC with private subnets and NAT.
+	VpcID string
+	// GpuInstanceTypes are the EC2 types that get an Auto Scaling capacity
+	// provider each; the configure Lambda ranks only these.
+	GpuInstanceTypes []string
+	// MaxGpuInstances caps each GPU Auto Scaling group (minimum is always 0,
+	// so an idle cluster costs nothing).
+	MaxGpuInstances int
+	// DevTTL is how long a dev deployment lives before its auto-stop schedule
+	// fires (a Go duration such as "2h").
+	DevTTL string
+	// TeardownCron is the EventBridge schedule expression of the nightly stop
+	// of every dev deployment, a safety net behind the per-deployment TTL.
+	TeardownCron string
+	// Image is the default Ollama image for both task definitions.
+	Image string
+	// ModelImages maps an Ollama model name to an image with that model baked
+	// in (the seed's "model-specific ECR images"): each entry gets its own CPU
+	// and GPU task definition so such a task starts without a download.
+	ModelImages map[string]string
+	// FetchImage is the init container that copies an uploaded GGUF from S3.
+	FetchImage string
+	// ModelPrefix is the key prefix in the model bucket whose uploads start a
+	// deployment and which the tasks may read.
+	ModelPrefix string
+	// Policy is the default placement policy handed to the configure Lambda.
+	Policy string
+	// HealthTimeout bounds how long the workflow waits for a model to load.
+	HealthTimeout string
+	// LambdaDist is the folder holding <fn>/bootstrap, absolute after
+	// resolution against the repository root.
+	LambdaDist string
+	// DefinitionFile is the state machine's ASL file, absolute after
+	// resolution against the repository root.
+	DefinitionFile string
+}
+
+// DefaultSettings are the values used for every key absent from the context.
+func DefaultSettings() Settings {
+	return Settings{
+		GpuInstanceTypes: []string{"g4dn.xlarge", "g4dn.2xlarge"},
+		MaxGpuInstances:  2,
+		DevTTL:           "2h",
+		TeardownCron:     "cron(0 20 * * ? *)",
+		Image:            "ollama/ollama:0.17.4",
+		ModelImages:      map[string]string{},
+		FetchImage:       "public.ecr.aws/aws-cli/aws-cli:2.27.0",
+		ModelPrefix:      "models/",
+		Policy:           "cost",
+		HealthTimeout:    "30m",
+		LambdaDist:       "dist",
+		DefinitionFile:   "workflow/deploy.asl.json",
+	}
+}
+
+// ContextReader is the part of constructs.Node that settings need, so the
+// parsing is tested without an App.
+type ContextReader interface {
+	TryGetContext(key *string) interface{}
+}
+
+var (
+	instanceTypePattern = regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9]+$`)
+	schedulePattern     = regexp.MustCompile(`^(cron|rate)\(.+\)$`)
+	policyPattern       = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+)
+
+// LoadSettings reads every setting from ctx, applies defaults, validates, and
+// resolves the two paths against root (the folder holding cdk.json).
+func LoadSettings(ctx ContextReader, root string) (Settings, error) {
+	s := DefaultSettings()
+	var errs []string
+	fail := func(key string, err error) { errs = append(errs, fmt.Sprintf("%s%s: %v", contextPrefix, key, err)) }
+
+	readString := func(key string, dst *string) {
+		if v, ok, err := stringValue(ctx, key); err != nil {
+			fail(key, err)
+		} else if ok {
+			*dst = v
+		}
+	}
+	readString("vpcId", &s.VpcID)
+	readString("devTtl", &s.DevTTL)
+	readString("teardownCron", &s.TeardownCron)
+	readString("image", &s.Image)
+	readString("fetchImage", &s.FetchImage)
+	readString("modelPrefix", &s.ModelPrefix)
+	readString("policy", &s.Policy)
+	readString("healthTimeout", &s.HealthTimeout)
+	readString("lambdaDist", &s.LambdaDist)
+	readString("definitionFile", &s.DefinitionFile)
+
+	if v, ok, err := stringListValue(ctx, "gpuInstanceTypes"); err != nil {
+		fail("gpuInstanceTypes", err)
+	} else if ok {
+		s.GpuInstanceTypes = v
+	}
+	if v, ok, err := intValue(ctx, "maxGpuInstances"); err != nil {
+		fail("maxGpuInstances", err)
+	} else if ok {
+		s.MaxGpuInstances = v
+	}
+	if v, ok, err := stringMapValue(ctx, "modelImages"); err != nil {
+		fail("modelImages", err)
+	} else if ok {
+		s.ModelImages = v
+	}
+
+	// Validation: each check names the key so the message is actionable.
+	if s.VpcID != "" && !strings.HasPrefix(s.VpcID, "vpc-") {
+		fail("vpcId", fmt.Errorf("%q is not a VPC id (vpc-...)", s.VpcID))
+	}
+	if len(s.GpuInstanceTypes) == 0 {
+		fail("gpuInstanceTypes", fmt.Errorf("at least one GPU instance type is needed"))
+	}
+	seen := map[string]bool{}
+	for _, t := range s.GpuInstanceTypes {
+		if !instanceTypePattern.MatchString(t) {
+			fail("gpuInstanceTypes", fmt.Errorf("%q is not an EC2 instance type", t))
+		}
+		if seen[t] {
+			fail("gpuInstanceTypes", fmt.Errorf("%q is listed twice", t))
+		}
+		seen[t] = true
+	}
+	if s.MaxGpuInstances < 1 {
+		fail("maxGpuInstances", fmt.Errorf("must be at least 1, got %d", s.MaxGpuInstances))
+	}
+	for key, v := range map[string]string{"devTtl": s.DevTTL, "healthTimeout": s.HealthTimeout} {
+		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+			fail(key, fmt.Errorf("%q is not a positive Go duration such as \"2h\"", v))
+		}
+	}
+	if !schedulePattern.MatchString(s.TeardownCron) {
+		fail("teardownCron", fmt.Errorf("%q is not an EventBridge cron(...) or rate(...) expression", s.TeardownCron))
+	}
+	if s.Image == "" {
+		fail("image", fmt.Errorf("must not be empty"))
+	}
+	if s.FetchImage == "" {
+		fail("fetchImage", fmt.Errorf("must not be empty"))
+	}
+	for model, image := range s.ModelImages {
+		if model == "" || image == "" {
+			fail("modelImages", fmt.Errorf("entry %q=%q needs both a model and an image", model, image))
+		}
+	}
+	if s.ModelPrefix == "" || strings.HasPrefix(s.ModelPrefix, "/") || !strings.HasSuffix(s.ModelPrefix, "/") {
+		fail("modelPrefix", fmt.Errorf("%q must be a relative key prefix ending in /", s.ModelPrefix))
+	}
+	if !policyPattern.MatchString(s.Policy) {
+		fail("policy", fmt.Errorf("%q must be a lower-case word", s.Policy))
+	}
+	if s.LambdaDist == "" {
+		fail("lambdaDist", fmt.Errorf("must not be empty"))
+	}
+	if s.DefinitionFile == "" {
+		fail("definitionFile", fmt.Errorf("must not be empty"))
+	}
+	if len(errs) > 0 {
+		sort.Strings(errs)
+		return Settings{}, fmt.Errorf("invalid cdk.json context:\n  %s", strings.Join(errs, "\n  "))
+	}
+
+	s.LambdaDist = resolvePath(root, s.LambdaDist)
+	s.DefinitionFile = resolvePath(root, s.DefinitionFile)
+	return s, nil
+}
+
+func resolvePath(root, p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(root, p)
+}
+
+// The readers below accept both cdk.json's JSON types and the plain strings
+// that `cdk synth -c key=value` produces, so either way of setting a value works.
+
+func stringValue(ctx ContextReader, key string) (string, bool, error) {
+	raw := ctx.TryGetContext(ptr(contextPrefix + key))
+	if raw == nil {
+		return "", false, nil
+	}
+	s, ok := raw.(string)
+	if !ok {
+		return "", false, fmt.Errorf("want a string, got %T", raw)
+	}
+	return s, true, nil
+}
+
+func intValue(ctx ContextReader, key string) (int, bool, error) {
+	switch v := ctx.TryGetContext(ptr(contextPrefix + key)).(type) {
+	case nil:
+		return 0, false, nil
+	case float64:
+		if v != float64(int(v)) {
+			return 0, false, fmt.Errorf("want a whole number, got %v", v)
+		}
+		return int(v), true, nil
+	case string:
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return 0, false, fmt.Errorf("want a whole number, got %q", v)
+		}
+		return n, true, nil
+	default:
+		return 0, false, fmt.Errorf("want a number, got %T", v)
+	}
+}
+
+func stringListValue(ctx ContextReader, key string) ([]string, bool, error) {
+	switch v := ctx.TryGetContext(ptr(contextPrefix + key)).(type) {
+	case nil:
+		return nil, false, nil
+	case []interface{}:
+		out := make([]string, 0, len(v))
+		for _, item := range v {
+			s, ok := item.(string)
+			if !ok {
+				return nil, false, fmt.Errorf("want a list of strings, got an item of type %T", item)
+			}
+			out = append(out, s)
+		}
+		return out, true, nil
+	case string:
+		if strings.HasPrefix(strings.TrimSpace(v), "[") {
+			var out []string
+			if err := json.Unmarshal([]byte(v), &out); err != nil {
+				return nil, false, fmt.Errorf("want a JSON list of strings: %v", err)
+			}
+			return out, true, nil
+		}
+		var out []string
+		for _, part := range strings.Split(v, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+		return out, true, nil
+	default:
+		return nil, false, fmt.Errorf("want a list of strings, got %T", v)
+	}
+}
+
+func stringMapValue(ctx ContextReader, key string) (map[string]string, bool, error) {
+	switch v := ctx.TryGetContext(ptr(contextPrefix + key)).(type) {
+	case nil:
+		return nil, false, nil
+	case map[string]interface{}:
+		out := make(map[string]string, len(v))
+		for k, item := range v {
+			s, ok := item.(string)
+			if !ok {
+				return nil, false, fmt.Errorf("want an object of strings, %q has type %T", k, item)
+			}
+			out[k] = s
+		}
+		return out, true, nil
+	case string:
+		out := map[string]string{}
+		if err := json.Unmarshal([]byte(v), &out); err != nil {
+			return nil, false, fmt.Errorf("want a JSON object of strings: %v", err)
+		}
+		return out, true, nil
+	default:
+		return nil, false, fmt.Errorf("want an object of strings, got %T", v)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

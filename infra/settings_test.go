@@ -1,0 +1,154 @@
+package main
+
+import (
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// MapContext is a ContextReader over a plain map, keyed like cdk.json.
+type MapContext map[string]interface{}
+
+func (m MapContext) TryGetContext(key *string) interface{} { return m[*key] }
+
+func TestSettingsDefaults(t *testing.T) {
+	s, err := LoadSettings(MapContext{}, "/repo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Settings{
+		GpuInstanceTypes: []string{"g4dn.xlarge", "g4dn.2xlarge"},
+		MaxGpuInstances:  2,
+		DevTTL:           "2h",
+		TeardownCron:     "cron(0 20 * * ? *)",
+		Image:            "ollama/ollama:0.17.4",
+		ModelImages:      map[string]string{},
+		FetchImage:       "public.ecr.aws/aws-cli/aws-cli:2.27.0",
+		ModelPrefix:      "models/",
+		Policy:           "cost",
+		HealthTimeout:    "30m",
+		LambdaDist:       filepath.Join("/repo", "dist"),
+		DefinitionFile:   filepath.Join("/repo", "workflow", "deploy.asl.json"),
+	}
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("defaults =\n%+v\nwant\n%+v", s, want)
+	}
+}
+
+func TestSettingsFromContext(t *testing.T) {
+	cases := []struct {
+		name  string
+		ctx   MapContext
+		check func(Settings) bool
+	}{
+		{"cdk.json list", MapContext{"ollama-ecs:gpuInstanceTypes": []interface{}{"p3.2xlarge"}},
+			func(s Settings) bool { return reflect.DeepEqual(s.GpuInstanceTypes, []string{"p3.2xlarge"}) }},
+		{"-c comma list", MapContext{"ollama-ecs:gpuInstanceTypes": "g4dn.xlarge, p3.2xlarge"},
+			func(s Settings) bool {
+				return reflect.DeepEqual(s.GpuInstanceTypes, []string{"g4dn.xlarge", "p3.2xlarge"})
+			}},
+		{"-c JSON list", MapContext{"ollama-ecs:gpuInstanceTypes": `["g5.xlarge"]`},
+			func(s Settings) bool { return reflect.DeepEqual(s.GpuInstanceTypes, []string{"g5.xlarge"}) }},
+		{"cdk.json number", MapContext{"ollama-ecs:maxGpuInstances": float64(4)},
+			func(s Settings) bool { return s.MaxGpuInstances == 4 }},
+		{"-c number", MapContext{"ollama-ecs:maxGpuInstances": "3"},
+			func(s Settings) bool { return s.MaxGpuInstances == 3 }},
+		{"model images object", MapContext{"ollama-ecs:modelImages": map[string]interface{}{"llama2:7b": "repo/img:1"}},
+			func(s Settings) bool { return s.ModelImages["llama2:7b"] == "repo/img:1" }},
+		{"-c model images JSON", MapContext{"ollama-ecs:modelImages": `{"mistral:7b":"repo/m:1"}`},
+			func(s Settings) bool { return s.ModelImages["mistral:7b"] == "repo/m:1" }},
+		{"existing VPC", MapContext{"ollama-ecs:vpcId": "vpc-0123456789abcdef0"},
+			func(s Settings) bool { return s.VpcID == "vpc-0123456789abcdef0" }},
+		{"absolute dist kept", MapContext{"ollama-ecs:lambdaDist": "/tmp/dist"},
+			func(s Settings) bool { return s.LambdaDist == "/tmp/dist" }},
+		{"strings", MapContext{"ollama-ecs:devTtl": "45m", "ollama-ecs:policy": "seed", "ollama-ecs:modelPrefix": "uploads/",
+			"ollama-ecs:teardownCron": "rate(1 day)", "ollama-ecs:image": "ollama/ollama:0.18.0"},
+			func(s Settings) bool {
+				return s.DevTTL == "45m" && s.Policy == "seed" && s.ModelPrefix == "uploads/" &&
+					s.TeardownCron == "rate(1 day)" && s.Image == "ollama/ollama:0.18.0"
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := LoadSettings(c.ctx, "/repo")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !c.check(s) {
+				t.Errorf("unexpected settings %+v", s)
+			}
+		})
+	}
+}
+
+func TestSettingsRejectBadValues(t *testing.T) {
+	cases := []struct {
+		key   string
+		value interface{}
+	}{
+		{"vpcId", "subnet-123"},
+		{"vpcId", float64(3)},
+		{"gpuInstanceTypes", []interface{}{}},
+		{"gpuInstanceTypes", []interface{}{"g4dn.xlarge", "g4dn.xlarge"}},
+		{"gpuInstanceTypes", []interface{}{"G4DN XL"}},
+		{"gpuInstanceTypes", []interface{}{float64(1)}},
+		{"maxGpuInstances", float64(0)},
+		{"maxGpuInstances", float64(1.5)},
+		{"maxGpuInstances", "two"},
+		{"devTtl", "2 hours"},
+		{"devTtl", "-1h"},
+		{"healthTimeout", "0s"},
+		{"teardownCron", "0 20 * * *"},
+		{"modelPrefix", "models"},
+		{"modelPrefix", "/models/"},
+		{"policy", "Cost!"},
+		{"modelImages", `{"llama2:7b": ""}`},
+		{"modelImages", "not json"},
+		{"image", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.key, func(t *testing.T) {
+			_, err := LoadSettings(MapContext{contextPrefix + c.key: c.value}, "/repo")
+			if err == nil || !strings.Contains(err.Error(), contextPrefix+c.key) {
+				t.Errorf("%s=%v: err = %v, want an error naming the key", c.key, c.value, err)
+			}
+		})
+	}
+}
+
+func TestCheckLambdaDist(t *testing.T) {
+	dir := t.TempDir()
+	err := CheckLambdaDist(dir)
+	if err == nil || !strings.Contains(err.Error(), "validate/bootstrap") || !strings.Contains(err.Error(), "make lambdas") {
+		t.Errorf("empty dist: err = %v", err)
+	}
+}
+
+func TestCapacityProviderName(t *testing.T) {
+	if got := CapacityProviderName("OllamaEcs", "g4dn.2xlarge"); got != "OllamaEcs-g4dn-2xlarge" {
+		t.Errorf("CapacityProviderName = %q", got)
+	}
+	if got := familySlug("llama2:13b"); got != "llama2-13b" {
+		t.Errorf("familySlug = %q", got)
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	t.Setenv("CDK_DEFAULT_ACCOUNT", "")
+	t.Setenv("CDK_DEFAULT_REGION", "")
+	if env, err := environment(DefaultSettings()); err != nil || env != nil {
+		t.Errorf("no CLI env: env=%v err=%v, want an environment-agnostic stack", env, err)
+	}
+	withVpc := DefaultSettings()
+	withVpc.VpcID = "vpc-0123456789abcdef0"
+	if _, err := environment(withVpc); err == nil || !strings.Contains(err.Error(), "vpcId") {
+		t.Errorf("existing VPC without account/region: err = %v", err)
+	}
+	t.Setenv("CDK_DEFAULT_ACCOUNT", "123456789012")
+	t.Setenv("CDK_DEFAULT_REGION", "eu-west-1")
+	env, err := environment(withVpc)
+	if err != nil || *env.Account != "123456789012" || *env.Region != "eu-west-1" {
+		t.Errorf("env = %+v, err = %v", env, err)
+	}
+}

@@ -1,0 +1,755 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/jsii-runtime-go"
+)
+
+func TestTaskDefinitionSizesAndGPU(t *testing.T) {
+	f := synth(t)
+
+	cpu := f.taskDefinition(t, CpuFamily)
+	for key, want := range map[string]interface{}{
+		"Cpu": "2048", "Memory": "8192", "NetworkMode": "awsvpc",
+		"RequiresCompatibilities": []interface{}{"FARGATE"},
+		"EphemeralStorage":        map[string]interface{}{"SizeInGiB": float64(50)},
+	} {
+		if !reflect.DeepEqual(cpu[key], want) {
+			t.Errorf("%s %s = %v, want %v", CpuFamily, key, cpu[key], want)
+		}
+	}
+	if c := container(t, cpu, OllamaContainer); c["ResourceRequirements"] != nil {
+		t.Errorf("Fargate ollama container asks for %v; Fargate has no GPU", c["ResourceRequirements"])
+	}
+
+	gpu := f.taskDefinition(t, GpuFamily)
+	for key, want := range map[string]interface{}{
+		"NetworkMode": "awsvpc", "RequiresCompatibilities": []interface{}{"EC2"},
+	} {
+		if !reflect.DeepEqual(gpu[key], want) {
+			t.Errorf("%s %s = %v, want %v", GpuFamily, key, gpu[key], want)
+		}
+	}
+	g := container(t, gpu, OllamaContainer)
+	if want := []interface{}{map[string]interface{}{"Type": "GPU", "Value": "1"}}; !reflect.DeepEqual(g["ResourceRequirements"], want) {
+		t.Errorf("GPU ollama ResourceRequirements = %v, want %v", g["ResourceRequirements"], want)
+	}
+	if g["Cpu"] != float64(2048) || g["MemoryReservation"] != float64(8192) {
+		t.Errorf("GPU ollama Cpu/MemoryReservation = %v/%v, want 2048/8192", g["Cpu"], g["MemoryReservation"])
+	}
+	if !hasVolume(gpu, "model-cache", "/var/lib/ollama") || !hasMount(g, "model-cache", "/root/.ollama") {
+		t.Errorf("GPU task lacks the host model cache /var/lib/ollama -> /root/.ollama: volumes %v, mounts %v",
+			gpu["Volumes"], g["MountPoints"])
+	}
+	if hasVolume(cpu, "model-cache", "/var/lib/ollama") {
+		t.Errorf("Fargate task has a host volume: %v", cpu["Volumes"])
+	}
+}
+
+func TestContainers(t *testing.T) {
+	f := synth(t)
+	for _, family := range []string{CpuFamily, GpuFamily} {
+		t.Run(family, func(t *testing.T) {
+			td := f.taskDefinition(t, family)
+			o := container(t, td, OllamaContainer)
+			fetch := container(t, td, FetchContainer)
+			if want := []interface{}{map[string]interface{}{"ContainerPort": float64(OllamaPort), "Protocol": "tcp", "Name": "ollama"}}; !reflect.DeepEqual(o["PortMappings"], want) {
+				t.Errorf("ollama PortMappings = %v, want %v", o["PortMappings"], want)
+			}
+			if o["Essential"] != true || fetch["Essential"] != false {
+				t.Errorf("Essential ollama=%v fetch=%v, want true/false", o["Essential"], fetch["Essential"])
+			}
+			if o["Image"] != "ollama/ollama:0.17.4" {
+				t.Errorf("ollama image = %v", o["Image"])
+			}
+			if !strings.HasPrefix(fmt.Sprint(fetch["Image"]), "public.ecr.aws/aws-cli/aws-cli") {
+				t.Errorf("fetch image = %v", fetch["Image"])
+			}
+			if want := []interface{}{map[string]interface{}{"Condition": "SUCCESS", "ContainerName": FetchContainer}}; !reflect.DeepEqual(o["DependsOn"], want) {
+				t.Errorf("ollama DependsOn = %v, want %v", o["DependsOn"], want)
+			}
+			for name, c := range map[string]map[string]interface{}{"ollama": o, "fetch": fetch} {
+				if !hasMount(c, "model-source", sourceDir) {
+					t.Errorf("%s does not mount the shared model-source volume: %v", name, c["MountPoints"])
+				}
+				logs := c["LogConfiguration"].(map[string]interface{})
+				if logs["LogDriver"] != "awslogs" {
+					t.Errorf("%s logs to %v, want awslogs", name, logs["LogDriver"])
+				}
+			}
+			if got := mustJSON(o["Command"]); got != mustJSON([]string{ollamaEntryScript}) {
+				t.Errorf("ollama command is not the embedded entry script")
+			}
+			if got := mustJSON(fetch["Command"]); got != mustJSON([]string{fetchEntryScript}) {
+				t.Errorf("fetch command is not the embedded entry script")
+			}
+			env := map[string]interface{}{}
+			for _, e := range o["Environment"].([]interface{}) {
+				e := e.(map[string]interface{})
+				env[e["Name"].(string)] = e["Value"]
+			}
+			if env["OLLAMA_KEEP_ALIVE"] != "-1" {
+				t.Errorf("OLLAMA_KEEP_ALIVE = %v, want -1 (keep the model loaded)", env["OLLAMA_KEEP_ALIVE"])
+			}
+		})
+	}
+}
+
+func TestModelSpecificImages(t *testing.T) {
+	f := synth(t)
+	fam := ModelFamilies{Cpu: "ollama-cpu-llama2-13b", Gpu: "ollama-gpu-llama2-13b"}
+	for _, family := range []string{fam.Cpu, fam.Gpu} {
+		o := container(t, f.taskDefinition(t, family), OllamaContainer)
+		got := mustJSON(o["Image"])
+		if !strings.Contains(got, "ollama-llama2") || !strings.Contains(got, ":13b") {
+			t.Errorf("%s image = %s, want the ECR image of %s", family, got, testModel)
+		}
+	}
+	_, runtask := f.function(t, "runtask")
+	env := runtask["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
+	var families map[string]ModelFamilies
+	if err := json.Unmarshal([]byte(env["MODEL_TASK_DEFINITIONS"].(string)), &families); err != nil {
+		t.Fatalf("MODEL_TASK_DEFINITIONS: %v", err)
+	}
+	if !reflect.DeepEqual(families, map[string]ModelFamilies{testModel: fam}) {
+		t.Errorf("MODEL_TASK_DEFINITIONS = %v", families)
+	}
+	// The execution role may pull from that repository only.
+	pull := withAction(f.roleStatements(t, onlyID(t, f.ofType("AWS::IAM::Role"), "TasksExecutionRole")), "ecr:BatchGetImage")
+	if len(pull) != 1 || mustJSON(pull[0].Resources) != mustJSON([]string{"arn:aws:ecr:us-east-1:123456789012:repository/ollama-llama2"}) {
+		t.Errorf("execution role ecr:BatchGetImage = %+v, want the one repository", pull)
+	}
+}
+
+func TestCapacityProviders(t *testing.T) {
+	f := synth(t)
+	assoc := f.resources[onlyID(t, f.ofType("AWS::ECS::ClusterCapacityProviderAssociations"), "")].Properties
+	providers := assoc["CapacityProviders"].([]interface{})
+	if providers[0] != "FARGATE" || providers[1] != "FARGATE_SPOT" || len(providers) != 2+len(f.settings.GpuInstanceTypes) {
+		t.Errorf("cluster capacity providers = %v, want FARGATE, FARGATE_SPOT and one per GPU type", providers)
+	}
+
+	byName := map[string]map[string]interface{}{}
+	for _, id := range f.ofType("AWS::ECS::CapacityProvider") {
+		p := f.resources[id].Properties
+		byName[p["Name"].(string)] = p
+		if !containsValue(providers[2:], ref(id)) {
+			t.Errorf("provider %s is not associated with the cluster", id)
+		}
+	}
+	var want []string
+	for _, typ := range []string{"g4dn.xlarge", "g4dn.2xlarge"} {
+		name := CapacityProviderName(StackID, typ)
+		want = append(want, typ+"="+name)
+		p, ok := byName[name]
+		if !ok {
+			t.Errorf("no capacity provider named %s (have %v)", name, keys(byName))
+			continue
+		}
+		asg := p["AutoScalingGroupProvider"].(map[string]interface{})
+		if ms := asg["ManagedScaling"].(map[string]interface{}); ms["Status"] != "ENABLED" {
+			t.Errorf("%s managed scaling = %v", name, ms)
+		}
+		groupID := asg["AutoScalingGroupArn"].(map[string]interface{})["Ref"].(string)
+		group := f.resources[groupID].Properties
+		if group["MinSize"] != "0" || group["MaxSize"] != "2" {
+			t.Errorf("%s ASG min/max = %v/%v, want 0/2", name, group["MinSize"], group["MaxSize"])
+		}
+		ltID := group["LaunchTemplate"].(map[string]interface{})["LaunchTemplateId"].(map[string]interface{})["Ref"].(string)
+		lt := f.resources[ltID].Properties["LaunchTemplateData"].(map[string]interface{})
+		if lt["InstanceType"] != typ {
+			t.Errorf("%s launch template instance type = %v", name, lt["InstanceType"])
+		}
+		imageParam := lt["ImageId"].(map[string]interface{})["Ref"].(string)
+		params := f.template.ToJSON()
+		p2 := (*params)["Parameters"].(map[string]interface{})[imageParam].(map[string]interface{})
+		if p2["Default"] != "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id" {
+			t.Errorf("%s AMI = %v, want the AL2023 GPU ECS AMI resolved at deploy time", name, p2["Default"])
+		}
+	}
+	if got := f.ofType("AWS::AutoScaling::LaunchConfiguration"); len(got) != 0 {
+		t.Errorf("launch configurations %v: the launch-template feature flag is not in effect", got)
+	}
+	for _, fn := range []string{"capacity", "runtask"} {
+		_, p := f.function(t, fn)
+		env := p["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
+		if env["GPU_CAPACITY_PROVIDERS"] != strings.Join(want, ",") {
+			t.Errorf("%s GPU_CAPACITY_PROVIDERS = %v, want %v", fn, env["GPU_CAPACITY_PROVIDERS"], strings.Join(want, ","))
+		}
+	}
+}
+
+// TestPlacementExpression: ECS sets ecs.instance-type on every container
+// instance, and the planner (which the runtask Lambda follows) must pin GPU
+// tasks with exactly this expression form.
+func TestPlacementExpression(t *testing.T) {
+	if got, want := PlacementExpression("g4dn.xlarge"), "attribute:ecs.instance-type == g4dn.xlarge"; got != want {
+		t.Fatalf("PlacementExpression = %q, want %q", got, want)
+	}
+	form := `"attribute:` + InstanceTypeAttribute + ` == "`
+	var users []string
+	for _, dir := range []string{"planner", "functions"} {
+		filepath.WalkDir(filepath.Join("..", dir), func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return nil
+			}
+			if src, err := os.ReadFile(path); err == nil && strings.Contains(string(src), form) {
+				users = append(users, path)
+			}
+			return nil
+		})
+	}
+	if len(users) == 0 {
+		t.Errorf("no non-test Go file under planner/ or functions/ builds the placement expression %s", form)
+	}
+}
+
+func TestLambdas(t *testing.T) {
+	f := synth(t)
+	if got := len(f.ofType("AWS::Lambda::Function")); got < len(FunctionNames) {
+		t.Fatalf("%d Lambda functions, want at least %d", got, len(FunctionNames))
+	}
+	clusterID := onlyID(t, f.ofType("AWS::ECS::Cluster"), "ComputeCluster")
+	wantEnv := map[string][]string{
+		"validate":  {"MODEL_BUCKET", "MODEL_PREFIX"},
+		"configure": {"DEV_TTL", "GPU_INSTANCE_TYPES", "POLICY"},
+		"capacity":  {"GPU_CAPACITY_PROVIDERS"},
+		"runtask":   {"CPU_TASK_DEFINITION", "GPU_CAPACITY_PROVIDERS", "GPU_TASK_DEFINITION", "MODEL_TASK_DEFINITIONS", "SECURITY_GROUPS", "SUBNETS"},
+		"health":    {"HEALTH_TIMEOUT", "OLLAMA_PORT"},
+		"autostop":  {"SCHEDULER_ROLE_ARN", "SCHEDULE_GROUP"},
+		"cleanup":   {"SCHEDULE_GROUP"},
+		"teardown":  {"SCHEDULE_GROUP"},
+	}
+	for _, name := range FunctionNames {
+		t.Run(name, func(t *testing.T) {
+			_, p := f.function(t, name)
+			if p["Runtime"] != "provided.al2023" || p["Handler"] != "bootstrap" || !reflect.DeepEqual(p["Architectures"], []interface{}{"arm64"}) {
+				t.Errorf("runtime/handler/arch = %v/%v/%v", p["Runtime"], p["Handler"], p["Architectures"])
+			}
+			if tc := p["TracingConfig"]; !reflect.DeepEqual(tc, map[string]interface{}{"Mode": "Active"}) {
+				t.Errorf("TracingConfig = %v", tc)
+			}
+			env := p["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
+			if !reflect.DeepEqual(env["CLUSTER"], getAtt(clusterID, "Arn")) {
+				t.Errorf("CLUSTER = %v, want the cluster ARN", env["CLUSTER"])
+			}
+			got := keys(env)
+			want := append([]string{"CLUSTER"}, wantEnv[name]...)
+			sort.Strings(want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("environment keys = %v, want %v", got, want)
+			}
+			_, inVpc := p["VpcConfig"]
+			if inVpc != (name == "health") {
+				t.Errorf("in VPC = %v; only health needs to reach task IPs", inVpc)
+			}
+		})
+	}
+
+	values := func(name string) map[string]interface{} {
+		_, p := f.function(t, name)
+		return p["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
+	}
+	for name, want := range map[string]map[string]interface{}{
+		"validate":  {"MODEL_PREFIX": "models/"},
+		"configure": {"DEV_TTL": "2h", "GPU_INSTANCE_TYPES": "g4dn.xlarge,g4dn.2xlarge", "POLICY": "cost"},
+		"runtask":   {"CPU_TASK_DEFINITION": CpuFamily, "GPU_TASK_DEFINITION": GpuFamily},
+		"health":    {"OLLAMA_PORT": "11434", "HEALTH_TIMEOUT": "30m"},
+		"autostop":  {"SCHEDULE_GROUP": ScheduleGroupName},
+		"teardown":  {"SCHEDULE_GROUP": ScheduleGroupName},
+	} {
+		env := values(name)
+		for k, v := range want {
+			if env[k] != v {
+				t.Errorf("%s %s = %v, want %v", name, k, env[k], v)
+			}
+		}
+	}
+	runtask := values("runtask")
+	taskSG := onlyID(t, f.ofType("AWS::EC2::SecurityGroup"), "NetworkTaskSecurityGroup")
+	if !reflect.DeepEqual(runtask["SECURITY_GROUPS"], getAtt(taskSG, "GroupId")) {
+		t.Errorf("SECURITY_GROUPS = %v, want the task security group", runtask["SECURITY_GROUPS"])
+	}
+	subnets := mustJSON(runtask["SUBNETS"])
+	if !strings.Contains(subnets, "privateSubnet1") || !strings.Contains(subnets, "privateSubnet2") || strings.Contains(subnets, "public") {
+		t.Errorf("SUBNETS = %s, want the private subnets only", subnets)
+	}
+	_, health := f.function(t, "health")
+	healthSG := onlyID(t, f.ofType("AWS::EC2::SecurityGroup"), "NetworkHealthSecurityGroup")
+	vpc := health["VpcConfig"].(map[string]interface{})
+	if !reflect.DeepEqual(vpc["SecurityGroupIds"], []interface{}{getAtt(healthSG, "GroupId")}) {
+		t.Errorf("health Lambda security groups = %v, want its own", vpc["SecurityGroupIds"])
+	}
+	if s := mustJSON(vpc["SubnetIds"]); !strings.Contains(s, "privateSubnet") || strings.Contains(s, "public") {
+		t.Errorf("health Lambda subnets = %s, want private", s)
+	}
+}
+
+func TestOllamaPortOnlyFromHealthLambda(t *testing.T) {
+	f := synth(t)
+	taskSG := onlyID(t, f.ofType("AWS::EC2::SecurityGroup"), "NetworkTaskSecurityGroup")
+	healthSG := onlyID(t, f.ofType("AWS::EC2::SecurityGroup"), "NetworkHealthSecurityGroup")
+	var rules []map[string]interface{}
+	for _, id := range f.ofType("AWS::EC2::SecurityGroupIngress") {
+		rules = append(rules, f.resources[id].Properties)
+	}
+	for _, id := range f.ofType("AWS::EC2::SecurityGroup") {
+		for _, r := range asList(f.resources[id].Properties["SecurityGroupIngress"]) {
+			if r != nil {
+				t.Errorf("security group %s has inline ingress %v", id, r)
+			}
+		}
+	}
+	if len(rules) != 1 {
+		t.Fatalf("want exactly one ingress rule in the stack, got %v", rules)
+	}
+	r := rules[0]
+	if !reflect.DeepEqual(r["GroupId"], getAtt(taskSG, "GroupId")) ||
+		!reflect.DeepEqual(r["SourceSecurityGroupId"], getAtt(healthSG, "GroupId")) ||
+		r["FromPort"] != float64(OllamaPort) || r["ToPort"] != float64(OllamaPort) || r["IpProtocol"] != "tcp" {
+		t.Errorf("ingress = %v, want tcp 11434 into the task SG from the health SG", r)
+	}
+}
+
+func TestIAMScoping(t *testing.T) {
+	f := synth(t)
+	clusterID := onlyID(t, f.ofType("AWS::ECS::Cluster"), "ComputeCluster")
+	clusterArn := getAtt(clusterID, "Arn")
+	inCluster := map[string]interface{}{"ArnEquals": map[string]interface{}{"ecs:cluster": clusterArn}}
+	tasksInCluster := accountArn("ecs", ":task/", ref(clusterID), "/*")
+
+	t.Run("runtask", func(t *testing.T) {
+		stmts := f.functionStatements(t, "runtask")
+		run := withAction(stmts, "ecs:RunTask")
+		wantRes := []interface{}{
+			accountArn("ecs", ":task-definition/ollama-cpu:*"),
+			accountArn("ecs", ":task-definition/ollama-gpu:*"),
+			accountArn("ecs", ":task-definition/ollama-cpu-llama2-13b:*"),
+			accountArn("ecs", ":task-definition/ollama-gpu-llama2-13b:*"),
+		}
+		if len(run) != 1 || !sameSet(run[0].Resources, wantRes) || !reflect.DeepEqual(run[0].Conditions, inCluster) {
+			t.Errorf("ecs:RunTask = %+v, want %v with the ecs:cluster condition", run, wantRes)
+		}
+		tag := withAction(stmts, "ecs:TagResource")
+		wantTag := map[string]interface{}{"StringEquals": map[string]interface{}{"ecs:CreateAction": "RunTask"}}
+		if len(tag) != 1 || !reflect.DeepEqual(tag[0].Resources, []interface{}{tasksInCluster}) || !reflect.DeepEqual(tag[0].Conditions, wantTag) {
+			t.Errorf("ecs:TagResource = %+v", tag)
+		}
+		pass := withAction(stmts, "iam:PassRole")
+		taskRole := onlyID(t, f.ofType("AWS::IAM::Role"), "TasksTaskRole")
+		execRole := onlyID(t, f.ofType("AWS::IAM::Role"), "TasksExecutionRole")
+		if len(pass) != 1 || !sameSet(pass[0].Resources, []interface{}{getAtt(taskRole, "Arn"), getAtt(execRole, "Arn")}) {
+			t.Errorf("iam:PassRole = %+v, want the task and execution roles only", pass)
+		}
+		wantActions := []string{"ecs:RunTask", "ecs:TagResource", "iam:PassRole", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}
+		if got := allActions(stmts); !reflect.DeepEqual(got, wantActions) {
+			t.Errorf("runtask actions = %v, want %v", got, wantActions)
+		}
+	})
+
+	t.Run("autostop", func(t *testing.T) {
+		stmts := f.functionStatements(t, "autostop")
+		group := accountArn("scheduler", ":schedule/ollama-ecs/*")
+		for _, a := range []string{"scheduler:CreateSchedule", "scheduler:GetSchedule", "scheduler:DeleteSchedule"} {
+			s := withAction(stmts, a)
+			if len(s) != 1 || !reflect.DeepEqual(s[0].Resources, []interface{}{group}) {
+				t.Errorf("%s = %+v, want only %s", a, s, group)
+			}
+		}
+		schedRole := onlyID(t, f.ofType("AWS::IAM::Role"), "SchedulesRole")
+		pass := withAction(stmts, "iam:PassRole")
+		if len(pass) != 1 || !reflect.DeepEqual(pass[0].Resources, []interface{}{getAtt(schedRole, "Arn")}) {
+			t.Errorf("autostop iam:PassRole = %+v, want the scheduler role", pass)
+		}
+	})
+
+	t.Run("scheduler role", func(t *testing.T) {
+		schedRole := onlyID(t, f.ofType("AWS::IAM::Role"), "SchedulesRole")
+		trust := mustJSON(f.resources[schedRole].Properties["AssumeRolePolicyDocument"])
+		if !strings.Contains(trust, `"Service":"scheduler.amazonaws.com"`) || !strings.Contains(trust, "aws:SourceAccount") {
+			t.Errorf("scheduler role trust = %s", trust)
+		}
+		stmts := f.roleStatements(t, schedRole)
+		if got := allActions(stmts); !reflect.DeepEqual(got, []string{"ecs:StopTask"}) {
+			t.Errorf("scheduler role actions = %v, want ecs:StopTask only", got)
+		}
+		if !reflect.DeepEqual(stmts[0].Resources, []interface{}{tasksInCluster}) || !reflect.DeepEqual(stmts[0].Conditions, inCluster) {
+			t.Errorf("scheduler role StopTask = %+v", stmts[0])
+		}
+		if StopTaskTarget != "arn:aws:scheduler:::aws-sdk:ecs:stopTask" {
+			t.Errorf("StopTaskTarget = %s", StopTaskTarget)
+		}
+	})
+
+	t.Run("stoppers", func(t *testing.T) {
+		for _, name := range []string{"cleanup", "teardown"} {
+			stmts := f.functionStatements(t, name)
+			for _, a := range []string{"ecs:ListTasks", "ecs:DescribeTasks", "ecs:StopTask"} {
+				s := withAction(stmts, a)
+				if len(s) != 1 || !reflect.DeepEqual(s[0].Conditions, inCluster) {
+					t.Errorf("%s %s = %+v, want it held to the cluster", name, a, s)
+				}
+			}
+			del := withAction(stmts, "scheduler:DeleteSchedule")
+			if len(del) != 1 || !reflect.DeepEqual(del[0].Resources, []interface{}{accountArn("scheduler", ":schedule/ollama-ecs/*")}) {
+				t.Errorf("%s scheduler:DeleteSchedule = %+v", name, del)
+			}
+		}
+	})
+
+	t.Run("read-only steps", func(t *testing.T) {
+		prefix := mustJSON(withAction(f.functionStatements(t, "validate"), "s3:GetObject"))
+		if !strings.Contains(prefix, `"/models/*"`) {
+			t.Errorf("validate s3:GetObject = %s, want the model prefix only", prefix)
+		}
+		if got := allActions(f.functionStatements(t, "health")); !reflect.DeepEqual(got, []string{
+			"ec2:AssignPrivateIpAddresses", "ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:DescribeNetworkInterfaces",
+			"ec2:DescribeSubnets", "ec2:UnassignPrivateIpAddresses",
+			"ecs:DescribeTasks", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}) {
+			t.Errorf("health actions = %v", got)
+		}
+		capacity := allActions(f.functionStatements(t, "capacity"))
+		for _, a := range []string{"ecs:ListContainerInstances", "ecs:DescribeContainerInstances", "ecs:DescribeCapacityProviders", "autoscaling:DescribeAutoScalingGroups"} {
+			if !contains(capacity, a) {
+				t.Errorf("capacity lacks %s (has %v)", a, capacity)
+			}
+		}
+		if got := allActions(f.functionStatements(t, "configure")); !reflect.DeepEqual(got, []string{"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}) {
+			t.Errorf("configure actions = %v, want logs and traces only", got)
+		}
+		taskRole := onlyID(t, f.ofType("AWS::IAM::Role"), "TasksTaskRole")
+		stmts := f.roleStatements(t, taskRole)
+		if got := allActions(stmts); !reflect.DeepEqual(got, []string{"s3:GetObject"}) || !strings.Contains(mustJSON(stmts[0].Resources), `"/models/*"`) {
+			t.Errorf("task role = %+v, want s3:GetObject on the model prefix only", stmts)
+		}
+	})
+}
+
+func TestTriggers(t *testing.T) {
+	f := synth(t)
+	bus := onlyID(t, f.ofType("AWS::Events::EventBus"), "TriggersBus")
+	if name := f.resources[bus].Properties["Name"]; name != EventBusName {
+		t.Errorf("event bus name = %v", name)
+	}
+	sm := onlyID(t, f.ofType("AWS::StepFunctions::StateMachine"), "DeployStateMachine")
+	teardown, _ := f.function(t, "teardown")
+	bucket := onlyID(t, f.ofType("AWS::S3::Bucket"), "StorageModels")
+
+	cases := []struct {
+		rule    string
+		bus     interface{}
+		pattern interface{}
+		target  interface{}
+	}{
+		{"TriggersDeployRequest", ref(bus),
+			map[string]interface{}{"source": []interface{}{"ollama-ecs"}, "detail-type": []interface{}{"Deploy Request"}}, ref(sm)},
+		{"TriggersStopRequest", ref(bus),
+			map[string]interface{}{"source": []interface{}{"ollama-ecs"}, "detail-type": []interface{}{"Stop Request"}}, getAtt(teardown, "Arn")},
+		{"TriggersModelUploaded", nil, map[string]interface{}{
+			"source": []interface{}{"aws.s3"}, "detail-type": []interface{}{"Object Created"},
+			"detail": map[string]interface{}{
+				"bucket": map[string]interface{}{"name": []interface{}{ref(bucket)}},
+				"object": map[string]interface{}{"key": []interface{}{map[string]interface{}{"prefix": "models/"}}},
+			},
+		}, ref(sm)},
+		{"TriggersDevTeardown", nil, nil, getAtt(teardown, "Arn")},
+	}
+	for _, c := range cases {
+		t.Run(c.rule, func(t *testing.T) {
+			p := f.resources[onlyID(t, f.ofType("AWS::Events::Rule"), c.rule)].Properties
+			if !reflect.DeepEqual(p["EventBusName"], c.bus) {
+				t.Errorf("bus = %v, want %v (nil: the default bus)", p["EventBusName"], c.bus)
+			}
+			if !reflect.DeepEqual(p["EventPattern"], c.pattern) {
+				t.Errorf("pattern = %s, want %s", mustJSON(p["EventPattern"]), mustJSON(c.pattern))
+			}
+			targets := p["Targets"].([]interface{})
+			if len(targets) != 1 {
+				t.Fatalf("targets = %v", targets)
+			}
+			target := targets[0].(map[string]interface{})
+			if !reflect.DeepEqual(target["Arn"], c.target) {
+				t.Errorf("target = %v, want %v", target["Arn"], c.target)
+			}
+			// The whole event is the input: no Input/InputPath/InputTransformer.
+			for _, k := range []string{"Input", "InputPath", "InputTransformer"} {
+				if target[k] != nil {
+					t.Errorf("target sets %s = %v", k, target[k])
+				}
+			}
+		})
+	}
+	teardownRule := f.resources[onlyID(t, f.ofType("AWS::Events::Rule"), "TriggersDevTeardown")].Properties
+	if teardownRule["ScheduleExpression"] != "cron(0 20 * * ? *)" {
+		t.Errorf("teardown schedule = %v", teardownRule["ScheduleExpression"])
+	}
+	group := f.resources[onlyID(t, f.ofType("AWS::Scheduler::ScheduleGroup"), "SchedulesGroup")].Properties
+	if group["Name"] != ScheduleGroupName {
+		t.Errorf("schedule group = %v", group["Name"])
+	}
+}
+
+func TestModelBucket(t *testing.T) {
+	f := synth(t)
+	p := f.resources[onlyID(t, f.ofType("AWS::S3::Bucket"), "StorageModels")].Properties
+	checks := map[string]interface{}{
+		"VersioningConfiguration.Status":                       "Enabled",
+		"PublicAccessBlockConfiguration.BlockPublicAcls":       true,
+		"PublicAccessBlockConfiguration.BlockPublicPolicy":     true,
+		"PublicAccessBlockConfiguration.IgnorePublicAcls":      true,
+		"PublicAccessBlockConfiguration.RestrictPublicBuckets": true,
+		"LoggingConfiguration.LogFilePrefix":                   "models/",
+	}
+	for path, want := range checks {
+		if got := dig(p, path); got != want {
+			t.Errorf("%s = %v, want %v", path, got, want)
+		}
+	}
+	enc := mustJSON(p["BucketEncryption"])
+	if !strings.Contains(enc, `"SSEAlgorithm":"AES256"`) {
+		t.Errorf("BucketEncryption = %s, want S3-managed", enc)
+	}
+	// EventBridge notifications may be switched on by a custom resource.
+	if p["NotificationConfiguration"] == nil {
+		found := false
+		for _, id := range f.ofType("Custom::S3BucketNotifications") {
+			if strings.Contains(mustJSON(f.resources[id].Properties), `"EventBridgeConfiguration":{}`) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("EventBridge notifications are not enabled on the model bucket")
+		}
+	}
+	bucketID := onlyID(t, f.ofType("AWS::S3::Bucket"), "StorageModels")
+	sslEnforced := false
+	for _, id := range f.ofType("AWS::S3::BucketPolicy") {
+		bp := f.resources[id].Properties
+		doc := mustJSON(bp["PolicyDocument"])
+		if reflect.DeepEqual(bp["Bucket"], ref(bucketID)) && strings.Contains(doc, `"aws:SecureTransport":"false"`) && strings.Contains(doc, `"Effect":"Deny"`) {
+			sslEnforced = true
+		}
+	}
+	if !sslEnforced {
+		t.Errorf("no bucket policy denies non-TLS access to the model bucket")
+	}
+}
+
+func TestStateMachine(t *testing.T) {
+	f := synth(t)
+	smID := onlyID(t, f.ofType("AWS::StepFunctions::StateMachine"), "DeployStateMachine")
+	p := f.resources[smID].Properties
+	if p["StateMachineType"] != "STANDARD" {
+		t.Errorf("type = %v", p["StateMachineType"])
+	}
+	if !reflect.DeepEqual(p["TracingConfiguration"], map[string]interface{}{"Enabled": true}) {
+		t.Errorf("tracing = %v", p["TracingConfiguration"])
+	}
+	logging := p["LoggingConfiguration"].(map[string]interface{})
+	if logging["Level"] != "ALL" || logging["IncludeExecutionData"] != true || len(asList(logging["Destinations"])) != 1 {
+		t.Errorf("logging = %v", logging)
+	}
+
+	t.Run("definition equals the ASL file", func(t *testing.T) {
+		file, err := os.ReadFile(f.definitionPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p["DefinitionString"] != string(file) {
+			t.Fatalf("DefinitionString differs from %s", f.definitionPath)
+		}
+		subs := p["DefinitionSubstitutions"].(map[string]interface{})
+		if got := keys(subs); !reflect.DeepEqual(got, WorkflowPlaceholders) {
+			t.Errorf("substitutions = %v, want %v", got, WorkflowPlaceholders)
+		}
+		// Resolve each placeholder to the logical id of the Lambda it names:
+		// the result must be the file with each placeholder replaced, and
+		// every Task must then point at a distinct workflow Lambda.
+		stepOf := map[string]string{
+			"ValidateFunctionArn": "validate", "ConfigureFunctionArn": "configure", "CapacityFunctionArn": "capacity",
+			"RunTaskFunctionArn": "runtask", "HealthFunctionArn": "health", "AutoStopFunctionArn": "autostop",
+			"CleanupFunctionArn": "cleanup",
+		}
+		resolved := string(file)
+		for name, v := range subs {
+			id, _ := f.function(t, stepOf[name])
+			if !reflect.DeepEqual(v, getAtt(id, "Arn")) {
+				t.Errorf("${%s} = %v, want the %s Lambda's ARN", name, v, stepOf[name])
+			}
+			resolved = strings.ReplaceAll(resolved, "${"+name+"}", "arn:lambda:"+id)
+		}
+		if placeholderPattern.MatchString(resolved) {
+			t.Errorf("unresolved placeholders remain: %v", placeholderPattern.FindAllString(resolved, -1))
+		}
+		var asl struct {
+			States map[string]struct {
+				Type     string `json:"Type"`
+				Resource string `json:"Resource"`
+			} `json:"States"`
+		}
+		if err := json.Unmarshal([]byte(resolved), &asl); err != nil {
+			t.Fatalf("resolved definition is not JSON: %v", err)
+		}
+		for state, s := range asl.States {
+			if s.Type == "Task" && !strings.HasPrefix(s.Resource, "arn:lambda:Functions") {
+				t.Errorf("state %s resource %q is not a stack Lambda", state, s.Resource)
+			}
+		}
+	})
+
+	t.Run("invokes the seven workflow Lambdas only", func(t *testing.T) {
+		roleID := p["RoleArn"].(map[string]interface{})["Fn::GetAtt"].([]interface{})[0].(string)
+		invoke := withAction(f.roleStatements(t, roleID), "lambda:InvokeFunction")
+		var got []string
+		for _, s := range invoke {
+			for _, r := range s.Resources {
+				got = append(got, mustJSON(r))
+			}
+		}
+		var want []string
+		for _, name := range FunctionNames {
+			if name == "teardown" {
+				continue
+			}
+			id, _ := f.function(t, name)
+			arn := getAtt(id, "Arn")
+			want = append(want, mustJSON(arn), mustJSON(map[string]interface{}{"Fn::Join": []interface{}{"", []interface{}{arn, ":*"}}}))
+		}
+		sort.Strings(got)
+		sort.Strings(want)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("lambda:InvokeFunction resources =\n%v\nwant\n%v", got, want)
+		}
+	})
+}
+
+func TestOutputs(t *testing.T) {
+	f := synth(t)
+	want := []string{"ClusterName", "EventBusName", "ModelBucketName", "ModelPrefix", "ScheduleGroupName", "StateMachineArn"}
+	if got := keys(f.outputs); !reflect.DeepEqual(got, want) {
+		t.Errorf("outputs = %v, want %v", got, want)
+	}
+	if v := f.outputs["ModelPrefix"].(map[string]interface{})["Value"]; v != "models/" {
+		t.Errorf("ModelPrefix output = %v", v)
+	}
+	if *f.stack.StackName() != StackID {
+		t.Errorf("stack name = %s", *f.stack.StackName())
+	}
+}
+
+// TestNag: the AWS Solutions pack reports nothing unsuppressed, and every
+// suppression in the template carries a reason.
+func TestNag(t *testing.T) {
+	f := synth(t)
+	nag := assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*"))
+	for _, m := range *f.annotations.FindError(jsii.String("*"), nag) {
+		t.Errorf("cdk-nag error at %s: %s", *m.Id, firstLine(fmt.Sprint(m.Entry.Data)))
+	}
+	for _, m := range *f.annotations.FindWarning(jsii.String("*"), nag) {
+		t.Errorf("cdk-nag warning at %s: %s", *m.Id, firstLine(fmt.Sprint(m.Entry.Data)))
+	}
+	reason := regexp.MustCompile(`\S{3,}.*\S{3,}`)
+	count := 0
+	for id, r := range f.resources {
+		var meta struct {
+			RulesToSuppress []struct{ ID, Reason string } `json:"rules_to_suppress"`
+		}
+		raw, ok := r.Metadata["cdk_nag"]
+		if !ok {
+			continue
+		}
+		if err := json.Unmarshal([]byte(mustJSON(raw)), &meta); err != nil {
+			t.Fatal(err)
+		}
+		for _, rule := range meta.RulesToSuppress {
+			count++
+			if len(rule.Reason) < 40 || !reason.MatchString(rule.Reason) {
+				t.Errorf("%s: suppression of %s has no specific reason: %q", id, rule.ID, rule.Reason)
+			}
+		}
+	}
+	if count == 0 {
+		t.Errorf("found no cdk-nag suppressions: the metadata walk is broken")
+	}
+}
+
+func hasVolume(td map[string]interface{}, name, hostPath string) bool {
+	for _, v := range asList(td["Volumes"]) {
+		v, _ := v.(map[string]interface{})
+		if v["Name"] == name && dig(v, "Host.SourcePath") == hostPath {
+			return true
+		}
+	}
+	return false
+}
+
+func hasMount(c map[string]interface{}, volume, path string) bool {
+	for _, m := range asList(c["MountPoints"]) {
+		m, _ := m.(map[string]interface{})
+		if m["SourceVolume"] == volume && m["ContainerPath"] == path {
+			return true
+		}
+	}
+	return false
+}
+
+func dig(m map[string]interface{}, path string) interface{} {
+	var cur interface{} = m
+	for _, part := range strings.Split(path, ".") {
+		mm, ok := cur.(map[string]interface{})
+		if !ok {
+			return nil
+		}
+		cur = mm[part]
+	}
+	return cur
+}
+
+func keys[V any](m map[string]V) []string { return SortedKeys(m) }
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func containsValue(list []interface{}, v interface{}) bool {
+	for _, x := range list {
+		if reflect.DeepEqual(x, v) {
+			return true
+		}
+	}
+	return false
+}
+
+func sameSet(a, b []interface{}) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !containsValue(b, x) {
+			return false
+		}
+	}
+	return true
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
