@@ -1,0 +1,373 @@
+// Package local runs the whole system on one machine: the deploy state machine's own ASL file on the
+// aws-local-stepfunctions engine, its Lambda steps served over the Lambda Invoke API by the real handlers, and a
+// local cloud (ECS whose tasks are real `ollama serve` processes, EventBridge Scheduler, S3) behind the same ports
+// the handlers use on AWS. EventBridge's routing of the three event kinds is reproduced here as the CDK stack
+// configures it.
+package local
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/events"
+	"github.com/ollama-ecs/ollama-ecs/functions/steps"
+	"github.com/ollama-ecs/ollama-ecs/local/cloud"
+	"github.com/ollama-ecs/ollama-ecs/local/engine"
+	"github.com/ollama-ecs/ollama-ecs/local/lambdaapi"
+	"github.com/ollama-ecs/ollama-ecs/workflow"
+)
+
+// Names the local stack uses where the CDK stack has its resources.
+const (
+	Bucket        = "ollama-ecs-models"
+	ModelPrefix   = "models/"
+	ScheduleGroup = "ollama-ecs"
+	SchedulerRole = "arn:aws:iam::111122223333:role/ollama-ecs-scheduler"
+	StateMachine  = "deploy"
+	// WaitForHealth is the Wait state whose time the local engine shortens (see Options.HealthWait).
+	WaitForHealth = "Wait for health"
+)
+
+// Options configure a local stack. The zero value is the embedded default: the cluster in local/cloud/cluster.json,
+// real Ollama tasks, real time.
+type Options struct {
+	// Dir holds the bucket's files and the Ollama servers' folders; empty means a temporary folder removed on Close.
+	Dir string
+	// Cluster is the local ECS cluster; the zero value means cloud.DefaultConfig().
+	Cluster cloud.Config
+	// Runner starts task containers; nil means real `ollama serve` processes.
+	Runner cloud.Runner
+	// TimeScale speeds up schedule time (auto-stop TTLs): 60 makes a minute pass in a second. 0 means 1.
+	TimeScale float64
+	// DevTTL is the default dev time to live (default 2h, like the stack).
+	DevTTL time.Duration
+	// HealthTimeout bounds how long a deployment may take to become healthy (default 2 min locally).
+	HealthTimeout time.Duration
+	// HealthWatch is how long one health poll keeps watching a task that is close to ready (default 10 s), and
+	// HealthPoll the interval inside that watch (default 100 ms).
+	HealthWatch, HealthPoll time.Duration
+	// HealthWait replaces the time the "Wait for health" state waits: the poll still computes its adaptive wait,
+	// shown in the history, but a local task starts in a fraction of a second. 0 keeps the computed waits.
+	HealthWait time.Duration
+	// ECSDelays make local tasks pass through PROVISIONING and PENDING for this long each (default 0).
+	ECSDelays time.Duration
+	// Interceptor, when set, runs before every Lambda invocation (fault injection).
+	Interceptor lambdaapi.Interceptor
+	Log         *slog.Logger
+}
+
+// Stack is a running local system.
+type Stack struct {
+	ECS       *cloud.ECS
+	Scheduler *cloud.Scheduler
+	Bucket    *cloud.Bucket
+	Engine    *engine.Engine
+	Lambda    *lambdaapi.Server
+	// Teardown is the teardown function the stop and scheduled-teardown rules target.
+	Teardown *steps.Teardown
+
+	opts        Options
+	definition  []byte
+	lambdaClose func() error
+	dir         string
+	removeDir   bool
+	log         *slog.Logger
+
+	mu         sync.Mutex
+	executions []Started
+	closed     bool
+}
+
+// Started is one execution the stack started, and what started it.
+type Started struct {
+	ExecutionArn string
+	Kind         events.Kind
+	DeploymentID string
+	At           time.Time
+}
+
+// Start brings up the engine, the Lambda endpoint with the real handlers, and the local cloud.
+func Start(ctx context.Context, opts Options) (s *Stack, err error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Cluster.Name == "" {
+		opts.Cluster = cloud.DefaultConfig()
+	}
+	opts.DevTTL = orDuration(opts.DevTTL, 2*time.Hour)
+	opts.HealthTimeout = orDuration(opts.HealthTimeout, 2*time.Minute)
+	opts.HealthWatch = orDuration(opts.HealthWatch, 10*time.Second)
+	opts.HealthPoll = orDuration(opts.HealthPoll, 100*time.Millisecond)
+	s = &Stack{opts: opts, log: opts.Log, dir: opts.Dir}
+	defer func() {
+		if err != nil {
+			_ = s.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	if s.dir == "" {
+		if s.dir, err = os.MkdirTemp("", "ollama-ecs-local-"); err != nil {
+			return nil, err
+		}
+		s.removeDir = true
+	}
+	cfg := opts.Cluster
+	if s.definition, err = workflow.LocalDefinition(cfg.Region, cfg.Account); err != nil {
+		return nil, err
+	}
+	s.Bucket, err = cloud.NewBucket(cloud.BucketOptions{
+		Name: Bucket, Dir: s.dir + "/bucket", Region: cfg.Region, Account: cfg.Account,
+		OnObjectCreated: func(event []byte) {
+			// EventBridge delivers asynchronously: the upload returns before the state machine starts.
+			go func() {
+				if _, err := s.PutEvent(context.Background(), event); err != nil {
+					s.log.Error("routing an upload event", "error", err)
+				}
+			}()
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	runner := opts.Runner
+	if runner == nil {
+		runner = &cloud.OllamaRunner{TempDir: s.dir, Objects: s.Bucket, Log: opts.Log}
+	}
+	s.ECS, err = cloud.NewECS(cloud.ECSOptions{Config: cfg, Runner: runner, Log: opts.Log,
+		ProvisioningDelay: opts.ECSDelays, PendingDelay: opts.ECSDelays})
+	if err != nil {
+		return nil, err
+	}
+	s.Scheduler = cloud.NewScheduler(cloud.SchedulerOptions{Region: cfg.Region, Account: cfg.Account,
+		TimeScale: opts.TimeScale, ECS: s.ECS, Log: opts.Log})
+
+	handlers := s.handlers()
+	s.Teardown = handlers.teardown
+	var lambdaOpts []lambdaapi.Option
+	lambdaOpts = append(lambdaOpts, lambdaapi.WithAccount(cfg.Region, cfg.Account), lambdaapi.WithLogger(opts.Log))
+	if opts.Interceptor != nil {
+		lambdaOpts = append(lambdaOpts, lambdaapi.WithInterceptor(opts.Interceptor))
+	}
+	s.Lambda = lambdaapi.NewServer(handlers.functions, lambdaOpts...)
+	url, closeFn, err := s.Lambda.Listen("")
+	if err != nil {
+		return nil, err
+	}
+	s.lambdaClose = closeFn
+	s.Engine, err = engine.Start(ctx, engine.Options{LambdaEndpoint: url, Logger: opts.Log})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+type handlerSet struct {
+	functions map[string]lambda.Handler
+	teardown  *steps.Teardown
+}
+
+// handlers builds the real step handlers on the local cloud's ports, configured as the CDK stack configures them.
+func (s *Stack) handlers() handlerSet {
+	o, cluster, log := s.opts, s.opts.Cluster.Name, s.log
+	var gpuTypes []string
+	for _, g := range o.Cluster.ContainerInstances {
+		if g.GPUs > 0 {
+			gpuTypes = append(gpuTypes, g.InstanceType)
+		}
+	}
+	providers := map[string]string{}
+	for _, p := range o.Cluster.CapacityProviders {
+		providers[p.Instance.InstanceType] = p.Name
+		gpuTypes = append(gpuTypes, p.Instance.InstanceType)
+	}
+	stopper := &steps.Stopper{ECS: s.ECS, Scheduler: s.Scheduler, Cluster: cluster, Group: ScheduleGroup, Log: log}
+	teardown := &steps.Teardown{Stopper: stopper}
+	fns := map[string]lambda.Handler{
+		"validate": lambda.NewHandler((&steps.Validate{Catalog: catalog.Default(), S3: s.Bucket, Bucket: Bucket,
+			Prefix: ModelPrefix, Log: log}).Handle),
+		"configure": lambda.NewHandler((&steps.Configure{Catalog: catalog.Default(), GPUInstanceTypes: gpuTypes,
+			DevTTL: o.DevTTL, DefaultPolicy: "cost", Log: log}).Handle),
+		"capacity": lambda.NewHandler((&steps.Capacity{ECS: s.ECS, Groups: s.ECS.AutoScaling(), Cluster: cluster,
+			Providers: providers, Log: log}).Handle),
+		"runtask": lambda.NewHandler((&steps.RunTask{ECS: s.ECS, Cluster: cluster, CPUTaskDefinition: "ollama-cpu",
+			GPUTaskDefinition: "ollama-gpu", Subnets: []string{"subnet-local"}, SecurityGroups: []string{"sg-local"},
+			Providers: providers, Log: log}).Handle),
+		"health": lambda.NewHandler((&steps.Health{ECS: s.ECS, Cluster: cluster, Endpoint: s.ECS.Endpoint,
+			HTTP: &http.Client{Timeout: 5 * time.Second}, Timeout: o.HealthTimeout, Watch: o.HealthWatch,
+			PollInterval: o.HealthPoll, GPURuleNotApplicable: "local mode runs GPU placements on the CPU", Log: log}).Handle),
+		"autostop": lambda.NewHandler((&steps.AutoStop{Scheduler: s.Scheduler, Cluster: cluster, Group: ScheduleGroup,
+			RoleArn: SchedulerRole, Now: s.Scheduler.Now, Log: log}).Handle),
+		"cleanup":  lambda.NewHandler((&steps.Cleanup{Stopper: stopper}).Handle),
+		"teardown": lambda.NewHandler(teardown.Handle),
+	}
+	return handlerSet{functions: fns, teardown: teardown}
+}
+
+// Routed says what an event did: started an execution, or ran the teardown function.
+type Routed struct {
+	Kind         events.Kind
+	ExecutionArn string         `json:",omitempty"`
+	Stopped      *steps.Stopped `json:",omitempty"`
+}
+
+// PutEvent delivers an event as the stack's EventBridge rules do: deploy requests and model uploads start the
+// state machine with the whole event as input; stop requests and the scheduled teardown invoke the teardown
+// function. An event no rule matches is dropped, as EventBridge drops it, and reported as an error here.
+func (s *Stack) PutEvent(ctx context.Context, raw []byte) (Routed, error) {
+	var env events.Envelope
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return Routed{}, fmt.Errorf("not an EventBridge event: %w", err)
+	}
+	switch {
+	case env.Source == events.SourceOllamaECS && env.DetailType == events.DetailTypeDeploy,
+		env.Source == events.SourceS3 && env.DetailType == events.DetailTypeObjectCreated && s.matchesUploadRule(env):
+		kind := events.KindDeploy
+		if env.Source == events.SourceS3 {
+			kind = events.KindUpload
+		}
+		// Rule targets start executions with generated names; the deployment id comes from the event.
+		arn, err := s.start(ctx, randomName(), json.RawMessage(raw), kind)
+		return Routed{Kind: kind, ExecutionArn: arn}, err
+	case env.Source == events.SourceOllamaECS && env.DetailType == events.DetailTypeStop,
+		env.Source == events.SourceEvents && env.DetailType == events.DetailTypeScheduled:
+		stopped, err := s.invokeTeardown(ctx, raw)
+		kind := events.KindStop
+		if env.Source == events.SourceEvents {
+			kind = events.KindTeardown
+		}
+		return Routed{Kind: kind, Stopped: &stopped}, err
+	}
+	return Routed{}, fmt.Errorf("no rule matches source %q detail-type %q", env.Source, env.DetailType)
+}
+
+// matchesUploadRule is the S3 rule's pattern: this bucket, keys under the model prefix.
+func (s *Stack) matchesUploadRule(env events.Envelope) bool {
+	var d struct {
+		Bucket struct{ Name string } `json:"bucket"`
+		Object struct{ Key string }  `json:"object"`
+	}
+	if json.Unmarshal(env.Detail, &d) != nil {
+		return false
+	}
+	return d.Bucket.Name == Bucket && len(d.Object.Key) >= len(ModelPrefix) && d.Object.Key[:len(ModelPrefix)] == ModelPrefix
+}
+
+// invokeTeardown runs the teardown function's handler with the event, as the rules' Lambda target does.
+func (s *Stack) invokeTeardown(ctx context.Context, raw []byte) (steps.Stopped, error) {
+	return s.Teardown.Handle(ctx, raw)
+}
+
+// Deploy starts the state machine directly, as the CLI does on AWS: the execution's name is the deployment id,
+// so the same request twice is one deployment.
+func (s *Stack) Deploy(ctx context.Context, req events.DeployRequest) (string, error) {
+	if req.DeploymentID == "" {
+		return "", errors.New("a direct deployment needs a deployment id (the execution name)")
+	}
+	raw, err := json.Marshal(req)
+	if err != nil {
+		return "", err
+	}
+	return s.start(ctx, req.DeploymentID, raw, events.KindDirect)
+}
+
+// Upload puts a model file under the model prefix; the bucket's Object Created event starts the deployment.
+func (s *Stack) Upload(ctx context.Context, key string, body []byte) error {
+	_, err := s.Bucket.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(Bucket), Key: aws.String(key), Body: bytes.NewReader(body)})
+	return err
+}
+
+func (s *Stack) start(ctx context.Context, name string, input json.RawMessage, kind events.Kind) (string, error) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return "", errors.New("local stack is closed")
+	}
+	var opts []engine.ExecutionOption
+	opts = append(opts, engine.WithStateMachineName(StateMachine))
+	if s.opts.HealthWait > 0 {
+		opts = append(opts, engine.WithWaitOverride(WaitForHealth, s.opts.HealthWait))
+	}
+	arn, err := s.Engine.StartExecution(ctx, s.definition, name, input, opts...)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	s.executions = append(s.executions, Started{ExecutionArn: arn, Kind: kind, At: time.Now()})
+	s.mu.Unlock()
+	s.log.Info("execution started", "executionArn", arn, "kind", kind)
+	return arn, nil
+}
+
+// Executions lists what the stack started, oldest first.
+func (s *Stack) Executions() []Started {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Started(nil), s.executions...)
+}
+
+// WaitForExecution waits until the next execution appears after n started ones, e.g. the one an upload starts.
+func (s *Stack) WaitForExecution(ctx context.Context, n int) (Started, error) {
+	for {
+		if ex := s.Executions(); len(ex) > n {
+			return ex[n], nil
+		}
+		select {
+		case <-ctx.Done():
+			return Started{}, fmt.Errorf("no execution started: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Close stops every task and process, every schedule timer, the engine and the Lambda endpoint, and removes the
+// temporary folder: nothing is left running.
+func (s *Stack) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	var errs []error
+	if s.Scheduler != nil {
+		s.Scheduler.Close()
+	}
+	if s.Engine != nil {
+		errs = append(errs, s.Engine.Close())
+	}
+	if s.ECS != nil {
+		errs = append(errs, s.ECS.Close(ctx))
+	}
+	if s.lambdaClose != nil {
+		errs = append(errs, s.lambdaClose())
+	}
+	if s.removeDir && s.dir != "" {
+		errs = append(errs, os.RemoveAll(s.dir))
+	}
+	return errors.Join(errs...)
+}
+
+func randomName() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func orDuration(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}

@@ -1,0 +1,145 @@
+// Package test holds the end-to-end tests: the real ASL on the real local engine, the real handlers over the
+// Lambda Invoke API, and the local cloud whose tasks are real `ollama serve` processes.
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ollama/ollama/api"
+
+	"github.com/ollama-ecs/ollama-ecs/local"
+	"github.com/ollama-ecs/ollama-ecs/local/engine"
+	"github.com/ollama-ecs/ollama-ecs/local/ollama"
+	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
+)
+
+// record is the state machine's output: the deployment record.
+type record struct {
+	DeploymentID  string  `json:"deploymentId"`
+	Model         string  `json:"model"`
+	Env           string  `json:"env"`
+	Endpoint      string  `json:"endpoint"`
+	TaskArn       string  `json:"taskArn"`
+	Placement     string  `json:"placement"`
+	InstanceType  string  `json:"instanceType"`
+	HourlyCostUSD float64 `json:"hourlyCostUSD"`
+	AutoStopAt    string  `json:"autoStopAt"`
+	ScheduleName  string  `json:"scheduleName"`
+	Fallbacks     []struct {
+		Placement, InstanceType, Reason string
+	} `json:"fallbacks"`
+}
+
+// requireTools fails (in CI) or skips (elsewhere, saying what to run) when the engine or Ollama is missing.
+func requireTools(t *testing.T) {
+	t.Helper()
+	root, err := ollama.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, errOllama := ollama.FindBinary(root)
+	_, errEngine := engine.DefaultDir()
+	if errEngine == nil {
+		dir, _ := engine.DefaultDir()
+		if _, err := os.Stat(filepath.Join(dir, ".installed")); err != nil {
+			errEngine = err
+		}
+	}
+	if err := errors.Join(errOllama, errEngine); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("end-to-end tools missing: %v (make tools)", err)
+		}
+		t.Skipf("end-to-end tools missing: run `make tools`: %v", err)
+	}
+}
+
+func startStack(t *testing.T, opts local.Options) *local.Stack {
+	t.Helper()
+	requireTools(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if opts.HealthWait == 0 {
+		opts.HealthWait = 200 * time.Millisecond
+	}
+	s, err := local.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		leftover := s.ECS.Processes()
+		if err := s.Close(ctx); err != nil {
+			t.Errorf("closing the stack: %v", err)
+		}
+		_ = leftover
+	})
+	return s
+}
+
+func tinyGGUF(t *testing.T) []byte {
+	t.Helper()
+	b, err := tinymodel.Bytes(tinymodel.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func waitDone(t *testing.T, s *local.Stack, arn string) engine.Execution {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ex, err := s.Engine.Wait(ctx, arn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if testing.Verbose() {
+		t.Logf("history of %s:\n%s", ex.Name, engine.RenderHistory(ex.Events))
+	}
+	return ex
+}
+
+func TestUploadDeploysToCPUAndGenerates(t *testing.T) {
+	s := startStack(t, local.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := s.Upload(ctx, "models/tiny.gguf", tinyGGUF(t)); err != nil {
+		t.Fatal(err)
+	}
+	started, err := s.WaitForExecution(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := waitDone(t, s, started.ExecutionArn)
+	if ex.Status != engine.StatusSucceeded {
+		t.Fatalf("status %s: %s: %s\n%s", ex.Status, ex.Error, ex.Cause, engine.RenderHistory(ex.Events))
+	}
+	var rec record
+	if err := json.Unmarshal(ex.Output, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Placement != "Fargate Spot" || rec.Model != "tiny" || rec.Env != "dev" || rec.AutoStopAt == "" {
+		t.Errorf("record %+v", rec)
+	}
+	base, _ := url.Parse(rec.Endpoint)
+	client := api.NewClient(base, http.DefaultClient)
+	stream := false
+	var resp api.GenerateResponse
+	err = client.Generate(ctx, &api.GenerateRequest{Model: "tiny", Prompt: "hello", Stream: &stream,
+		Options: map[string]any{"num_predict": 5}}, func(r api.GenerateResponse) error { resp = r; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.EvalCount == 0 || !resp.Done {
+		t.Errorf("generate: eval_count %d done %v reason %q", resp.EvalCount, resp.Done, resp.DoneReason)
+	}
+}
