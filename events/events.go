@@ -76,6 +76,9 @@ type DeployRequest struct {
 	Requester string `json:"requester,omitempty"`
 	// DeploymentID makes the request idempotent across retries; derived from the event id when empty.
 	DeploymentID string `json:"deploymentId,omitempty"`
+	// Source, when set, deploys a GGUF already uploaded under the model prefix ("s3://bucket/models/x.gguf")
+	// under the name in Model, sized from its header, instead of a catalog model pulled from the registry.
+	Source string `json:"source,omitempty"`
 }
 
 // StopRequest is the detail of a "Stop Request": stop one deployment.
@@ -175,6 +178,9 @@ var (
 // startedBy and names a schedule.
 func ValidDeploymentID(id string) bool { return deploymentIDPattern.MatchString(id) }
 
+// ValidModelName reports whether name can name an uploaded model in Ollama: 1-64 of a-z, 0-9, ., _ and -.
+func ValidModelName(name string) bool { return modelNamePattern.MatchString(name) && !strings.Contains(name, ":") }
+
 // Parse reads any input the state machine or the teardown function can receive: an EventBridge envelope of one of
 // the known kinds, or a bare DeployRequest given to the state machine directly (executionName then supplies the
 // deployment id when the request has none).
@@ -189,8 +195,9 @@ func Parse(raw []byte, cfg Config, executionName string) (Input, error) {
 	if err := json.Unmarshal(raw, &probe); err != nil {
 		return Input{}, invalid("", "not a JSON object: %v", jsonReason(err))
 	}
+	// An envelope has a detail-type or a detail; a direct request has neither (its "source" is a model file).
 	if _, ok := probe["detail-type"]; !ok {
-		if _, ok := probe["source"]; !ok {
+		if _, ok := probe["detail"]; !ok {
 			return parseDirect(raw, executionName)
 		}
 	}
@@ -290,6 +297,9 @@ func (d DeployRequest) Validate() error {
 		return invalid("detail.contextLength", "%d is outside 0..%d", d.ContextLength, MaxContextLength)
 	case !requesterPattern.MatchString(d.Requester):
 		return invalid("detail.requester", "at most 128 plain characters")
+	case d.Source != "" && (!strings.HasPrefix(d.Source, "s3://") || !strings.HasSuffix(d.Source, ".gguf") ||
+		len(d.Source) > 1100 || strings.Contains(d.Source, "..")):
+		return invalid("detail.source", "%q is not s3://<bucket>/<key>.gguf", d.Source)
 	case !deploymentIDPattern.MatchString(d.DeploymentID):
 		return invalid("detail.deploymentId", "%q is not a deployment id (3-36 of a-z, 0-9, -)", d.DeploymentID)
 	}

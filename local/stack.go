@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -91,6 +92,8 @@ type Stack struct {
 	mu         sync.Mutex
 	executions []Started
 	closed     bool
+	// storing silences the upload rule while Store writes, as for a file uploaded before the rule existed.
+	storing atomic.Bool
 }
 
 // Started is one execution the stack started, and what started it.
@@ -132,6 +135,9 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	s.Bucket, err = cloud.NewBucket(cloud.BucketOptions{
 		Name: Bucket, Dir: s.dir + "/bucket", Region: cfg.Region, Account: cfg.Account,
 		OnObjectCreated: func(event []byte) {
+			if s.storing.Load() {
+				return
+			}
 			// EventBridge delivers asynchronously: the upload returns before the state machine starts.
 			go func() {
 				if _, err := s.PutEvent(context.Background(), event); err != nil {
@@ -286,6 +292,17 @@ func (s *Stack) Deploy(ctx context.Context, req events.DeployRequest) (string, e
 
 // Upload puts a model file under the model prefix; the bucket's Object Created event starts the deployment.
 func (s *Stack) Upload(ctx context.Context, key string, body []byte) error {
+	_, err := s.Bucket.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(Bucket), Key: aws.String(key), Body: bytes.NewReader(body)})
+	return err
+}
+
+// Store puts a model file in the bucket without starting a deployment, for deploy requests that name it as
+// their source.
+func (s *Stack) Store(ctx context.Context, key string, body []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.storing.Store(true)
+	defer s.storing.Store(false)
 	_, err := s.Bucket.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(Bucket), Key: aws.String(key), Body: bytes.NewReader(body)})
 	return err
 }

@@ -33,6 +33,7 @@ type record struct {
 	HourlyCostUSD float64 `json:"hourlyCostUSD"`
 	AutoStopAt    string  `json:"autoStopAt"`
 	ScheduleName  string  `json:"scheduleName"`
+	GPUReadiness  string  `json:"gpuReadiness"`
 	Fallbacks     []struct {
 		Placement, InstanceType, Reason string
 	} `json:"fallbacks"`

@@ -41,7 +41,7 @@ type HealthState struct {
 	FirstPollAt string `json:"firstPollAt"`
 	Deadline    string `json:"deadline"`
 	// GPU is the GPU readiness rule's verdict: "met", "not applicable: <why>", or "" on a CPU placement.
-	GPU string `json:"gpu,omitempty"`
+	GPU string `json:"gpu"`
 }
 
 // Health polls a deployment: the task RUNNING (a STOPPED task fails with its stop reason and exit code), then

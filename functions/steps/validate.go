@@ -53,14 +53,14 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 	switch parsed.Kind {
 	case events.KindDeploy, events.KindDirect:
 		d := parsed.Deploy
-		m, err := v.Catalog.Model(d.Model)
+		m, source, err := v.deployModel(ctx, d)
 		if err != nil {
 			return ValidateOutput{}, err
 		}
 		ttl, _ := d.TTLDuration() // checked by Parse
 		req.Trigger = string(parsed.Kind)
 		req.ModelName = m.Name
-		req.Source = "ollama://" + m.Name
+		req.Source = source
 		req.Model = m
 		req.Env = or(d.Env, req.Env)
 		req.Prefer = or(d.Prefer, req.Prefer)
@@ -94,6 +94,42 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 	return ValidateOutput{Request: req}, nil
 }
 
+// deployModel finds a deploy request's model: a catalog entry pulled from the registry, or an uploaded GGUF
+// under the model prefix, sized from its header.
+func (v *Validate) deployModel(ctx context.Context, d *events.DeployRequest) (catalog.Model, string, error) {
+	if d.Source == "" {
+		m, err := v.Catalog.Model(d.Model)
+		return m, "ollama://" + m.Name, err
+	}
+	bucket, key, _ := strings.Cut(strings.TrimPrefix(d.Source, "s3://"), "/")
+	if bucket != v.Bucket || !strings.HasPrefix(key, v.Prefix) {
+		return catalog.Model{}, "", &InvalidEventError{Reason: fmt.Sprintf("source %s is not under s3://%s/%s", d.Source, v.Bucket, v.Prefix)}
+	}
+	name := strings.ToLower(d.Model)
+	if !events.ValidModelName(name) {
+		return catalog.Model{}, "", &InvalidEventError{Reason: fmt.Sprintf("%q cannot name an uploaded model (a-z, 0-9, . _ -)", d.Model)}
+	}
+	size, err := v.objectSize(ctx, bucket, key)
+	if err != nil {
+		return catalog.Model{}, "", err
+	}
+	m, err := readGGUFModel(ctx, v.S3, bucket, key, size, name)
+	return m, d.Source, err
+}
+
+// objectSize learns an object's size from a one-byte ranged GET (HeadObject would need another permission).
+func (v *Validate) objectSize(ctx context.Context, bucket, key string) (int64, error) {
+	out, err := v.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Range: aws.String("bytes=0-0")})
+	if err != nil {
+		if isNotFound(err) || isCode(err, "NoSuchKey") {
+			return 0, &NotGGUFError{Key: key, Reason: "no such object"}
+		}
+		return 0, awsError("s3:GetObject", err)
+	}
+	out.Body.Close()
+	return objectSize(out), nil
+}
+
 // sizeUpload reads an uploaded GGUF's header, or a Modelfile and the model it builds FROM.
 func (v *Validate) sizeUpload(ctx context.Context, up *events.Upload) (catalog.Model, error) {
 	if !up.Modelfile {
@@ -109,12 +145,10 @@ func (v *Validate) sizeUpload(ctx context.Context, up *events.Upload) (catalog.M
 		if !strings.HasPrefix(key, v.Prefix) || strings.Contains(from, "..") {
 			return catalog.Model{}, &InvalidEventError{Reason: fmt.Sprintf("Modelfile FROM %q leaves the model prefix", from)}
 		}
-		out, err := v.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(up.Bucket), Key: aws.String(key), Range: aws.String("bytes=0-0")})
+		size, err := v.objectSize(ctx, up.Bucket, key)
 		if err != nil {
-			return catalog.Model{}, &NotGGUFError{Key: key, Reason: "the Modelfile's FROM file cannot be read: " + awsError("s3:GetObject", err).Error()}
+			return catalog.Model{}, err
 		}
-		out.Body.Close()
-		size := objectSize(out)
 		return readGGUFModel(ctx, v.S3, up.Bucket, key, size, up.ModelName)
 	}
 	m, err := v.Catalog.Model(from)

@@ -1,0 +1,256 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
+	"github.com/aws/aws-sdk-go-v2/service/scheduler"
+
+	"github.com/ollama-ecs/ollama-ecs/events"
+	"github.com/ollama-ecs/ollama-ecs/functions/steps"
+	"github.com/ollama-ecs/ollama-ecs/local"
+	"github.com/ollama-ecs/ollama-ecs/local/cloud"
+	"github.com/ollama-ecs/ollama-ecs/local/engine"
+)
+
+const tinySource = "s3://" + local.Bucket + "/models/tiny.gguf"
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// stackWithTiny starts a stack with the tiny model stored in its bucket (no deployment started by it).
+func stackWithTiny(t *testing.T, opts local.Options) *local.Stack {
+	s := startStack(t, opts)
+	if err := s.Store(ctxFor(t, 10*time.Second), "models/tiny.gguf", tinyGGUF(t)); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func deploy(t *testing.T, s *local.Stack, req events.DeployRequest) engine.Execution {
+	t.Helper()
+	if req.Source == "" {
+		req.Source = tinySource
+	}
+	arn, err := s.Deploy(ctxFor(t, 10*time.Second), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return waitDone(t, s, arn)
+}
+
+func succeeded(t *testing.T, ex engine.Execution) record {
+	t.Helper()
+	if ex.Status != engine.StatusSucceeded {
+		t.Fatalf("%s: status %s: %s: %s\n%s", ex.Name, ex.Status, ex.Error, ex.Cause, engine.RenderHistory(ex.Events))
+	}
+	var rec record
+	if err := json.Unmarshal(ex.Output, &rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func failedWith(t *testing.T, ex engine.Execution, errorName, lastState string) {
+	t.Helper()
+	if ex.Status != engine.StatusFailed || ex.Error != errorName {
+		t.Fatalf("%s: status %s error %q, want FAILED with %s: %s\n%s", ex.Name, ex.Status, ex.Error, errorName, ex.Cause,
+			engine.RenderHistory(ex.Events))
+	}
+	runs := engine.StateRuns(ex.Events)
+	if got := runs[len(runs)-1].Name; got != lastState {
+		t.Errorf("ended in %q, want %q", got, lastState)
+	}
+}
+
+// tasksOf lists a deployment's tasks that are not stopped.
+func tasksOf(t *testing.T, s *local.Stack, deploymentID string) []ecstypes.Task {
+	t.Helper()
+	ctx := ctxFor(t, 5*time.Second)
+	list, err := s.ECS.ListTasks(ctx, &ecs.ListTasksInput{Cluster: aws.String(s.ECS.Config().Name), StartedBy: aws.String(deploymentID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.TaskArns) == 0 {
+		return nil
+	}
+	out, err := s.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(s.ECS.Config().Name), Tasks: list.TaskArns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var live []ecstypes.Task
+	for _, task := range out.Tasks {
+		if aws.ToString(task.LastStatus) != cloud.StatusStopped {
+			live = append(live, task)
+		}
+	}
+	return live
+}
+
+// assertNothingLeft checks a deployment left no task, process or schedule.
+func assertNothingLeft(t *testing.T, s *local.Stack, deploymentID string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(tasksOf(t, s, deploymentID)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if live := tasksOf(t, s, deploymentID); len(live) > 0 {
+		t.Errorf("deployment %s still has %d task(s)", deploymentID, len(live))
+	}
+	_, err := s.Scheduler.GetSchedule(ctxFor(t, 5*time.Second), &scheduler.GetScheduleInput{
+		Name: aws.String(steps.ScheduleName(deploymentID)), GroupName: aws.String(local.ScheduleGroup)})
+	if err == nil {
+		t.Errorf("deployment %s still has its schedule", deploymentID)
+	}
+	for _, p := range s.ECS.Processes() {
+		for _, task := range tasksOf(t, s, deploymentID) {
+			if p.TaskArn == aws.ToString(task.TaskArn) {
+				t.Errorf("process %d of %s still runs", p.PID, p.TaskArn)
+			}
+		}
+	}
+}
+
+func TestGPUPathAndFallback(t *testing.T) {
+	s := stackWithTiny(t, local.Options{})
+	first := succeeded(t, deploy(t, s, events.DeployRequest{Model: "tiny", Prefer: "gpu", DeploymentID: "gpu-one"}))
+	if first.Placement != "EC2 g4dn.xlarge" || first.InstanceType != "g4dn.xlarge" {
+		t.Fatalf("first GPU deployment on %s", first.Placement)
+	}
+	// The GPU readiness rule (model wholly in GPU memory) cannot be checked without a GPU: reported, not faked.
+	if !strings.HasPrefix(first.GPUReadiness, "not applicable") {
+		t.Errorf("GPU readiness %q", first.GPUReadiness)
+	}
+	task := tasksOf(t, s, "gpu-one")[0]
+	if got := len(task.Overrides.ContainerOverrides[0].ResourceRequirements); got != 1 {
+		t.Errorf("GPU requirement overrides: %d", got)
+	}
+	// The cheapest GPU type is now full: the second request falls back along the ladder.
+	second := succeeded(t, deploy(t, s, events.DeployRequest{Model: "tiny", Prefer: "gpu", DeploymentID: "gpu-two"}))
+	if second.InstanceType != "g5.xlarge" {
+		t.Fatalf("second GPU deployment on %s", second.Placement)
+	}
+	if len(second.Fallbacks) != 1 || second.Fallbacks[0].InstanceType != "g4dn.xlarge" ||
+		!strings.Contains(second.Fallbacks[0].Reason, "no g4dn.xlarge container instance has") {
+		t.Errorf("fallbacks %+v", second.Fallbacks)
+	}
+	// Both GPUs are taken: an EC2-only request runs out of candidates before any task starts.
+	ex := deploy(t, s, events.DeployRequest{Model: "tiny", Prefer: "gpu", LaunchType: "EC2", DeploymentID: "gpu-three"})
+	failedWith(t, ex, "NoCapacityError", "No capacity")
+	if !strings.Contains(ex.Cause, "g4dn.xlarge") || !strings.Contains(ex.Cause, "g5.xlarge") {
+		t.Errorf("cause does not list the rungs tried: %s", ex.Cause)
+	}
+	assertNothingLeft(t, s, "gpu-three")
+}
+
+func TestDuplicateEventStartsOneTask(t *testing.T) {
+	s := stackWithTiny(t, local.Options{})
+	raw, _ := json.Marshal(map[string]any{"version": "0", "id": "same-event-id", "source": events.SourceOllamaECS,
+		"detail-type": events.DetailTypeDeploy, "detail": map[string]any{"model": "tiny", "source": tinySource, "env": "dev"}})
+	var arns []string
+	for range 2 {
+		routed, err := s.PutEvent(ctxFor(t, 10*time.Second), raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		arns = append(arns, routed.ExecutionArn)
+	}
+	a, b := succeeded(t, waitDone(t, s, arns[0])), succeeded(t, waitDone(t, s, arns[1]))
+	if a.DeploymentID != b.DeploymentID || a.TaskArn != b.TaskArn {
+		t.Errorf("two deliveries gave %s/%s and %s/%s", a.DeploymentID, a.TaskArn, b.DeploymentID, b.TaskArn)
+	}
+	if n := len(tasksOf(t, s, a.DeploymentID)); n != 1 {
+		t.Errorf("%d tasks for one deployment", n)
+	}
+}
+
+func TestFailuresAfterStartCleanUp(t *testing.T) {
+	tests := []struct {
+		name      string
+		fault     func(*cloud.Faults)
+		wantError string
+	}{
+		{"task crashes while loading", func(f *cloud.Faults) { f.CrashNextTask(cloud.StageLoading) }, "TaskStoppedError"},
+		{"task never starts: health timeout", func(f *cloud.Faults) { f.HangNextTasks(1) }, "HealthTimeoutError"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := stackWithTiny(t, local.Options{HealthTimeout: 3 * time.Second})
+			tt.fault(s.ECS.Faults())
+			id := "fault-" + strings.ReplaceAll(strings.Fields(tt.name)[1], " ", "")
+			ex := deploy(t, s, events.DeployRequest{Model: "tiny", DeploymentID: id})
+			failedWith(t, ex, tt.wantError, "Deployment failed")
+			var cleaned bool
+			for _, r := range engine.StateRuns(ex.Events) {
+				cleaned = cleaned || r.Name == "Clean up"
+			}
+			if !cleaned {
+				t.Error("no Clean up state ran")
+			}
+			assertNothingLeft(t, s, id)
+		})
+	}
+}
+
+func TestBadInputChangesNothing(t *testing.T) {
+	s := startStack(t, local.Options{})
+	ctx := ctxFor(t, time.Minute)
+	if err := s.Upload(ctx, "models/junk.gguf", []byte(strings.Repeat("not a model ", 100))); err != nil {
+		t.Fatal(err)
+	}
+	started, err := s.WaitForExecution(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failedWith(t, waitDone(t, s, started.ExecutionArn), "NotGGUFError", "Request rejected")
+	arn, err := s.Deploy(ctx, events.DeployRequest{Model: "llama9:70b", DeploymentID: "unknown-model"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := waitDone(t, s, arn)
+	failedWith(t, unknown, "UnknownModelError", "Request rejected")
+	if len(s.ECS.Processes()) != 0 {
+		t.Errorf("bad input started %d processes", len(s.ECS.Processes()))
+	}
+}
+
+func TestAutoStopAndScheduledTeardown(t *testing.T) {
+	// Schedule time runs 120x faster: a one-minute TTL fires in half a second.
+	s := stackWithTiny(t, local.Options{TimeScale: 120})
+	dev := succeeded(t, deploy(t, s, events.DeployRequest{Model: "tiny", TTL: "1m", DeploymentID: "ttl-one"}))
+	if dev.ScheduleName != "ollama-ecs-ttl-one" || dev.AutoStopAt == "" {
+		t.Fatalf("record %+v", dev)
+	}
+	assertNothingLeft(t, s, "ttl-one")
+	fired := s.Scheduler.Fired()
+	if len(fired) != 1 || fired[0].Err != nil {
+		t.Errorf("fired %+v", fired)
+	}
+
+	devKeep := succeeded(t, deploy(t, s, events.DeployRequest{Model: "tiny", DeploymentID: "dev-two"}))
+	prod := succeeded(t, deploy(t, s, events.DeployRequest{Model: "tiny", Env: "prod", DeploymentID: "prod-one"}))
+	if prod.AutoStopAt != "" || devKeep.AutoStopAt == "" {
+		t.Errorf("auto-stop: prod %q dev %q", prod.AutoStopAt, devKeep.AutoStopAt)
+	}
+	raw, _ := events.Sample(events.KindTeardown)
+	routed, err := s.PutEvent(ctxFor(t, 30*time.Second), raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if routed.Stopped == nil || len(routed.Stopped.Deployments) != 1 || routed.Stopped.Deployments[0] != "dev-two" {
+		t.Errorf("teardown stopped %+v", routed.Stopped)
+	}
+	assertNothingLeft(t, s, "dev-two")
+	if len(tasksOf(t, s, "prod-one")) != 1 {
+		t.Error("teardown touched the prod deployment")
+	}
+}
