@@ -179,7 +179,9 @@ var (
 func ValidDeploymentID(id string) bool { return deploymentIDPattern.MatchString(id) }
 
 // ValidModelName reports whether name can name an uploaded model in Ollama: 1-64 of a-z, 0-9, ., _ and -.
-func ValidModelName(name string) bool { return modelNamePattern.MatchString(name) && !strings.Contains(name, ":") }
+func ValidModelName(name string) bool {
+	return modelNamePattern.MatchString(name) && !strings.Contains(name, ":")
+}
 
 // Parse reads any input the state machine or the teardown function can receive: an EventBridge envelope of one of
 // the known kinds, or a bare DeployRequest given to the state machine directly (executionName then supplies the
