@@ -11,9 +11,8 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: demo
-demo: ## run the main job locally: plan the seed's models
-	@for m in llama2:7b llama2:13b codellama:7b codellama:13b mistral:7b; do \
-		$(GO) run ./cmd/ollama-ecs plan $$m --policy seed || exit 1; echo; done
+demo: tools ## run the main job locally: upload, deploy, fall back, generate, auto-stop, tear down
+	$(GO) run ./cmd/ollama-ecs local demo
 
 .PHONY: build
 build: lambdas ## build the CLI and every Lambda

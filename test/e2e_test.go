@@ -19,25 +19,11 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
 	"github.com/ollama-ecs/ollama-ecs/local/ollama"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
+	"github.com/ollama-ecs/ollama-ecs/workflow"
 )
 
-// record is the state machine's output: the deployment record.
-type record struct {
-	DeploymentID  string  `json:"deploymentId"`
-	Model         string  `json:"model"`
-	Env           string  `json:"env"`
-	Endpoint      string  `json:"endpoint"`
-	TaskArn       string  `json:"taskArn"`
-	Placement     string  `json:"placement"`
-	InstanceType  string  `json:"instanceType"`
-	HourlyCostUSD float64 `json:"hourlyCostUSD"`
-	AutoStopAt    string  `json:"autoStopAt"`
-	ScheduleName  string  `json:"scheduleName"`
-	GPUReadiness  string  `json:"gpuReadiness"`
-	Fallbacks     []struct {
-		Placement, InstanceType, Reason string
-	} `json:"fallbacks"`
-}
+// record is the state machine's output.
+type record = workflow.Record
 
 // requireTools fails (in CI) or skips (elsewhere, saying what to run) when the engine or Ollama is missing.
 func requireTools(t *testing.T) {

@@ -154,3 +154,27 @@ func TestSubstitute(t *testing.T) {
 		t.Errorf("placeholders %v", got)
 	}
 }
+
+// TestRecordMatchesDefinition keeps Record's fields and the "Deployment ready" state's output equal.
+func TestRecordMatchesDefinition(t *testing.T) {
+	var d struct {
+		States map[string]struct{ Parameters map[string]string }
+	}
+	if err := json.Unmarshal(Definition, &d); err != nil {
+		t.Fatal(err)
+	}
+	var inASL, inGo []string
+	for k := range d.States["Deployment ready"].Parameters {
+		inASL = append(inASL, strings.TrimSuffix(k, ".$"))
+	}
+	rt := reflect.TypeOf(Record{})
+	for i := range rt.NumField() {
+		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+		inGo = append(inGo, name)
+	}
+	sort.Strings(inASL)
+	sort.Strings(inGo)
+	if !slices.Equal(inASL, inGo) {
+		t.Errorf("Deployment ready has %v, Record has %v", inASL, inGo)
+	}
+}
