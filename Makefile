@@ -58,6 +58,14 @@ lint: ## gofmt and go vet
 bench: ## run the benchmarks (figures go in BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s); the seed corpora also run in make test
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./events/
+	$(GO) test -run '^$$' -fuzz '^FuzzGGUFHeader$$' -fuzztime $(FUZZTIME) ./functions/steps/
+	$(GO) test -run '^$$' -fuzz '^FuzzPlan$$' -fuzztime $(FUZZTIME) ./planner/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./local/cloud/query/
+
 .PHONY: clean
 clean: ## remove build outputs (keeps the .cache/ of slow builds)
 	rm -rf dist cdk.out
