@@ -23,6 +23,13 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"plan", "size a model and rank where it can run, cheapest first", runPlan},
+		{"deploy", "start a deployment on AWS (--follow to watch it)", runDeploy},
+		{"list", "list running deployments with uptime, cost so far and auto-stop", runList},
+		{"stop", "stop a deployment's task and delete its auto-stop schedule", runStop},
+		{"history", "show a deployment's execution history as the console does", runHistory},
+		{"upload", "upload a GGUF model or Modelfile, which deploys it", runUpload},
+		{"events", "validate event files or print samples of each kind", runEvents},
+		{"local", "run the whole system on this machine (local demo)", runLocal},
 	}
 }
 

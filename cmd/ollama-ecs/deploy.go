@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	ebtypes "github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
+	"github.com/aws/aws-sdk-go-v2/service/sfn"
+
+	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/events"
+	"github.com/ollama-ecs/ollama-ecs/planner"
+	"github.com/ollama-ecs/ollama-ecs/workflow"
+)
+
+func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
+	env := fs.String("env", planner.EnvDev, "dev or prod")
+	prefer := fs.String("prefer", planner.PreferAuto, "auto, cpu or gpu")
+	instanceType := fs.String("instance-type", "", "the one instance type wanted (ml. prefix accepted)")
+	contextLength := fs.Int("context", 0, "context length to size for (default 4096, capped at the model's)")
+	policy := fs.String("policy", planner.PolicyCost, "cost or seed")
+	ttl := fs.String("ttl", "", "time to live before the auto-stop, e.g. 90m (default: dev 2h, prod none; 0 for none)")
+	id := fs.String("id", "", "deployment id (default: from model, env and --name)")
+	name := fs.String("name", "", "distinguishes a second deployment of the same model and env")
+	requester := fs.String("requester", envOr("USER", ""), "who asks, for the task's tags")
+	follow := fs.Bool("follow", false, "show the execution live until the deployment is ready or failed")
+	viaEvents := fs.Bool("via-events", false, "put a Deploy Request on the event bus instead of starting the state machine")
+	af := addAWSFlags(fs)
+	pos, err := parseArgs(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return printUsage(stderr, fs, "usage: ollama-ecs deploy MODEL [--env dev|prod] [--prefer auto|cpu|gpu] [--instance-type T] [--context N] [--ttl D] [--id ID | --name N] [--follow] [--via-events] [--output table|json] [AWS flags]")
+	}
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{"deploy takes exactly one MODEL"}
+	}
+	if err := af.checkOutput(); err != nil {
+		return err
+	}
+	if *viaEvents && *follow {
+		return usageError{"--follow needs the execution, which EventBridge names itself: drop --via-events, or watch with 'ollama-ecs list'"}
+	}
+	req := events.DeployRequest{
+		Model: pos[0], Env: *env, Prefer: *prefer, InstanceType: *instanceType, ContextLength: *contextLength,
+		Policy: *policy, TTL: *ttl, Requester: cleanRequester(*requester), DeploymentID: *id,
+	}
+	if req.DeploymentID == "" {
+		req.DeploymentID = deploymentID(req.Model, req.Env, *name)
+	}
+	if err := req.Validate(); err != nil {
+		return errors.New(strings.Replace(err.Error(), "detail.", "", 1))
+	}
+	// The planner's verdict before anything starts: a model it rejects fails here, with its reason.
+	plan, err := planFor(req)
+	if err != nil {
+		return err
+	}
+	need := []string{outStateMachine}
+	if *viaEvents {
+		need = []string{outEventBus}
+	}
+	c, err := connect(ctx, af, need...)
+	if err != nil {
+		return err
+	}
+	if *viaEvents {
+		return deployViaEvents(ctx, c, req, plan, af.json(), stdout)
+	}
+	d := deployer{SFN: c.SFN, StateMachine: c.Outputs[outStateMachine], Now: time.Now}
+	res, err := d.start(ctx, req)
+	if err != nil {
+		return err
+	}
+	if !af.json() {
+		writeStarted(stdout, req, plan, res)
+	}
+	if !*follow {
+		if af.json() {
+			return writeJSON(stdout, res)
+		}
+		if !res.AlreadyStarted {
+			fmt.Fprintf(stdout, "follow it with: ollama-ecs history %s\n", req.DeploymentID)
+		}
+		return nil
+	}
+	f := &follower{SFN: c.SFN, Out: stdout, Spinner: isTerminal(stdout), Interval: pollInterval, Quiet: af.json()}
+	return followToEnd(ctx, f, res, af.json(), stdout)
+}
+
+// followToEnd follows an execution and prints its outcome; a failed deployment is an error (non-zero exit).
+func followToEnd(ctx context.Context, f *follower, res startResult, asJSON bool, stdout io.Writer) error {
+	x, err := f.follow(ctx, res.ExecutionArn)
+	if err != nil {
+		return err
+	}
+	rec, ferr := finish(x)
+	res.Status = x.Status
+	if asJSON {
+		out := struct {
+			startResult
+			Error      string           `json:"error,omitempty"`
+			Cause      string           `json:"cause,omitempty"`
+			Deployment *workflow.Record `json:"deployment,omitempty"`
+		}{startResult: res, Error: x.Error, Cause: x.Cause}
+		if ferr == nil {
+			out.Deployment = &rec
+		}
+		if err := writeJSON(stdout, out); err != nil {
+			return err
+		}
+		return ferr
+	}
+	if ferr != nil {
+		return ferr
+	}
+	writeRecord(stdout, x, rec, time.Now())
+	return nil
+}
+
+// planFor runs the planner on the request, as the state machine's validate and configure steps will.
+func planFor(req events.DeployRequest) (planner.Plan, error) {
+	cat := catalog.Default()
+	model, err := cat.Model(req.Model)
+	if err != nil {
+		return planner.Plan{}, err
+	}
+	return planner.New(cat, planner.Request{
+		Model: model, Env: req.Env, Prefer: req.Prefer, ContextLength: req.ContextLength,
+		InstanceType: req.InstanceType, Policy: req.Policy, LaunchType: req.LaunchType,
+	})
+}
+
+// startResult says which execution carries the deployment and whether this command started it.
+type startResult struct {
+	DeploymentID string    `json:"deploymentId"`
+	ExecutionArn string    `json:"executionArn"`
+	StartDate    time.Time `json:"startDate"`
+	Status       string    `json:"status"`
+	// AlreadyStarted is true when an execution of this deployment existed: nothing new was started.
+	AlreadyStarted bool `json:"alreadyStarted"`
+}
+
+// deployer starts the state machine with the deployment id as the execution name, so the same deployment is
+// never started twice: Step Functions keeps execution names unique per state machine.
+type deployer struct {
+	SFN          Executions
+	StateMachine string
+	Now          func() time.Time
+}
+
+func (d deployer) start(ctx context.Context, req events.DeployRequest) (startResult, error) {
+	arn := executionARN(d.StateMachine, req.DeploymentID)
+	res := startResult{DeploymentID: req.DeploymentID, ExecutionArn: arn}
+	// An execution of that name already there is this deployment: Step Functions would answer a running one
+	// with the same input as if it were new, so ask first.
+	if x, err := describeExecution(ctx, d.SFN, arn); err == nil {
+		res.StartDate, res.Status, res.AlreadyStarted = x.StartDate, x.Status, true
+		return res, nil
+	} else if !errors.As(err, new(errUnknownExecution)) {
+		return res, err
+	}
+	input, _ := json.Marshal(req)
+	out, err := d.SFN.StartExecution(ctx, &sfn.StartExecutionInput{
+		StateMachineArn: aws.String(d.StateMachine), Name: aws.String(req.DeploymentID), Input: aws.String(string(input)),
+	})
+	switch {
+	case isCode(err, "ExecutionAlreadyExists"):
+		x, derr := describeExecution(ctx, d.SFN, arn)
+		if derr != nil {
+			return res, derr
+		}
+		res.StartDate, res.Status, res.AlreadyStarted = x.StartDate, x.Status, true
+		return res, nil
+	case isCode(err, "StateMachineDoesNotExist"):
+		return res, fmt.Errorf("state machine %s not found: check --stack or --state-machine", d.StateMachine)
+	case err != nil:
+		return res, awsErr("states:StartExecution", err)
+	}
+	res.ExecutionArn, res.StartDate, res.Status = aws.ToString(out.ExecutionArn), aws.ToTime(out.StartDate), "RUNNING"
+	return res, nil
+}
+
+// writeStarted is the first lines of a deploy: what was planned and which execution carries it.
+func writeStarted(w io.Writer, req events.DeployRequest, plan planner.Plan, res startResult) {
+	if res.AlreadyStarted {
+		fmt.Fprintf(w, "already deployed/deploying as %s (execution %s, started %s): nothing new started\n",
+			req.DeploymentID, res.Status, res.StartDate.UTC().Format(time.RFC3339))
+		fmt.Fprintf(w, "execution: %s\n", res.ExecutionArn)
+		return
+	}
+	fmt.Fprintf(w, "deploying %s as %s  env=%s\n", plan.Model, req.DeploymentID, plan.Env)
+	if len(plan.Candidates) > 0 {
+		c := plan.Candidates[0]
+		fmt.Fprintf(w, "planned: %s (%s), $%.4f/hour; %d fallback(s)\n", c.Placement, c.InstanceType, c.HourlyCostUSD, len(plan.Candidates)-1)
+	}
+	fmt.Fprintf(w, "execution: %s\n", res.ExecutionArn)
+}
+
+// deployViaEvents puts the Deploy Request on the bus; the bus's rule starts the state machine.
+func deployViaEvents(ctx context.Context, c *cloud, req events.DeployRequest, plan planner.Plan, asJSON bool, stdout io.Writer) error {
+	id, err := putEvent(ctx, c.Events, c.Outputs[outEventBus], events.DetailTypeDeploy, req)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(stdout, map[string]string{"deploymentId": req.DeploymentID, "eventId": id, "eventBus": c.Outputs[outEventBus]})
+	}
+	fmt.Fprintf(stdout, "deploy request for %s put on bus %s (event %s)\n", plan.Model, c.Outputs[outEventBus], id)
+	fmt.Fprintf(stdout, "deployment id: %s; watch it with: ollama-ecs list\n", req.DeploymentID)
+	return nil
+}
+
+// putEvent puts one event from the ollama-ecs source and returns its id.
+func putEvent(ctx context.Context, api EventPutter, bus, detailType string, detail any) (string, error) {
+	raw, err := json.Marshal(detail)
+	if err != nil {
+		return "", err
+	}
+	out, err := api.PutEvents(ctx, &eventbridge.PutEventsInput{Entries: []ebtypes.PutEventsRequestEntry{{
+		EventBusName: aws.String(bus), Source: aws.String(events.SourceOllamaECS),
+		DetailType: aws.String(detailType), Detail: aws.String(string(raw)),
+	}}})
+	if err != nil {
+		return "", awsErr("events:PutEvents", err)
+	}
+	if out.FailedEntryCount > 0 || len(out.Entries) == 0 {
+		msg := "no entry accepted"
+		if len(out.Entries) > 0 {
+			msg = aws.ToString(out.Entries[0].ErrorCode) + ": " + aws.ToString(out.Entries[0].ErrorMessage)
+		}
+		return "", fmt.Errorf("events:PutEvents on bus %s: %s", bus, msg)
+	}
+	return aws.ToString(out.Entries[0].EventId), nil
+}
+
+var nonIDChars = regexp.MustCompile(`[^a-z0-9]+`)
+
+// deploymentID is the id a deploy gets unless --id is given: readable (model, env, name) and the same every time
+// for the same arguments, so running the command twice does not deploy twice.
+func deploymentID(model, env, name string) string {
+	if env == "" {
+		env = planner.EnvDev
+	}
+	parts := []string{model, env}
+	if name != "" {
+		parts = append(parts, name)
+	}
+	id := strings.Trim(nonIDChars.ReplaceAllString(strings.ToLower(strings.Join(parts, "-")), "-"), "-")
+	if len(id) > 36 || len(id) < 3 {
+		sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+		id = strings.Trim(id[:min(len(id), 27)], "-") + "-" + hex.EncodeToString(sum[:])[:8]
+	}
+	return id
+}
+
+// cleanRequester keeps the requester within the contract's characters (a login name usually is).
+func cleanRequester(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 128 && (r == ' ' || r == '.' || r == '@' || r == ':' || r == '/' || r == '+' || r == '=' || r == ',' || r == '-' || r == '_' ||
+			r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return r
+		}
+		return '_'
+	}, s)
+	if len(s) > 128 {
+		s = s[:128]
+	}
+	return s
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
+	"github.com/aws/aws-sdk-go-v2/service/scheduler"
+
+	"github.com/ollama-ecs/ollama-ecs/functions/steps"
+)
+
+func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("list", flag.ContinueOnError)
+	af := addAWSFlags(fs)
+	pos, err := parseArgs(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return printUsage(stderr, fs, "usage: ollama-ecs list [--output table|json] [AWS flags]")
+	}
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usageError{"list takes no arguments"}
+	}
+	if err := af.checkOutput(); err != nil {
+		return err
+	}
+	c, err := connect(ctx, af, outCluster, outScheduleGroup)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], "", now)
+	if err != nil {
+		return err
+	}
+	if af.json() {
+		return writeJSON(stdout, ds)
+	}
+	return writeDeployments(stdout, ds, now)
+}
+
+// deployment is one running (or starting, or stopping) deployment as ECS records it.
+type deployment struct {
+	DeploymentID string  `json:"deploymentId"`
+	Model        string  `json:"model"`
+	Env          string  `json:"env"`
+	Requester    string  `json:"requester"`
+	Placement    string  `json:"placement"`
+	InstanceType string  `json:"instanceType"`
+	Status       string  `json:"status"`
+	TaskArn      string  `json:"taskArn"`
+	HourlyUSD    float64 `json:"hourlyCostUSD"`
+	// StartedAt is when the task started (or was created, while it is still starting).
+	StartedAt     time.Time `json:"startedAt"`
+	UptimeSeconds int64     `json:"uptimeSeconds"`
+	// CostSoFarUSD is the hourly cost times the uptime.
+	CostSoFarUSD float64 `json:"costSoFarUSD"`
+	// AutoStopAt is the auto-stop schedule's time; zero when there is none.
+	AutoStopAt time.Time `json:"autoStopAt,omitzero"`
+}
+
+// listDeployments reads the deployments from ECS: tasks of the cluster tagged as managed by ollama-ecs, with the
+// deployment id as startedBy; startedBy, when not empty, narrows the list to one deployment.
+func listDeployments(ctx context.Context, tasks steps.TaskStopper, sched steps.Schedules, cluster, group, startedBy string, now time.Time) ([]deployment, error) {
+	in := &ecs.ListTasksInput{Cluster: aws.String(cluster), DesiredStatus: ecstypes.DesiredStatusRunning}
+	if startedBy != "" {
+		in.StartedBy = aws.String(startedBy)
+	}
+	var arns []string
+	for {
+		out, err := tasks.ListTasks(ctx, in)
+		if err != nil {
+			if isCode(err, "ClusterNotFoundException") {
+				return nil, fmt.Errorf("cluster %q not found: check --stack or --cluster", cluster)
+			}
+			return nil, awsErr("ecs:ListTasks", err)
+		}
+		arns = append(arns, out.TaskArns...)
+		if out.NextToken == nil {
+			break
+		}
+		in.NextToken = out.NextToken
+	}
+	ds := []deployment{}
+	for start := 0; start < len(arns); start += 100 {
+		out, err := tasks.DescribeTasks(ctx, &ecs.DescribeTasksInput{
+			Cluster: aws.String(cluster), Tasks: arns[start:min(start+100, len(arns))],
+			Include: []ecstypes.TaskField{ecstypes.TaskFieldTags},
+		})
+		if err != nil {
+			return nil, awsErr("ecs:DescribeTasks", err)
+		}
+		for _, t := range out.Tasks {
+			id := steps.TagValue(t.Tags, steps.TagDeploymentID)
+			if steps.TagValue(t.Tags, steps.TagManagedBy) != steps.ManagedByValue || id == "" || aws.ToString(t.StartedBy) != id ||
+				aws.ToString(t.LastStatus) == "STOPPED" {
+				continue
+			}
+			d := deployment{
+				DeploymentID: id, Model: steps.TagValue(t.Tags, steps.TagModel), Env: steps.TagValue(t.Tags, steps.TagEnv),
+				Requester: steps.TagValue(t.Tags, steps.TagRequester), Placement: steps.TagValue(t.Tags, steps.TagPlacement),
+				InstanceType: steps.TagValue(t.Tags, steps.TagInstanceType), Status: aws.ToString(t.LastStatus),
+				TaskArn: aws.ToString(t.TaskArn),
+			}
+			d.HourlyUSD, _ = strconv.ParseFloat(steps.TagValue(t.Tags, steps.TagHourlyUSD), 64)
+			d.StartedAt = aws.ToTime(t.StartedAt)
+			if d.StartedAt.IsZero() {
+				d.StartedAt = aws.ToTime(t.CreatedAt)
+			}
+			if !d.StartedAt.IsZero() && now.After(d.StartedAt) {
+				up := now.Sub(d.StartedAt)
+				d.UptimeSeconds = int64(up / time.Second)
+				d.CostSoFarUSD = d.HourlyUSD * up.Hours()
+			}
+			ds = append(ds, d)
+		}
+	}
+	for i := range ds {
+		at, err := autoStopAt(ctx, sched, group, ds[i].DeploymentID)
+		if err != nil {
+			return nil, err
+		}
+		ds[i].AutoStopAt = at
+	}
+	sort.Slice(ds, func(i, j int) bool {
+		if ds[i].DeploymentID != ds[j].DeploymentID {
+			return ds[i].DeploymentID < ds[j].DeploymentID
+		}
+		return ds[i].TaskArn < ds[j].TaskArn
+	})
+	return ds, nil
+}
+
+// autoStopAt reads the deployment's auto-stop schedule; zero when it has none.
+func autoStopAt(ctx context.Context, sched steps.Schedules, group, id string) (time.Time, error) {
+	out, err := sched.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(steps.ScheduleName(id)), GroupName: aws.String(group)})
+	if isCode(err, "ResourceNotFoundException") {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, awsErr("scheduler:GetSchedule", err)
+	}
+	// The autostop step writes at(yyyy-mm-ddThh:mm:ss) in UTC.
+	loc := time.UTC
+	if tz := aws.ToString(out.ScheduleExpressionTimezone); tz != "" {
+		if l, err := time.LoadLocation(tz); err == nil {
+			loc = l
+		}
+	}
+	t, err := time.ParseInLocation("at(2006-01-02T15:04:05)", aws.ToString(out.ScheduleExpression), loc)
+	if err != nil {
+		return time.Time{}, nil
+	}
+	return t.UTC(), nil
+}
+
+// writeDeployments prints the deployments as a table.
+func writeDeployments(w io.Writer, ds []deployment, now time.Time) error {
+	if len(ds) == 0 {
+		_, err := fmt.Fprintln(w, "no deployments running")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tMODEL\tENV\tPLACEMENT\tSTATUS\tUPTIME\t$/HOUR\tCOST SO FAR\tAUTO-STOP")
+	for _, d := range ds {
+		placement := placementText(d.Placement, d.InstanceType)
+		stop := "-"
+		if !d.AutoStopAt.IsZero() {
+			stop = d.AutoStopAt.Format("2006-01-02 15:04Z")
+			if left := d.AutoStopAt.Sub(now); left > 0 {
+				stop += " (in " + shortDuration(left) + ")"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.4f\t$%.2f\t%s\n", d.DeploymentID, d.Model, d.Env, placement, d.Status,
+			shortDuration(time.Duration(d.UptimeSeconds)*time.Second), d.HourlyUSD, d.CostSoFarUSD, stop)
+	}
+	return tw.Flush()
+}
+
+// shortDuration is hours and minutes ("2h05m"), or minutes and seconds under an hour.
+func shortDuration(d time.Duration) string {
+	if d < time.Hour {
+		return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+	}
+	return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
+}

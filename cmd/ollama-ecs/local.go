@@ -1,0 +1,319 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/scheduler"
+	"github.com/ollama/ollama/api"
+
+	"github.com/ollama-ecs/ollama-ecs/events"
+	"github.com/ollama-ecs/ollama-ecs/local"
+	localcloud "github.com/ollama-ecs/ollama-ecs/local/cloud"
+	"github.com/ollama-ecs/ollama-ecs/local/engine"
+	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
+	"github.com/ollama-ecs/ollama-ecs/workflow"
+)
+
+func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"usage: ollama-ecs local demo [--verbose]"}
+	}
+	switch args[0] {
+	case "demo":
+		return runLocalDemo(ctx, args[1:], stdout, stderr)
+	}
+	return usageError{fmt.Sprintf("unknown local command %q (demo)", args[0])}
+}
+
+// demo is one run of the main job on the local stack; each step records whether it happened.
+type demo struct {
+	ctx    context.Context
+	s      *local.Stack
+	out    io.Writer
+	start  time.Time
+	steps  []demoStep
+	execs  []engine.Execution
+	models map[string]string // deployment id -> endpoint
+}
+
+type demoStep struct {
+	name string
+	ok   bool
+	note string
+}
+
+func (d *demo) step(name string, err error, note string) error {
+	d.steps = append(d.steps, demoStep{name: name, ok: err == nil, note: note})
+	mark := "ok  "
+	if err != nil {
+		mark, note = "FAIL", err.Error()
+	}
+	fmt.Fprintf(d.out, "[%s] %-58s %s\n", mark, name, note)
+	return err
+}
+
+func runLocalDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("local demo", flag.ContinueOnError)
+	verbose := fs.Bool("verbose", false, "log every step's JSON lines to stderr")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	log := slog.New(slog.DiscardHandler)
+	if *verbose {
+		log = slog.New(slog.NewJSONHandler(stderr, nil))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	started := time.Now()
+	fmt.Fprintln(stdout, "ollama-ecs local demo: the deploy state machine (workflow/deploy.asl.json) on the local Step Functions")
+	fmt.Fprintln(stdout, "engine, its real Lambda handlers, and a local cluster whose tasks are real `ollama serve` processes.")
+	// Schedule time runs 60x faster, so the one-minute TTL below fires after a second of waiting.
+	s, err := local.Start(ctx, local.Options{TimeScale: 60, HealthWait: 200 * time.Millisecond, Log: log})
+	if err != nil {
+		return fmt.Errorf("starting the local stack: %w", err)
+	}
+	d := &demo{ctx: ctx, s: s, out: stdout, start: started, models: map[string]string{}}
+	runErr := d.run()
+	closeErr := d.close()
+	d.summary(time.Since(started))
+	if err := errors.Join(runErr, closeErr); err != nil {
+		return err
+	}
+	for _, st := range d.steps {
+		if !st.ok {
+			return fmt.Errorf("demo step failed: %s", st.name)
+		}
+	}
+	return nil
+}
+
+func (d *demo) run() error {
+	cfg := d.s.ECS.Config()
+	var cluster []string
+	for _, g := range cfg.ContainerInstances {
+		cluster = append(cluster, fmt.Sprintf("%d x %s (%d GPU)", g.Count, g.InstanceType, g.GPUs))
+	}
+	fmt.Fprintf(d.out, "cluster %q: %s, Fargate and Fargate Spot\n\n", cfg.Name, strings.Join(cluster, ", "))
+
+	// 1. An upload under the model prefix: the S3 event drives a deployment.
+	gguf, err := tinymodel.Bytes(tinymodel.Options{Name: "tiny-llama"})
+	if err := d.step("write a tiny llama GGUF (2 layers, 300 tokens)", err, fmt.Sprintf("%d KiB", len(gguf)/1024)); err != nil {
+		return err
+	}
+	before := len(d.s.Executions())
+	err = d.s.Upload(d.ctx, "models/tiny-llama.gguf", gguf)
+	if err := d.step("upload s3://"+local.Bucket+"/models/tiny-llama.gguf", err, "Object Created -> state machine"); err != nil {
+		return err
+	}
+	first, err := d.s.WaitForExecution(d.ctx, before)
+	if err != nil {
+		return d.step("the S3 event starts an execution", err, "")
+	}
+	rec, err := d.wait(first.ExecutionArn)
+	if err := d.step("upload deployed and healthy", err, describe(rec)); err != nil {
+		return err
+	}
+
+	// 2. Generate from the deployed endpoint.
+	err = d.generate(rec)
+	if err != nil {
+		d.step("generate from the endpoint", err, "")
+	}
+
+	// 3. Two GPU requests on the bus: the second finds the cheapest GPU type full and falls back.
+	source := "s3://" + local.Bucket + "/models/tiny-llama.gguf"
+	for i, id := range []string{"demo-gpu-a", "demo-gpu-b"} {
+		raw, _ := json.Marshal(map[string]any{"version": "0", "id": "demo-event-" + id, "source": events.SourceOllamaECS,
+			"detail-type": events.DetailTypeDeploy, "account": cfg.Account, "region": cfg.Region, "time": time.Now().UTC(),
+			"detail": events.DeployRequest{Model: "tiny-llama", Source: source, Prefer: "gpu", DeploymentID: id, Requester: "demo"}})
+		routed, err := d.s.PutEvent(d.ctx, raw)
+		if err != nil {
+			return d.step("put a GPU deploy request on the bus", err, "")
+		}
+		rec, err := d.wait(routed.ExecutionArn)
+		name := "GPU request " + fmt.Sprint(i+1) + ": deployed"
+		if err == nil && i == 1 {
+			name = "GPU request 2: preferred type full, fell back"
+			if len(rec.Fallbacks) == 0 {
+				err = errors.New("no fallback happened")
+			}
+		}
+		note := describe(rec)
+		for _, f := range rec.Fallbacks {
+			note += "\n" + strings.Repeat(" ", 66) + "skipped " + f.Placement + ": " + f.Reason
+		}
+		if err := d.step(name, err, note); err != nil {
+			return err
+		}
+	}
+
+	// 4. A short dev TTL: the one-time schedule fires and stops the task, then deletes itself.
+	arn, err := d.s.Deploy(d.ctx, events.DeployRequest{Model: "tiny-llama", Source: source, TTL: "1m", DeploymentID: "demo-ttl", Requester: "demo"})
+	if err != nil {
+		return d.step("deploy with a one-minute TTL", err, "")
+	}
+	ttl, err := d.wait(arn)
+	if err := d.step("deploy with a one-minute TTL", err, "auto-stop at "+ttl.AutoStopAt+" (schedule time, 60x)"); err != nil {
+		return err
+	}
+	err = d.waitStopped(ttl.TaskArn)
+	if err == nil {
+		_, gerr := d.s.Scheduler.GetSchedule(d.ctx, &scheduler.GetScheduleInput{Name: aws.String(ttl.ScheduleName), GroupName: aws.String(local.ScheduleGroup)})
+		if gerr == nil {
+			err = errors.New("the schedule is still there after firing")
+		}
+	}
+	if err := d.step("auto-stop fired: task stopped, schedule deleted", err, ttl.ScheduleName); err != nil {
+		return err
+	}
+
+	// 5. The scheduled dev teardown stops every remaining dev deployment.
+	raw, _ := events.Sample(events.KindTeardown)
+	routed, err := d.s.PutEvent(d.ctx, raw)
+	note := ""
+	if err == nil {
+		note = fmt.Sprintf("stopped %d deployment(s): %s", len(routed.Stopped.Deployments), strings.Join(routed.Stopped.Deployments, ", "))
+		// StopTask returns at once; the tasks reach STOPPED when their processes have exited.
+		for _, arn := range routed.Stopped.Tasks {
+			if _, werr := d.s.ECS.WaitStatus(d.ctx, arn, localcloud.StatusStopped); werr != nil {
+				err = errors.Join(err, werr)
+			}
+		}
+		if n := len(d.s.ECS.Processes()); n != 0 && err == nil {
+			err = fmt.Errorf("%d ollama process(es) still running", n)
+		}
+	}
+	return d.step("scheduled dev teardown", err, note)
+}
+
+// wait waits for an execution and returns its deployment record, or its error name and cause.
+func (d *demo) wait(arn string) (workflow.Record, error) {
+	ex, err := d.s.Engine.Wait(d.ctx, arn)
+	if err != nil {
+		return workflow.Record{}, err
+	}
+	d.execs = append(d.execs, ex)
+	if ex.Status != engine.StatusSucceeded {
+		return workflow.Record{}, fmt.Errorf("%s %s: %s", ex.Status, ex.Error, ex.Cause)
+	}
+	var rec workflow.Record
+	err = json.Unmarshal(ex.Output, &rec)
+	return rec, err
+}
+
+func (d *demo) generate(rec workflow.Record) error {
+	base, err := url.Parse(rec.Endpoint)
+	if err != nil {
+		return err
+	}
+	client := api.NewClient(base, &http.Client{Timeout: 30 * time.Second})
+	stream := false
+	var resp api.GenerateResponse
+	start := time.Now()
+	err = client.Generate(d.ctx, &api.GenerateRequest{Model: rec.Model, Prompt: "Deploy me on the cheapest place that fits.",
+		Stream: &stream, Options: map[string]any{"num_predict": 8, "seed": 1}}, func(r api.GenerateResponse) error { resp = r; return nil })
+	if err == nil && resp.EvalCount == 0 {
+		err = errors.New("no tokens generated")
+	}
+	return d.step("generate 8 tokens from "+rec.Endpoint, err,
+		fmt.Sprintf("%d tokens in %s (done: %s)", resp.EvalCount, time.Since(start).Round(time.Millisecond), resp.DoneReason))
+}
+
+func (d *demo) waitStopped(taskArn string) error {
+	ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+	defer cancel()
+	task, err := d.s.ECS.WaitStatus(ctx, taskArn, localcloud.StatusStopped)
+	if err != nil {
+		return fmt.Errorf("task not stopped by the schedule: %w", err)
+	}
+	if !strings.Contains(aws.ToString(task.StoppedReason), "auto-stop") {
+		return fmt.Errorf("task stopped for another reason: %s", aws.ToString(task.StoppedReason))
+	}
+	return nil
+}
+
+// close tears the stack down and checks nothing is left: no task, process or schedule.
+func (d *demo) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var leaks []string
+	list, err := d.s.ECS.ListTasks(ctx, &ecs.ListTasksInput{Cluster: aws.String(d.s.ECS.Config().Name)})
+	if err == nil && len(list.TaskArns) > 0 {
+		leaks = append(leaks, fmt.Sprintf("%d running task(s)", len(list.TaskArns)))
+	}
+	scheds, err := d.s.Scheduler.ListSchedules(ctx, &scheduler.ListSchedulesInput{})
+	if err == nil && len(scheds.Schedules) > 0 {
+		leaks = append(leaks, fmt.Sprintf("%d schedule(s)", len(scheds.Schedules)))
+	}
+	closeErr := d.s.Close(ctx)
+	var leakErr error
+	if len(leaks) > 0 {
+		leakErr = errors.New("left behind: " + strings.Join(leaks, ", "))
+	}
+	return d.step("stack closed: no task, process, port or schedule left", errors.Join(leakErr, closeErr), "")
+}
+
+// summary prints each execution's history as the console shows it, then one line per execution.
+func (d *demo) summary(total time.Duration) {
+	fmt.Fprintln(d.out, "\nexecution history (as the Step Functions console shows it):")
+	for _, ex := range d.execs {
+		fmt.Fprintf(d.out, "\n%s  %s  %s\n", ex.Name, ex.Status, ex.StopDate.Sub(ex.StartDate).Round(time.Millisecond))
+		fmt.Fprint(d.out, indent(engine.RenderHistory(ex.Events), "  "))
+	}
+	fmt.Fprintln(d.out, "\nsummary:")
+	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  EXECUTION\tSTATUS\tSTATES\tDURATION\tRESULT")
+	for _, ex := range d.execs {
+		result := ex.Error
+		var rec workflow.Record
+		if json.Unmarshal(ex.Output, &rec) == nil && rec.DeploymentID != "" {
+			result = fmt.Sprintf("%s %s on %s at $%.4f/h", rec.DeploymentID, rec.Model, rec.Placement, rec.HourlyCostUSD)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\n", short(ex.Name), ex.Status, len(engine.StateRuns(ex.Events)),
+			ex.StopDate.Sub(ex.StartDate).Round(time.Millisecond), result)
+	}
+	tw.Flush()
+	ok := 0
+	for _, st := range d.steps {
+		if st.ok {
+			ok++
+		}
+	}
+	fmt.Fprintf(d.out, "\n%d of %d steps happened in %s\n", ok, len(d.steps), total.Round(time.Millisecond))
+}
+
+func describe(r workflow.Record) string {
+	if r.DeploymentID == "" {
+		return ""
+	}
+	s := fmt.Sprintf("%s on %s, $%.4f/h, %s", r.DeploymentID, r.Placement, r.HourlyCostUSD, r.Endpoint)
+	if r.GPUReadiness != "" {
+		s += "; GPU rule " + r.GPUReadiness
+	}
+	return s
+}
+
+func indent(s, prefix string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return prefix + strings.Join(lines, "\n"+prefix) + "\n"
+}
+
+func short(name string) string {
+	if len(name) > 16 {
+		return name[:16]
+	}
+	return name
+}
