@@ -28,14 +28,16 @@ import (
 )
 
 func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageError{"usage: ollama-ecs local demo [--verbose]"}
+	subcommands := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+		"demo": runLocalDemo, "up": runLocalUp, "deploy": runLocalDeploy, "upload": runLocalUpload,
+		"list": runLocalList, "stop": runLocalStop, "history": runLocalHistory, "teardown": runLocalTeardown,
 	}
-	switch args[0] {
-	case "demo":
-		return runLocalDemo(ctx, args[1:], stdout, stderr)
+	if len(args) == 0 || subcommands[args[0]] == nil {
+		return usageError{"usage: ollama-ecs local demo|up|deploy|upload|list|stop|history|teardown [ARGS]\n" +
+			"  demo runs the whole job once; up keeps a stack running for the other commands (deploy and upload\n" +
+			"  also run one-shot when no stack is up)"}
 	}
-	return usageError{fmt.Sprintf("unknown local command %q (demo)", args[0])}
+	return subcommands[args[0]](ctx, args[1:], stdout, stderr)
 }
 
 // demo is one run of the main job on the local stack; each step records whether it happened.

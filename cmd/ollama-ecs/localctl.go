@@ -1,0 +1,404 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ollama-ecs/ollama-ecs/events"
+	"github.com/ollama-ecs/ollama-ecs/functions/steps"
+	"github.com/ollama-ecs/ollama-ecs/local"
+	localcloud "github.com/ollama-ecs/ollama-ecs/local/cloud"
+	"github.com/ollama-ecs/ollama-ecs/local/engine"
+	"github.com/ollama-ecs/ollama-ecs/local/ollama"
+	"github.com/ollama-ecs/ollama-ecs/workflow"
+)
+
+// localStack is what the local commands need from a stack: a running one reached through its control API
+// (`local up`), or one started for a single command (one-shot). Both behave alike.
+type localStack interface {
+	Do(ctx context.Context, method, path string, body, out any) error
+	Close(ctx context.Context) error
+	OneShot() bool
+}
+
+// remoteStack is a stack another `ollama-ecs local up` process runs.
+type remoteStack struct{ *local.Client }
+
+func (remoteStack) Close(context.Context) error { return nil }
+func (remoteStack) OneShot() bool               { return false }
+
+// inProcessStack is a stack started for one command, served on its own handler without a port.
+type inProcessStack struct {
+	stack   *local.Stack
+	handler http.Handler
+}
+
+func (s inProcessStack) Do(ctx context.Context, method, path string, body, out any) error {
+	c := &local.Client{URL: "http://in-process", HTTP: &http.Client{Transport: handlerTransport{s.handler}}}
+	return c.Do(ctx, method, path, body, out)
+}
+func (s inProcessStack) Close(ctx context.Context) error { return s.stack.Close(ctx) }
+func (inProcessStack) OneShot() bool                     { return true }
+
+// handlerTransport serves requests with an http.Handler in memory.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	return rec.Result(), nil
+}
+
+// controlHandler is the stack's control API plus the deployments view the CLI's list shares with AWS.
+func controlHandler(s *local.Stack) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", s.Handler())
+	mux.HandleFunc("GET /deployments", func(w http.ResponseWriter, r *http.Request) {
+		ds, err := listDeployments(r.Context(), s.ECS, s.Scheduler, s.ECS.Config().Name, local.ScheduleGroup, "", time.Now())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(ds)
+	})
+	return mux
+}
+
+func pointerPath() string {
+	root, err := ollama.RepoRoot()
+	if err != nil {
+		root = "."
+	}
+	return local.PointerPath(root)
+}
+
+// openLocal connects to a running stack, or starts one for this command when allowed.
+func openLocal(ctx context.Context, oneShotOK bool, stderr io.Writer) (localStack, error) {
+	if c, ok := local.Connect(pointerPath()); ok {
+		return remoteStack{c}, nil
+	}
+	if !oneShotOK {
+		return nil, errors.New("no local stack is running: start one with `ollama-ecs local up`")
+	}
+	fmt.Fprintln(stderr, "no local stack running: starting one for this command (`ollama-ecs local up` keeps one running)")
+	s, err := local.Start(ctx, local.Options{HealthWait: 200 * time.Millisecond})
+	if err != nil {
+		return nil, fmt.Errorf("starting a local stack: %w", err)
+	}
+	return inProcessStack{stack: s, handler: controlHandler(s)}, nil
+}
+
+func runLocalUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("local up", flag.ContinueOnError)
+	scale := fs.Float64("time-scale", 1, "run schedule time this many times faster than real time (auto-stop TTLs)")
+	clusterFile := fs.String("cluster", "", "cluster config JSON (default: the embedded local/cloud/cluster.json)")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	opts := local.Options{TimeScale: *scale, HealthWait: 200 * time.Millisecond}
+	if *clusterFile != "" {
+		cfg, err := localcloud.LoadConfig(*clusterFile)
+		if err != nil {
+			return err
+		}
+		opts.Cluster = cfg
+	}
+	if c, ok := local.Connect(pointerPath()); ok {
+		return fmt.Errorf("a local stack already runs at %s", c.URL)
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	s, err := local.Start(ctx, opts)
+	if err != nil {
+		return err
+	}
+	url, err := local.Serve(ctx, controlHandler(s), pointerPath())
+	if err != nil {
+		_ = s.Close(context.Background())
+		return err
+	}
+	cfg := s.ECS.Config()
+	fmt.Fprintf(stdout, "local stack up: control API %s, cluster %q (%d instance groups), bucket %s\n", url, cfg.Name,
+		len(cfg.ContainerInstances), local.Bucket)
+	fmt.Fprintln(stdout, "try: ollama-ecs local upload ./model.gguf --follow   (Ctrl-C stops every deployment and exits)")
+	<-ctx.Done()
+	closeCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fmt.Fprintln(stdout, "stopping the local stack")
+	return s.Close(closeCtx)
+}
+
+func runLocalDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("local deploy", flag.ContinueOnError)
+	req := events.DeployRequest{}
+	fs.StringVar(&req.Env, "env", "dev", "dev or prod")
+	fs.StringVar(&req.Prefer, "prefer", "auto", "auto, cpu or gpu")
+	fs.StringVar(&req.InstanceType, "instance-type", "", "the one instance type wanted")
+	fs.StringVar(&req.LaunchType, "launch-type", "", "FARGATE or EC2")
+	fs.IntVar(&req.ContextLength, "context", 0, "context length to size for")
+	fs.StringVar(&req.TTL, "ttl", "", "time to live (Go duration; 0 for none)")
+	fs.StringVar(&req.Source, "source", "", "an uploaded GGUF (s3://"+local.Bucket+"/models/NAME.gguf) to deploy under MODEL")
+	fs.StringVar(&req.DeploymentID, "id", "", "deployment id (default: model and env)")
+	follow := fs.Bool("follow", true, "show the execution until it ends")
+	output := fs.String("output", "table", "table or json")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{"usage: ollama-ecs local deploy MODEL [--source s3://...] [--env] [--prefer] [--ttl] [--id]"}
+	}
+	req.Model = pos[0]
+	if req.DeploymentID == "" {
+		req.DeploymentID = deploymentID(req.Model, req.Env, "")
+	}
+	ls, err := openLocal(ctx, true, stderr)
+	if err != nil {
+		return err
+	}
+	defer ls.Close(context.WithoutCancel(ctx))
+	var started struct{ ExecutionArn string }
+	if err := ls.Do(ctx, http.MethodPost, "/deploy", req, &started); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "deployment %s: execution %s\n", req.DeploymentID, started.ExecutionArn)
+	if !*follow && !ls.OneShot() {
+		return nil
+	}
+	return followLocal(ctx, ls, started.ExecutionArn, *output == "json", stdout)
+}
+
+func runLocalUpload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("local upload", flag.ContinueOnError)
+	env := fs.String("env", "dev", "dev or prod (prod uploads go under models/prod/)")
+	name := fs.String("name", "", "model name (default: the file name)")
+	follow := fs.Bool("follow", true, "show the deployment the upload starts")
+	output := fs.String("output", "table", "table or json")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{"usage: ollama-ecs local upload FILE [--env dev|prod] [--name NAME]"}
+	}
+	modelfile, err := checkModelFile(pos[0])
+	if err != nil {
+		return err
+	}
+	key, err := uploadKey(local.ModelPrefix, *env, pos[0], *name, modelfile)
+	if err != nil {
+		return err
+	}
+	body, err := os.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	ls, err := openLocal(ctx, true, stderr)
+	if err != nil {
+		return err
+	}
+	defer ls.Close(context.WithoutCancel(ctx))
+	var before []local.Started
+	if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &before); err != nil {
+		return err
+	}
+	if err := ls.Do(ctx, http.MethodPut, "/objects/"+key, body, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "uploaded %s (%s) to s3://%s/%s\n", filepath.Base(pos[0]), sizeText(int64(len(body))), local.Bucket, key)
+	if !*follow && !ls.OneShot() {
+		return nil
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var now []local.Started
+		if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &now); err != nil {
+			return err
+		}
+		if len(now) > len(before) {
+			return followLocal(ctx, ls, now[len(before)].ExecutionArn, *output == "json", stdout)
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the upload started no execution within 10 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// followLocal prints an execution's states as they happen and ends with the record, like deploy --follow on AWS.
+func followLocal(ctx context.Context, ls localStack, arn string, asJSON bool, stdout io.Writer) error {
+	printed := 0
+	for {
+		var ex engine.Execution
+		if err := ls.Do(ctx, http.MethodGet, "/executions/"+arn, nil, &ex); err != nil {
+			return err
+		}
+		if !asJSON {
+			for _, ev := range ex.Events[min(printed, len(ex.Events)):] {
+				if line := followLine(ex.StartDate, ev, ex.Events); line != "" {
+					fmt.Fprintln(stdout, line)
+				}
+			}
+			printed = max(printed, len(ex.Events))
+		}
+		if ex.Done() {
+			x := execution{ARN: ex.ExecutionArn, Name: ex.Name, Status: string(ex.Status), StartDate: ex.StartDate,
+				StopDate: ex.StopDate, Output: ex.Output, Error: ex.Error, Cause: ex.Cause}
+			rec, ferr := finish(x)
+			if asJSON {
+				out := struct {
+					Execution  execution        `json:"execution"`
+					Deployment *workflow.Record `json:"deployment,omitempty"`
+				}{Execution: x}
+				if ferr == nil {
+					out.Deployment = &rec
+				}
+				if err := writeJSON(stdout, out); err != nil {
+					return err
+				}
+				return ferr
+			}
+			if ferr != nil {
+				return ferr
+			}
+			writeRecord(stdout, x, rec, time.Now())
+			if ls.OneShot() {
+				fmt.Fprintln(stdout, "\none-shot: the deployment stops with this command; `ollama-ecs local up` keeps a stack running")
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func runLocalList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("local list", flag.ContinueOnError)
+	output := fs.String("output", "table", "table or json")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	ls, err := openLocal(ctx, false, stderr)
+	if err != nil {
+		return err
+	}
+	var ds []deployment
+	if err := ls.Do(ctx, http.MethodGet, "/deployments", nil, &ds); err != nil {
+		return err
+	}
+	if *output == "json" {
+		return writeJSON(stdout, ds)
+	}
+	return writeDeployments(stdout, ds, time.Now())
+}
+
+func runLocalStop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("local stop", flag.ContinueOnError)
+	output := fs.String("output", "table", "table or json")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{"usage: ollama-ecs local stop DEPLOYMENT_ID"}
+	}
+	ls, err := openLocal(ctx, false, stderr)
+	if err != nil {
+		return err
+	}
+	var res steps.Stopped
+	if err := ls.Do(ctx, http.MethodPost, "/stop", events.StopRequest{DeploymentID: pos[0]}, &res); err != nil {
+		return err
+	}
+	if len(res.Tasks) == 0 {
+		return fmt.Errorf("unknown deployment %q: no running task", pos[0])
+	}
+	if *output == "json" {
+		return writeJSON(stdout, res)
+	}
+	return writeStopped(stdout, pos[0], res)
+}
+
+func runLocalTeardown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("local teardown", flag.ContinueOnError)
+	output := fs.String("output", "table", "table or json")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	ls, err := openLocal(ctx, false, stderr)
+	if err != nil {
+		return err
+	}
+	raw, _ := events.Sample(events.KindTeardown)
+	var routed local.Routed
+	if err := ls.Do(ctx, http.MethodPost, "/events", raw, &routed); err != nil {
+		return err
+	}
+	if *output == "json" {
+		return writeJSON(stdout, routed.Stopped)
+	}
+	fmt.Fprintf(stdout, "scheduled dev teardown: stopped %d deployment(s)", len(routed.Stopped.Deployments))
+	if len(routed.Stopped.Deployments) > 0 {
+		fmt.Fprintf(stdout, ": %s", strings.Join(routed.Stopped.Deployments, ", "))
+	}
+	fmt.Fprintln(stdout)
+	return nil
+}
+
+func runLocalHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("local history", flag.ContinueOnError)
+	output := fs.String("output", "table", "table or json")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{"usage: ollama-ecs local history DEPLOYMENT_ID|EXECUTION_ARN"}
+	}
+	ls, err := openLocal(ctx, false, stderr)
+	if err != nil {
+		return err
+	}
+	var started []local.Started
+	if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &started); err != nil {
+		return err
+	}
+	// Newest first: the id names the execution (direct deploys) or appears in its record or input.
+	for i := len(started) - 1; i >= 0; i-- {
+		var ex engine.Execution
+		if err := ls.Do(ctx, http.MethodGet, "/executions/"+started[i].ExecutionArn, nil, &ex); err != nil {
+			return err
+		}
+		var rec workflow.Record
+		_ = json.Unmarshal(ex.Output, &rec)
+		if ex.ExecutionArn != pos[0] && ex.Name != pos[0] && rec.DeploymentID != pos[0] &&
+			!strings.Contains(string(ex.Input), `"`+pos[0]+`"`) {
+			continue
+		}
+		x := execution{ARN: ex.ExecutionArn, Name: ex.Name, Status: string(ex.Status), StartDate: ex.StartDate,
+			StopDate: ex.StopDate, Output: ex.Output, Error: ex.Error, Cause: ex.Cause}
+		if *output == "json" {
+			return writeJSON(stdout, historyJSON(x, ex.Events))
+		}
+		writeExecutionHeader(stdout, x)
+		fmt.Fprintln(stdout)
+		fmt.Fprint(stdout, engine.RenderHistory(ex.Events))
+		return nil
+	}
+	return fmt.Errorf("no execution for %q on the local stack", pos[0])
+}
