@@ -21,7 +21,8 @@ func main() {
 	h := &steps.RunTask{
 		ECS: ecs.NewFromConfig(awsCfg), Cluster: cfg.Cluster,
 		CPUTaskDefinition: cfg.CPUTaskDefinition, GPUTaskDefinition: cfg.GPUTaskDefinition,
-		Subnets: cfg.Subnets, SecurityGroups: cfg.SecurityGroups, Providers: cfg.Providers, Log: log,
+		ModelTaskDefinitions: cfg.ModelTaskDefinitions,
+		Subnets:              cfg.Subnets, SecurityGroups: cfg.SecurityGroups, Providers: cfg.Providers, Log: log,
 	}
 	lambda.Start(h.Handle)
 }

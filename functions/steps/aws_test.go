@@ -310,3 +310,32 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		}
 	})
 }
+
+func TestConfigFromEnv(t *testing.T) {
+	env := map[string]string{
+		"CLUSTER": "c", "GPU_CAPACITY_PROVIDERS": "g4dn.xlarge=OllamaEcs-g4dn-xlarge, g5.xlarge=p2",
+		"MODEL_TASK_DEFINITIONS": `{"llama3.1:8b":{"cpu":"ollama-cpu-llama3-1-8b","gpu":"ollama-gpu-llama3-1-8b"}}`,
+		"DEV_TTL":                "90m", "SUBNETS": "subnet-a,subnet-b",
+	}
+	c, err := ConfigFromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Providers["g5.xlarge"] != "p2" || c.DevTTL != 90*time.Minute || len(c.Subnets) != 2 ||
+		c.ModelTaskDefinitions["llama3.1:8b"].GPU != "ollama-gpu-llama3-1-8b" || c.HealthTimeout != 30*time.Minute {
+		t.Errorf("config %+v", c)
+	}
+	r := &RunTask{CPUTaskDefinition: "ollama-cpu", GPUTaskDefinition: "ollama-gpu", ModelTaskDefinitions: c.ModelTaskDefinitions}
+	gpu := planner.Candidate{TaskDefinition: planner.TaskDefinitionGPU, LaunchType: "EC2", GPUCount: 1}
+	if td := aws.ToString(r.input(&Request{ModelName: "llama3.1:8b", DeploymentID: "x"}, gpu).TaskDefinition); td != "ollama-gpu-llama3-1-8b" {
+		t.Errorf("model image family %s", td)
+	}
+	if td := aws.ToString(r.input(&Request{ModelName: "mistral:7b", DeploymentID: "x"}, gpu).TaskDefinition); td != "ollama-gpu" {
+		t.Errorf("default family %s", td)
+	}
+	for _, bad := range []map[string]string{{"GPU_CAPACITY_PROVIDERS": "nope"}, {"DEV_TTL": "soon"}, {"MODEL_TASK_DEFINITIONS": "[1]"}} {
+		if _, err := ConfigFromEnv(func(k string) string { return bad[k] }); err == nil {
+			t.Errorf("accepted %v", bad)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -25,10 +26,13 @@ type Config struct {
 	GPUTaskDefinition string
 	Subnets           []string
 	SecurityGroups    []string
-	HealthTimeout     time.Duration
-	HealthWatch       time.Duration
-	ScheduleGroup     string
-	SchedulerRoleArn  string
+	// ModelTaskDefinitions maps a model with its own image (the seed's model-specific ECR images, which start
+	// faster) to its CPU and GPU families.
+	ModelTaskDefinitions map[string]TaskDefinitions
+	HealthTimeout        time.Duration
+	HealthWatch          time.Duration
+	ScheduleGroup        string
+	SchedulerRoleArn     string
 }
 
 // ConfigFromEnv reads Config with defaults; a malformed value is an error, a missing one takes its default.
@@ -46,6 +50,11 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		SecurityGroups:    list(getenv("SECURITY_GROUPS")),
 		ScheduleGroup:     or(getenv("SCHEDULE_GROUP"), "ollama-ecs"),
 		SchedulerRoleArn:  getenv("SCHEDULER_ROLE_ARN"),
+	}
+	if raw := getenv("MODEL_TASK_DEFINITIONS"); raw != "" {
+		if err := json.Unmarshal([]byte(raw), &c.ModelTaskDefinitions); err != nil {
+			return c, fmt.Errorf("MODEL_TASK_DEFINITIONS is not a JSON object of {\"cpu\",\"gpu\"} families: %w", err)
+		}
 	}
 	for _, kv := range list(getenv("GPU_CAPACITY_PROVIDERS")) {
 		k, v, ok := strings.Cut(kv, "=")

@@ -37,6 +37,8 @@ type RunTask struct {
 	// CPUTaskDefinition and GPUTaskDefinition are the two task definition families (or ARNs).
 	CPUTaskDefinition, GPUTaskDefinition string
 	Subnets, SecurityGroups              []string
+	// ModelTaskDefinitions overrides the two families for models that have their own image.
+	ModelTaskDefinitions map[string]TaskDefinitions
 	// Providers maps a GPU instance type to its capacity provider, which RunTask then uses so ECS can scale out.
 	Providers map[string]string
 	Now       func() time.Time
@@ -81,10 +83,20 @@ func (r *RunTask) Handle(ctx context.Context, s State) (TaskInfo, error) {
 	return info, nil
 }
 
+// TaskDefinitions are the CPU and GPU task definition families of one image.
+type TaskDefinitions struct {
+	CPU string `json:"cpu"`
+	GPU string `json:"gpu"`
+}
+
 func (r *RunTask) input(req *Request, cand planner.Candidate) *ecs.RunTaskInput {
-	td := r.CPUTaskDefinition
+	families := TaskDefinitions{CPU: r.CPUTaskDefinition, GPU: r.GPUTaskDefinition}
+	if own, ok := r.ModelTaskDefinitions[req.ModelName]; ok {
+		families = own
+	}
+	td := families.CPU
 	if cand.IsGPU() {
-		td = r.GPUTaskDefinition
+		td = families.GPU
 	}
 	env := []ecstypes.KeyValuePair{
 		{Name: aws.String(EnvModel), Value: aws.String(req.ModelName)},
