@@ -162,8 +162,13 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 					[]string{schedulesInGroup}, nil),
 				statement([]string{"iam:PassRole"}, []string{*p.Schedules.Role.RoleArn()},
 					&map[string]interface{}{"StringEquals": map[string]interface{}{"iam:PassedToService": "scheduler.amazonaws.com"}}),
+				// After scheduling, the step checks the task is still wanted (a stop may have landed meanwhile).
+				statement([]string{"ecs:DescribeTasks"}, []string{tasksInCluster}, inCluster),
 			},
-			wildcards: []nagWildcard{scheduleGroupWildcard("Auto-stop schedules are named per deployment, inside the project's schedule group only.")},
+			wildcards: []nagWildcard{
+				scheduleGroupWildcard("Auto-stop schedules are named per deployment, inside the project's schedule group only."),
+				clusterTasksWildcard("ecs:DescribeTasks on tasks of this cluster only."),
+			},
 		},
 	}
 	stopper := spec{

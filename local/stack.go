@@ -203,22 +203,22 @@ func (s *Stack) handlers() handlerSet {
 	stopper := &steps.Stopper{ECS: s.ECS, Scheduler: s.Scheduler, Cluster: cluster, Group: ScheduleGroup, Log: log}
 	teardown := &steps.Teardown{Stopper: stopper}
 	fns := map[string]lambda.Handler{
-		"validate": lambda.NewHandler((&steps.Validate{Catalog: catalog.Default(), S3: s.Bucket, Bucket: Bucket,
+		"validate": lambdaapi.Func((&steps.Validate{Catalog: catalog.Default(), S3: s.Bucket, Bucket: Bucket,
 			Prefix: ModelPrefix, Log: log}).Handle),
-		"configure": lambda.NewHandler((&steps.Configure{Catalog: catalog.Default(), GPUInstanceTypes: gpuTypes,
+		"configure": lambdaapi.Func((&steps.Configure{Catalog: catalog.Default(), GPUInstanceTypes: gpuTypes,
 			DevTTL: o.DevTTL, DefaultPolicy: "cost", Log: log}).Handle),
-		"capacity": lambda.NewHandler((&steps.Capacity{ECS: s.ECS, Groups: s.ECS.AutoScaling(), Cluster: cluster,
+		"capacity": lambdaapi.Func((&steps.Capacity{ECS: s.ECS, Groups: s.ECS.AutoScaling(), Cluster: cluster,
 			Providers: providers, Log: log}).Handle),
-		"runtask": lambda.NewHandler((&steps.RunTask{ECS: s.ECS, Cluster: cluster, CPUTaskDefinition: "ollama-cpu",
+		"runtask": lambdaapi.Func((&steps.RunTask{ECS: s.ECS, Cluster: cluster, CPUTaskDefinition: "ollama-cpu",
 			GPUTaskDefinition: "ollama-gpu", Subnets: []string{"subnet-local"}, SecurityGroups: []string{"sg-local"},
 			Providers: providers, Log: log}).Handle),
-		"health": lambda.NewHandler((&steps.Health{ECS: s.ECS, Cluster: cluster, Endpoint: s.ECS.Endpoint,
+		"health": lambdaapi.Func((&steps.Health{ECS: s.ECS, Cluster: cluster, Endpoint: s.ECS.Endpoint,
 			HTTP: &http.Client{Timeout: 5 * time.Second}, Timeout: o.HealthTimeout, Watch: o.HealthWatch,
 			PollInterval: o.HealthPoll, GPURuleNotApplicable: "local mode runs GPU placements on the CPU", Log: log}).Handle),
-		"autostop": lambda.NewHandler((&steps.AutoStop{Scheduler: s.Scheduler, Cluster: cluster, Group: ScheduleGroup,
+		"autostop": lambdaapi.Func((&steps.AutoStop{Scheduler: s.Scheduler, ECS: s.ECS, Cluster: cluster, Group: ScheduleGroup,
 			RoleArn: SchedulerRole, Now: s.Scheduler.Now, Log: log}).Handle),
-		"cleanup":  lambda.NewHandler((&steps.Cleanup{Stopper: stopper}).Handle),
-		"teardown": lambda.NewHandler(teardown.Handle),
+		"cleanup":  lambdaapi.Func((&steps.Cleanup{Stopper: stopper}).Handle),
+		"teardown": lambdaapi.Func(teardown.Handle),
 	}
 	return handlerSet{functions: fns, teardown: teardown}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 
 	"github.com/ollama-ecs/ollama-ecs/functions/steps"
@@ -18,6 +19,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "autostop:", err)
 		os.Exit(1)
 	}
-	h := &steps.AutoStop{Scheduler: scheduler.NewFromConfig(awsCfg), Cluster: cfg.Cluster, Group: cfg.ScheduleGroup, RoleArn: cfg.SchedulerRoleArn, Log: log}
+	h := &steps.AutoStop{Scheduler: scheduler.NewFromConfig(awsCfg), ECS: ecs.NewFromConfig(awsCfg), Cluster: cfg.Cluster, Group: cfg.ScheduleGroup, RoleArn: cfg.SchedulerRoleArn, Log: log}
 	lambda.Start(h.Handle)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	schedtypes "github.com/aws/aws-sdk-go-v2/service/scheduler/types"
 	"github.com/aws/smithy-go"
@@ -36,11 +37,14 @@ type StopTaskInput struct {
 // deployment's task when its time to live is up.
 type AutoStop struct {
 	Scheduler Schedules
-	Cluster   string
-	Group     string
-	RoleArn   string
-	Now       func() time.Time
-	Log       *slog.Logger
+	// ECS is asked, once the schedule exists, whether the task is still wanted: a stop that landed between the
+	// last health poll and this step would otherwise leave a schedule and a successful record behind.
+	ECS     TaskDescriber
+	Cluster string
+	Group   string
+	RoleArn string
+	Now     func() time.Time
+	Log     *slog.Logger
 }
 
 func (a *AutoStop) Handle(ctx context.Context, s State) (AutoStopResult, error) {
@@ -86,6 +90,18 @@ func (a *AutoStop) Handle(ctx context.Context, s State) (AutoStopResult, error) 
 	}
 	if err != nil {
 		return AutoStopResult{}, awsError("scheduler:CreateSchedule", err)
+	}
+	out, err := a.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(a.Cluster), Tasks: []string{s.Task.TaskArn}})
+	if err != nil {
+		return AutoStopResult{}, awsError("ecs:DescribeTasks", err)
+	}
+	if len(out.Tasks) == 0 || aws.ToString(out.Tasks[0].DesiredStatus) == "STOPPED" {
+		// Clean up (next) deletes the schedule just made.
+		e := &TaskStoppedError{TaskArn: s.Task.TaskArn, StopCode: "Missing", Reason: "the task is no longer known to ECS"}
+		if len(out.Tasks) > 0 {
+			e.StopCode, e.Reason = string(out.Tasks[0].StopCode), aws.ToString(out.Tasks[0].StoppedReason)
+		}
+		return AutoStopResult{}, e
 	}
 	res := AutoStopResult{ScheduleName: name, StopAt: at.Format(time.RFC3339)}
 	logger(a.Log, s.Request.DeploymentID).Info("auto-stop scheduled", "schedule", name, "stopAt", res.StopAt)

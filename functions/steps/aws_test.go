@@ -177,14 +177,20 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 	})
 
 	t.Run("autostop creates a one-time self-deleting schedule, and a retry finds it", func(t *testing.T) {
-		srv.Reset(t)
+		setupCluster(t)
 		ctx := moto.Context(t)
+		p := plan(t, "mistral:7b", planner.PreferCPU)
+		fargate := p.Candidates[1]
+		info, err := runner.Handle(ctx, State{Request: request, Plan: p, Capacity: &CapacityState{Available: true, Candidate: &fargate}})
+		if err != nil {
+			t.Fatal(err)
+		}
 		if _, err := sched.CreateScheduleGroup(ctx, &scheduler.CreateScheduleGroupInput{Name: aws.String("ollama-ecs")}); err != nil {
 			t.Fatal(err)
 		}
 		now := time.Date(2026, 11, 27, 10, 0, 30, 0, time.UTC)
-		a := &AutoStop{Scheduler: sched, Cluster: "ollama", Group: "ollama-ecs", RoleArn: "arn:aws:iam::123456789012:role/sched", Now: func() time.Time { return now }}
-		st := State{Request: request, Plan: &planner.Plan{AutoStopSeconds: 3600}, Task: &TaskInfo{TaskArn: "arn:aws:ecs:us-east-1:123456789012:task/ollama/abc"}}
+		a := &AutoStop{Scheduler: sched, ECS: ecsc, Cluster: "ollama", Group: "ollama-ecs", RoleArn: "arn:aws:iam::123456789012:role/sched", Now: func() time.Time { return now }}
+		st := State{Request: request, Plan: &planner.Plan{AutoStopSeconds: 3600}, Task: &TaskInfo{TaskArn: info.TaskArn}}
 		res, err := a.Handle(ctx, st)
 		if err != nil {
 			t.Fatal(err)
@@ -205,16 +211,19 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		if _, err := a.Handle(ctx, st); err != nil {
 			t.Errorf("retried create: %v", err)
 		}
-		// Cleanup deletes it; a second cleanup finds nothing and is fine.
+		// Cleanup stops the task and deletes the schedule; a second cleanup finds nothing and is fine.
 		s := &Stopper{ECS: ecsc, Scheduler: sched, Cluster: "ollama", Group: "ollama-ecs"}
-		if _, err := ecsc.CreateCluster(ctx, &ecs.CreateClusterInput{ClusterName: aws.String("ollama")}); err != nil {
-			t.Fatal(err)
-		}
 		for i, want := range []int{1, 0} {
 			res, err := s.StopDeployment(ctx, "d-moto-1", "test")
-			if err != nil || len(res.Schedules) != want {
+			if err != nil || len(res.Schedules) != want || len(res.Tasks) != want {
 				t.Errorf("cleanup %d: %+v %v", i, res, err)
 			}
+		}
+		// A task stopped before the step runs: the step reports it, so the state machine cleans up.
+		_, err = a.Handle(ctx, st)
+		var stopped *TaskStoppedError
+		if !errors.As(err, &stopped) {
+			t.Errorf("auto-stop of a stopped task: %T %v", err, err)
 		}
 	})
 

@@ -132,10 +132,16 @@ func (r *OllamaRunner) Start(ctx context.Context, c Container) (Process, error) 
 		defer close(p.modelDone)
 		defer cancel()
 		err := r.getModel(modelCtx, srv, c)
+		exitGrace := time.Duration(0)
+		if err != nil {
+			// A killed server fails the model step (connection refused) a moment before its exit is reaped:
+			// give the exit that moment, so a crash reports the signal, not a model failure.
+			exitGrace = 500 * time.Millisecond
+		}
 		select {
 		case <-srv.Exited():
 			return // crashed or stopped: the server's own exit code tells
-		default:
+		case <-time.After(exitGrace):
 		}
 		// A cancelled context means Stop was called: that exit is the stop's, not a model failure.
 		if err != nil && !errors.Is(modelCtx.Err(), context.Canceled) {

@@ -38,7 +38,7 @@ func TestAutoStopFires(t *testing.T) {
 		t.Fatalf("RunTask: %v %+v", err, out)
 	}
 	arn := aws.ToString(out.Tasks[0].TaskArn)
-	h := &steps.AutoStop{Scheduler: sched, Cluster: "ollama-ecs", Group: "ollama-ecs", RoleArn: "arn:aws:iam::111122223333:role/s", Now: sched.Now}
+	h := &steps.AutoStop{Scheduler: sched, ECS: e, Cluster: "ollama-ecs", Group: "ollama-ecs", RoleArn: "arn:aws:iam::111122223333:role/s", Now: sched.Now}
 	state := steps.State{Request: &steps.Request{DeploymentID: "dep-ttl"}, Task: &steps.TaskInfo{TaskArn: arn}, Plan: &planner.Plan{AutoStopSeconds: 60}}
 	res, err := h.Handle(ctx, state)
 	if err != nil {
@@ -144,7 +144,7 @@ func TestCleanupStopsTaskAndSchedule(t *testing.T) {
 		t.Fatal(err)
 	}
 	state.Task = &info
-	if _, err := (&steps.AutoStop{Scheduler: sched, Cluster: "ollama-ecs", Group: "ollama-ecs"}).Handle(ctx, state); err != nil {
+	if _, err := (&steps.AutoStop{Scheduler: sched, ECS: e, Cluster: "ollama-ecs", Group: "ollama-ecs"}).Handle(ctx, state); err != nil {
 		t.Fatal(err)
 	}
 	stopper := &steps.Stopper{ECS: e, Scheduler: sched, Cluster: "ollama-ecs", Group: "ollama-ecs"}

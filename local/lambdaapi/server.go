@@ -301,3 +301,15 @@ func newRequestID() string {
 	h := hex.EncodeToString(b[:])
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
+
+// Func wraps a handler function (anything lambda.Start accepts) for a server that invokes it concurrently.
+// lambda.NewHandler's Invoke returns bytes of a pooled buffer it has already handed back to its pool, which is
+// harmless in the Lambda runtime (one invocation at a time per process) but lets two concurrent invocations here
+// overwrite each other's output. A handler built per invocation has a pool of its own.
+func Func(fn any) lambda.Handler { return freshHandler{fn} }
+
+type freshHandler struct{ fn any }
+
+func (f freshHandler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	return lambda.NewHandler(f.fn).Invoke(ctx, payload)
+}
