@@ -13,11 +13,19 @@ server=$!
 # ECS stops a task with SIGTERM: pass it on so ollama exits cleanly.
 trap 'kill -TERM "$server" 2>/dev/null' TERM INT
 
+# fail stops the server before exiting, so nothing outlives the failure and the exit status is ours.
+fail() {
+	echo "$*" >&2
+	kill -TERM "$server" 2>/dev/null || true
+	wait "$server" 2>/dev/null || true
+	exit 1
+}
+
 tries=0
 until ollama list >/dev/null 2>&1; do
-	kill -0 "$server" 2>/dev/null || { echo "ollama serve exited before answering" >&2; exit 1; }
+	kill -0 "$server" 2>/dev/null || fail "ollama serve exited before answering"
 	tries=$((tries + 1))
-	[ "$tries" -le 120 ] || { echo "ollama serve did not answer within 120s" >&2; exit 1; }
+	[ "$tries" -le 120 ] || fail "ollama serve did not answer within 120s"
 	sleep 1
 done
 
@@ -25,29 +33,28 @@ case "$OLLAMA_ECS_SOURCE" in
 s3://*)
 	# The fetch init container copied the object here before this container started.
 	gguf="$SOURCE_DIR/model.gguf"
-	[ -s "$gguf" ] || { echo "missing $gguf (fetch container did not copy $OLLAMA_ECS_SOURCE)" >&2; exit 1; }
+	[ -s "$gguf" ] || fail "missing $gguf (fetch container did not copy $OLLAMA_ECS_SOURCE)"
 	printf 'FROM %s\n' "$gguf" >"$SOURCE_DIR/Modelfile"
-	ollama create "$OLLAMA_ECS_MODEL" -f "$SOURCE_DIR/Modelfile"
+	ollama create "$OLLAMA_ECS_MODEL" -f "$SOURCE_DIR/Modelfile" || fail "ollama create $OLLAMA_ECS_MODEL failed"
 	;;
 ollama://*)
 	name="${OLLAMA_ECS_SOURCE#ollama://}"
 	# Already present (baked into a model image, or in the EC2 host cache
 	# from an earlier task): start without touching the registry.
 	if ! ollama show "$name" >/dev/null 2>&1; then
-		ollama pull "$name"
+		ollama pull "$name" || fail "ollama pull $name failed"
 	fi
 	if [ "$name" != "$OLLAMA_ECS_MODEL" ]; then
-		ollama cp "$name" "$OLLAMA_ECS_MODEL"
+		ollama cp "$name" "$OLLAMA_ECS_MODEL" || fail "ollama cp $name $OLLAMA_ECS_MODEL failed"
 	fi
 	;;
 *)
-	echo "unsupported OLLAMA_ECS_SOURCE $OLLAMA_ECS_SOURCE (want ollama://name or s3://bucket/key)" >&2
-	exit 1
+	fail "unsupported OLLAMA_ECS_SOURCE $OLLAMA_ECS_SOURCE (want ollama://name or s3://bucket/key)"
 	;;
 esac
 
 # An empty prompt only loads the model; a negative keep-alive pins it.
-ollama run --keepalive=-1s "$OLLAMA_ECS_MODEL" "" </dev/null >/dev/null
+ollama run --keepalive=-1s "$OLLAMA_ECS_MODEL" "" </dev/null >/dev/null || fail "loading $OLLAMA_ECS_MODEL failed"
 echo "model $OLLAMA_ECS_MODEL loaded"
 
 # A trapped signal interrupts `wait` (status > 128): wait again so the
