@@ -19,10 +19,8 @@ build: lambdas ## build the CLI and every Lambda
 	$(GO) build -o dist/ollama-ecs ./cmd/ollama-ecs
 
 .PHONY: lambdas
-lambdas: ## build each Lambda as dist/<fn>/bootstrap (linux/arm64, provided.al2023)
-	@for fn in $(FUNCTIONS); do \
-		GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' \
-			-o dist/$$fn/bootstrap ./functions/$$fn || exit 1; done
+lambdas: ## build each Lambda as dist/<fn>/bootstrap (linux/arm64, provided.al2023; flags in scripts/build-lambda.sh)
+	@for fn in $(FUNCTIONS); do scripts/build-lambda.sh $$fn dist/$$fn/bootstrap || exit 1; done
 
 .PHONY: test
 test: lint tools ## run every test: the root module (race detector on), then the infra module
@@ -55,8 +53,8 @@ lint: ## gofmt and go vet
 	$(GO) vet ./...
 
 .PHONY: bench
-bench: ## run the benchmarks (figures go in BENCHMARKS.md)
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: tools ## run the benchmarks (figures and their targets in BENCHMARKS.md)
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
 
 FUZZTIME ?= 30s
 .PHONY: fuzz

@@ -13,10 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/cloudformation"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
-	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
@@ -150,39 +147,9 @@ func (m *motoEnv) s3() *s3.Client {
 // cluster creates the ECS cluster and task definition a deployment runs with, and a RunTask step to start
 // deployments the way the state machine does.
 func (m *motoEnv) cluster(t *testing.T) *steps.RunTask {
-	ctx := moto.Context(t)
-	ecsc, ec2c := ecs.NewFromConfig(m.cfg), ec2.NewFromConfig(m.cfg)
-	if _, err := ecsc.CreateCluster(ctx, &ecs.CreateClusterInput{ClusterName: aws.String("ollama")}); err != nil {
-		t.Fatal(err)
-	}
-	vpc, err := ec2c.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.0.0.0/16")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ec2c.ModifyVpcAttribute(ctx, &ec2.ModifyVpcAttributeInput{VpcId: vpc.Vpc.VpcId,
-		EnableDnsHostnames: &ec2types.AttributeBooleanValue{Value: aws.Bool(true)}}); err != nil {
-		t.Fatal(err)
-	}
-	subnet, err := ec2c.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: vpc.Vpc.VpcId, CidrBlock: aws.String("10.0.1.0/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sg, err := ec2c.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String("ollama-task"), Description: aws.String("task"), VpcId: vpc.Vpc.VpcId})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ecsc.RegisterTaskDefinition(ctx, &ecs.RegisterTaskDefinitionInput{
-		Family: aws.String("ollama-cpu"), NetworkMode: ecstypes.NetworkModeAwsvpc, Cpu: aws.String("2048"), Memory: aws.String("8192"),
-		RequiresCompatibilities: []ecstypes.Compatibility{ecstypes.CompatibilityFargate},
-		ContainerDefinitions: []ecstypes.ContainerDefinition{
-			{Name: aws.String(steps.ContainerName), Image: aws.String("ollama/ollama:0.17.4"), Essential: aws.Bool(true), MemoryReservation: aws.Int32(1024)},
-			{Name: aws.String(steps.FetchContainerName), Image: aws.String("public.ecr.aws/aws-cli/aws-cli"), Essential: aws.Bool(false), MemoryReservation: aws.Int32(128)},
-		},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return &steps.RunTask{ECS: ecsc, Cluster: "ollama", CPUTaskDefinition: "ollama-cpu", Subnets: []string{aws.ToString(subnet.Subnet.SubnetId)},
-		SecurityGroups: []string{aws.ToString(sg.GroupId)}}
+	net := m.srv.Cluster(t, "ollama")
+	return &steps.RunTask{ECS: ecs.NewFromConfig(m.cfg), Cluster: "ollama", CPUTaskDefinition: "ollama-cpu",
+		Subnets: net.Subnets, SecurityGroups: net.SecurityGroups}
 }
 
 // startDeployment runs a task and its auto-stop schedule through the real steps, as a finished execution leaves them.

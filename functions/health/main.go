@@ -23,7 +23,7 @@ func main() {
 	h := &steps.Health{
 		ECS: ecs.NewFromConfig(awsCfg), Cluster: cfg.Cluster, Endpoint: steps.TaskPrivateEndpoint,
 		HTTP: &http.Client{Timeout: 5 * time.Second}, Timeout: cfg.HealthTimeout,
-		Watch: cfg.HealthWatch, PollInterval: 500 * time.Millisecond, Log: log,
+		Watch: cfg.HealthWatch, PollInterval: time.Second, Log: log,
 	}
 	lambda.Start(h.Handle)
 }

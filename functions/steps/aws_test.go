@@ -35,42 +35,9 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 	runner := &RunTask{ECS: ecsc, Cluster: "ollama", CPUTaskDefinition: "ollama-cpu", GPUTaskDefinition: "ollama-gpu"}
 
 	setupCluster := func(t *testing.T) {
-		ctx := moto.Context(t)
 		srv.Reset(t)
-		if _, err := ecsc.CreateCluster(ctx, &ecs.CreateClusterInput{ClusterName: aws.String("ollama")}); err != nil {
-			t.Fatal(err)
-		}
-		vpc, err := ec2c.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.0.0.0/16")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ec2c.ModifyVpcAttribute(ctx, &ec2.ModifyVpcAttributeInput{VpcId: vpc.Vpc.VpcId,
-			EnableDnsHostnames: &ec2types.AttributeBooleanValue{Value: aws.Bool(true)}}); err != nil {
-			t.Fatal(err)
-		}
-		subnet, err := ec2c.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: vpc.Vpc.VpcId, CidrBlock: aws.String("10.0.1.0/24")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sg, err := ec2c.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String("ollama-task"), Description: aws.String("task"), VpcId: vpc.Vpc.VpcId})
-		if err != nil {
-			t.Fatal(err)
-		}
-		runner.Subnets = []string{aws.ToString(subnet.Subnet.SubnetId)}
-		runner.SecurityGroups = []string{aws.ToString(sg.GroupId)}
-		for family, compat := range map[string]ecstypes.Compatibility{"ollama-cpu": ecstypes.CompatibilityFargate, "ollama-gpu": ecstypes.CompatibilityEc2} {
-			_, err := ecsc.RegisterTaskDefinition(ctx, &ecs.RegisterTaskDefinitionInput{
-				Family: aws.String(family), NetworkMode: ecstypes.NetworkModeAwsvpc, Cpu: aws.String("2048"), Memory: aws.String("8192"),
-				RequiresCompatibilities: []ecstypes.Compatibility{compat},
-				ContainerDefinitions: []ecstypes.ContainerDefinition{
-					{Name: aws.String(ContainerName), Image: aws.String("ollama/ollama:0.17.4"), Essential: aws.Bool(true), MemoryReservation: aws.Int32(1024)},
-					{Name: aws.String(FetchContainerName), Image: aws.String("public.ecr.aws/aws-cli/aws-cli"), Essential: aws.Bool(false), MemoryReservation: aws.Int32(128)},
-				},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+		net := srv.Cluster(t, "ollama")
+		runner.Subnets, runner.SecurityGroups = net.Subnets, net.SecurityGroups
 	}
 	plan := func(t *testing.T, model string, prefer string) *planner.Plan {
 		m, _ := catalog.Default().Model(model)

@@ -46,9 +46,9 @@ type HealthState struct {
 
 // Health polls a deployment: the task RUNNING (a STOPPED task fails with its stop reason and exit code), then
 // Ollama answering, the model present, and the model loaded (on a GPU placement wholly in GPU memory, else it
-// fell back to the CPU and that is a failure). When the task is close to ready the poll keeps watching for up to
-// Watch, so readiness is noticed within PollInterval without paying for state transitions; otherwise it returns
-// at once with the next wait, which grows with the time already waited.
+// fell back to the CPU and that is a failure). Once the task has an instance, the poll keeps watching for up to
+// Watch, so readiness is noticed within PollInterval without paying for state transitions; then it returns with
+// the next wait, which grows with the time already waited.
 type Health struct {
 	ECS     TaskDescriber
 	Cluster string
@@ -101,8 +101,9 @@ func (h *Health) Handle(ctx context.Context, s State) (HealthState, error) {
 		if now.After(deadline) {
 			return HealthState{}, &HealthTimeoutError{Phase: st.Phase, Detail: st.Detail}
 		}
-		closeToReady := st.Phase == PhaseStarting || st.Phase == PhaseLoading
-		if !closeToReady || now.Add(h.PollInterval).After(watchUntil) {
+		// Only a task still waiting for an instance (PROVISIONING: an Auto Scaling scale-out takes minutes) is
+		// left to the state machine's Wait; any later phase is watched, so readiness is seen within PollInterval.
+		if st.Phase == PhaseProvisioning || now.Add(h.PollInterval).After(watchUntil) {
 			break
 		}
 		select {
@@ -111,9 +112,10 @@ func (h *Health) Handle(ctx context.Context, s State) (HealthState, error) {
 		case <-time.After(h.PollInterval):
 		}
 	}
-	// Wait half the time waited so far (1 s to 60 s): a slow start is polled a dozen times, not hundreds.
+	// Wait as long as already waited (1 s to 60 s): a 5-minute start is polled about 5 times, not hundreds, and
+	// Step Functions bills each poll's three transitions.
 	elapsed := h.now().Sub(start)
-	st.WaitSeconds = int(min(60, max(1, elapsed.Seconds()/2)))
+	st.WaitSeconds = int(min(60, max(1, elapsed.Seconds())))
 	if remaining := deadline.Sub(h.now()); remaining > 0 && time.Duration(st.WaitSeconds)*time.Second > remaining {
 		st.WaitSeconds = int(max(1, remaining.Seconds()))
 	}
