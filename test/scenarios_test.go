@@ -254,3 +254,31 @@ func TestAutoStopAndScheduledTeardown(t *testing.T) {
 		t.Error("teardown touched the prod deployment")
 	}
 }
+
+// TestModelfileUploadDeploysItsFrom uploads a Modelfile whose FROM names a GGUF beside its folder: the deployment
+// sizes and loads that GGUF under the Modelfile's name.
+func TestModelfileUploadDeploysItsFrom(t *testing.T) {
+	s := stackWithTiny(t, local.Options{})
+	ctx := ctxFor(t, time.Minute)
+	if err := s.Upload(ctx, "models/helper-bot/Modelfile", []byte("FROM ../tiny.gguf\nPARAMETER temperature 0.2\n")); err != nil {
+		t.Fatal(err)
+	}
+	started, err := s.WaitForExecution(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := succeeded(t, waitDone(t, s, started.ExecutionArn))
+	if rec.Model != "helper-bot" {
+		t.Errorf("deployed %q, want helper-bot", rec.Model)
+	}
+	task := tasksOf(t, s, rec.DeploymentID)[0]
+	source := ""
+	for _, kv := range task.Overrides.ContainerOverrides[0].Environment {
+		if aws.ToString(kv.Name) == steps.EnvSource {
+			source = aws.ToString(kv.Value)
+		}
+	}
+	if source != tinySource {
+		t.Errorf("task source %q, want the GGUF the Modelfile names (%s)", source, tinySource)
+	}
+}

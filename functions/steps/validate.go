@@ -75,13 +75,13 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 		}
 	case events.KindUpload:
 		up := parsed.Upload
-		m, err := v.sizeUpload(ctx, up)
+		m, source, err := v.sizeUpload(ctx, up)
 		if err != nil {
 			return ValidateOutput{}, err
 		}
 		req.Trigger = "upload"
 		req.ModelName = up.ModelName
-		req.Source = "s3://" + up.Bucket + "/" + up.Key
+		req.Source = source
 		req.Model = m
 		req.Env = up.Env
 		req.Requester = "s3:" + parsed.Envelope.Account
@@ -130,33 +130,38 @@ func (v *Validate) objectSize(ctx context.Context, bucket, key string) (int64, e
 	return objectSize(out), nil
 }
 
-// sizeUpload reads an uploaded GGUF's header, or a Modelfile and the model it builds FROM.
-func (v *Validate) sizeUpload(ctx context.Context, up *events.Upload) (catalog.Model, error) {
+// sizeUpload sizes an upload and says where the task gets the model. A GGUF is sized from its header. A Modelfile
+// deploys what its FROM names: a catalog model (pulled, then named after the upload) or a GGUF under the model
+// prefix, relative to the Modelfile's folder (FROM ../tiny.gguf). Only FROM is read: the task builds the model
+// from that source, so SYSTEM, PARAMETER and TEMPLATE lines are not applied.
+func (v *Validate) sizeUpload(ctx context.Context, up *events.Upload) (catalog.Model, string, error) {
 	if !up.Modelfile {
-		return readGGUFModel(ctx, v.S3, up.Bucket, up.Key, up.Size, up.ModelName)
+		m, err := readGGUFModel(ctx, v.S3, up.Bucket, up.Key, up.Size, up.ModelName)
+		return m, "s3://" + up.Bucket + "/" + up.Key, err
 	}
 	from, err := v.modelfileFrom(ctx, up)
 	if err != nil {
-		return catalog.Model{}, err
+		return catalog.Model{}, "", err
 	}
 	if strings.HasSuffix(from, ".gguf") {
-		// A relative FROM names a GGUF uploaded beside the Modelfile's folder, under the same prefix.
-		key := path.Join(path.Dir(path.Dir(up.Key)), from)
-		if !strings.HasPrefix(key, v.Prefix) || strings.Contains(from, "..") {
-			return catalog.Model{}, &InvalidEventError{Reason: fmt.Sprintf("Modelfile FROM %q leaves the model prefix", from)}
+		key := path.Join(path.Dir(up.Key), from)
+		if path.IsAbs(from) || !strings.HasPrefix(key, v.Prefix) {
+			return catalog.Model{}, "", &InvalidEventError{Reason: fmt.Sprintf("Modelfile FROM %q leaves the model prefix %q", from, v.Prefix)}
 		}
 		size, err := v.objectSize(ctx, up.Bucket, key)
 		if err != nil {
-			return catalog.Model{}, err
+			return catalog.Model{}, "", err
 		}
-		return readGGUFModel(ctx, v.S3, up.Bucket, key, size, up.ModelName)
+		m, err := readGGUFModel(ctx, v.S3, up.Bucket, key, size, up.ModelName)
+		return m, "s3://" + up.Bucket + "/" + key, err
 	}
 	m, err := v.Catalog.Model(from)
 	if err != nil {
-		return catalog.Model{}, err
+		return catalog.Model{}, "", err
 	}
+	source := "ollama://" + m.Name
 	m.Name = up.ModelName
-	return m, nil
+	return m, source, nil
 }
 
 func (v *Validate) modelfileFrom(ctx context.Context, up *events.Upload) (string, error) {
