@@ -24,7 +24,7 @@ import (
 )
 
 // TestOllamaTasks runs tasks as real Ollama servers: a tiny GGUF uploaded to the bucket becomes a loaded model
-// (directly, and through a Modelfile beside it); a pull with no internet stops the task with exit code 1 and
+// (also under another name); a pull with no internet stops the task with exit code 1 and
 // the pull's error; StopTask leaves no process behind.
 func TestOllamaTasks(t *testing.T) {
 	bin := ollamatest.Binary(t)
@@ -37,10 +37,7 @@ func TestOllamaTasks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for key, body := range map[string][]byte{
-		"models/tiny.gguf":           gguf,
-		"models/tiny-chat/Modelfile": []byte("# a chat variant\nFROM ../tiny.gguf\nPARAMETER temperature 0\n"),
-	} {
+	for key, body := range map[string][]byte{"models/tiny.gguf": gguf} {
 		if _, err := bucket.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("models"), Key: aws.String(key), Body: bytes.NewReader(body)}); err != nil {
 			t.Fatal(err)
 		}
@@ -62,7 +59,7 @@ func TestOllamaTasks(t *testing.T) {
 		wantReason          string // "" means the model loads
 	}{
 		{"gguf upload", "tiny", "s3://models/models/tiny.gguf", ""},
-		{"Modelfile upload", "tiny-chat", "s3://models/models/tiny-chat/Modelfile", ""},
+		{"gguf under another name", "tiny-chat", "s3://models/models/tiny.gguf", ""},
 		{"pull offline", "llama3.2:1b", "ollama://llama3.2:1b", "registry unreachable"},
 		{"missing object", "gone", "s3://models/models/gone.gguf", "NoSuchKey"},
 	}

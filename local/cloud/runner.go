@@ -1,14 +1,12 @@
 package cloud
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -81,10 +79,8 @@ type Process interface {
 //
 //   - ollama://NAME pulls NAME (offline this fails at once with a clear error: the server may not reach a
 //     registry, see ollama.Options.AllowRegistry);
-//   - s3://BUCKET/KEY.gguf copies the object from Objects and creates the model OLLAMA_ECS_MODEL from it;
-//   - s3://BUCKET/.../Modelfile reads the Modelfile's FROM: a relative GGUF path is resolved beside the
-//     Modelfile and created as above, anything else is a model name that is pulled and copied to
-//     OLLAMA_ECS_MODEL. Other Modelfile lines are ignored.
+//   - s3://BUCKET/KEY.gguf copies the object from Objects and creates the model OLLAMA_ECS_MODEL from it (the
+//     validate step has already resolved a Modelfile upload to the GGUF or catalog model its FROM names).
 //
 // It then loads the model with keep-alive forever, so /api/ps lists it. A failure to get or load the model makes
 // the container exit with code 1 and the error as its reason, which is what the task's stop reason shows.
@@ -210,23 +206,6 @@ func (r *OllamaRunner) fromBucket(ctx context.Context, srv *ollama.Server, bucke
 	if r.Objects == nil {
 		return fmt.Errorf("s3://%s/%s: the runner has no bucket to read from", bucket, key)
 	}
-	if path.Base(key) == "Modelfile" {
-		body, err := r.read(ctx, bucket, key, 1<<20)
-		if err != nil {
-			return err
-		}
-		from, err := modelfileFrom(string(body))
-		if err != nil {
-			return fmt.Errorf("s3://%s/%s: %w", bucket, key, err)
-		}
-		if !isLocalPath(from) {
-			return pullAs(ctx, srv.Client(), from, name)
-		}
-		if strings.HasPrefix(from, "/") || strings.HasPrefix(from, "~") {
-			return fmt.Errorf("s3://%s/%s: FROM %s: only a path relative to the Modelfile can be fetched", bucket, key, from)
-		}
-		key = path.Join(path.Dir(key), from)
-	}
 	dir := filepath.Join(srv.Dir(), "fetch")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -237,15 +216,6 @@ func (r *OllamaRunner) fromBucket(ctx context.Context, srv *ollama.Server, bucke
 	}
 	defer os.Remove(file)
 	return ollama.CreateFromGGUF(ctx, srv.Client(), name, file)
-}
-
-func (r *OllamaRunner) read(ctx context.Context, bucket, key string, limit int64) ([]byte, error) {
-	out, err := r.Objects.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
-	if err != nil {
-		return nil, fmt.Errorf("fetch s3://%s/%s: %w", bucket, key, err)
-	}
-	defer out.Body.Close()
-	return io.ReadAll(io.LimitReader(out.Body, limit))
 }
 
 func (r *OllamaRunner) download(ctx context.Context, bucket, key, file string) error {
@@ -263,27 +233,6 @@ func (r *OllamaRunner) download(ctx context.Context, bucket, key, file string) e
 		return fmt.Errorf("fetch s3://%s/%s: %w", bucket, key, err)
 	}
 	return f.Close()
-}
-
-// modelfileFrom returns the argument of a Modelfile's FROM line.
-func modelfileFrom(modelfile string) (string, error) {
-	sc := bufio.NewScanner(strings.NewReader(modelfile))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		cmd, arg, _ := strings.Cut(line, " ")
-		if strings.EqualFold(cmd, "FROM") {
-			if arg = strings.Trim(strings.TrimSpace(arg), `"`); arg != "" {
-				return arg, nil
-			}
-		}
-	}
-	return "", errors.New("the Modelfile has no FROM line")
-}
-
-// isLocalPath tells a FROM file path from a model name, as `ollama create` does.
-func isLocalPath(from string) bool {
-	return strings.HasSuffix(strings.ToLower(from), ".gguf") || strings.HasPrefix(from, ".") ||
-		strings.HasPrefix(from, "/") || strings.HasPrefix(from, "~")
 }
 
 // pullAs pulls from and, when the deployment names the model differently, copies it to name.
