@@ -29,7 +29,7 @@ func (e *deploymentFailedError) Error() string {
 		msg += ": " + e.ErrorName
 	}
 	if e.Cause != "" {
-		msg += ": " + oneLine(e.Cause)
+		msg += ": " + oneLine(engine.ReadableCause(e.Cause))
 	}
 	return msg
 }
@@ -116,7 +116,7 @@ func followLine(start time.Time, ev engine.HistoryEvent, hist []engine.HistoryEv
 	case engine.EventStateFailed:
 		what = "failed: " + ev.Error
 		if ev.Cause != "" {
-			what += ": " + shorten(oneLine(ev.Cause), 100)
+			what += ": " + shorten(oneLine(engine.ReadableCause(ev.Cause)), 100)
 		}
 	case engine.EventStateRetried:
 		what = fmt.Sprintf("retry %d after %s", ev.RetryAttempt, ev.Error)

@@ -165,12 +165,7 @@ func convertHistory(in []sfntypes.HistoryEvent) []engine.HistoryEvent {
 			return
 		}
 		// A Go Lambda's cause is aws-lambda-go's JSON error; its message is what people read.
-		var lambdaErr struct {
-			ErrorMessage string `json:"errorMessage"`
-		}
-		if json.Unmarshal([]byte(aws.ToString(cause)), &lambdaErr) == nil && lambdaErr.ErrorMessage != "" {
-			cause = &lambdaErr.ErrorMessage
-		}
+		cause = aws.String(engine.ReadableCause(aws.ToString(cause)))
 		cur.failed, cur.lastError = true, aws.ToString(errName)
 		add(ev, engine.EventStateFailed, func(h *engine.HistoryEvent) {
 			inState(h)
@@ -264,7 +259,7 @@ func writeExecutionHeader(w io.Writer, x execution) {
 	}
 	fmt.Fprintln(w, line)
 	if x.Error != "" || x.Cause != "" {
-		fmt.Fprintf(w, "error: %s: %s\n", x.Error, oneLine(x.Cause))
+		fmt.Fprintf(w, "error: %s: %s\n", x.Error, oneLine(engine.ReadableCause(x.Cause)))
 	}
 }
 

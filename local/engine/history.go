@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -97,7 +98,7 @@ func RenderHistory(events []HistoryEvent) string {
 		}
 		errText := r.Error
 		if r.Cause != "" {
-			cause := strings.Join(strings.Fields(r.Cause), " ")
+			cause := strings.Join(strings.Fields(ReadableCause(r.Cause)), " ")
 			if len(cause) > maxCause {
 				cause = cause[:maxCause-3] + "..."
 			}
@@ -112,4 +113,16 @@ func RenderHistory(events []HistoryEvent) string {
 		lines[i] = strings.TrimRight(l, " ")
 	}
 	return strings.Join(lines, "\n")
+}
+
+// ReadableCause is the part of a cause people read: a Go Lambda's error arrives as aws-lambda-go's JSON
+// ({"errorMessage": ..., "errorType": ...}), whose message this returns; any other cause is returned as it is.
+func ReadableCause(cause string) string {
+	var lambdaErr struct {
+		ErrorMessage string `json:"errorMessage"`
+	}
+	if json.Unmarshal([]byte(cause), &lambdaErr) == nil && lambdaErr.ErrorMessage != "" {
+		return lambdaErr.ErrorMessage
+	}
+	return cause
 }
