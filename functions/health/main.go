@@ -21,7 +21,7 @@ func main() {
 		os.Exit(1)
 	}
 	h := &steps.Health{
-		ECS: ecs.NewFromConfig(awsCfg), Cluster: cfg.Cluster, Endpoint: steps.TaskPrivateEndpoint,
+		ECS: ecs.NewFromConfig(awsCfg), Cluster: cfg.Cluster, Endpoint: steps.PrivateEndpoint(cfg.OllamaPort),
 		HTTP: &http.Client{Timeout: 5 * time.Second}, Timeout: cfg.HealthTimeout,
 		Watch: cfg.HealthWatch, PollInterval: time.Second, Log: log,
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,8 +32,10 @@ type Config struct {
 	ModelTaskDefinitions map[string]TaskDefinitions
 	HealthTimeout        time.Duration
 	HealthWatch          time.Duration
-	ScheduleGroup        string
-	SchedulerRoleArn     string
+	// OllamaPort is where Ollama listens in the task (the task definition's container port).
+	OllamaPort       int
+	ScheduleGroup    string
+	SchedulerRoleArn string
 }
 
 // ConfigFromEnv reads Config with defaults; a malformed value is an error, a missing one takes its default.
@@ -50,6 +53,14 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		SecurityGroups:    list(getenv("SECURITY_GROUPS")),
 		ScheduleGroup:     or(getenv("SCHEDULE_GROUP"), "ollama-ecs"),
 		SchedulerRoleArn:  getenv("SCHEDULER_ROLE_ARN"),
+	}
+	c.OllamaPort = OllamaPort
+	if v := getenv("OLLAMA_PORT"); v != "" {
+		port, err := strconv.Atoi(v)
+		if err != nil || port < 1 || port > 65535 {
+			return c, fmt.Errorf("OLLAMA_PORT=%q is not a port", v)
+		}
+		c.OllamaPort = port
 	}
 	if raw := getenv("MODEL_TASK_DEFINITIONS"); raw != "" {
 		if err := json.Unmarshal([]byte(raw), &c.ModelTaskDefinitions); err != nil {

@@ -52,7 +52,7 @@ type HealthState struct {
 type Health struct {
 	ECS     TaskDescriber
 	Cluster string
-	// Endpoint finds a running task's Ollama base URL; on AWS, TaskPrivateEndpoint.
+	// Endpoint finds a running task's Ollama base URL; on AWS, PrivateEndpoint(OLLAMA_PORT).
 	Endpoint func(ctx context.Context, task ecstypes.Task) (string, error)
 	HTTP     *http.Client
 	// Timeout bounds the whole wait from the first poll.
@@ -223,15 +223,17 @@ func sameModel(a, b string) bool {
 	return a != "" && norm(a) == norm(b)
 }
 
-// TaskPrivateEndpoint is Ollama's URL at a running awsvpc task's private address, reachable from a Lambda in the
-// same VPC whose security group the task's group admits.
-func TaskPrivateEndpoint(_ context.Context, task ecstypes.Task) (string, error) {
-	for _, a := range task.Attachments {
-		for _, d := range a.Details {
-			if aws.ToString(d.Name) == "privateIPv4Address" && aws.ToString(d.Value) != "" {
-				return fmt.Sprintf("http://%s:%d", aws.ToString(d.Value), OllamaPort), nil
+// PrivateEndpoint finds Ollama at a running awsvpc task's private address on the given port, reachable from a
+// Lambda in the same VPC whose security group the task's group admits.
+func PrivateEndpoint(port int) func(context.Context, ecstypes.Task) (string, error) {
+	return func(_ context.Context, task ecstypes.Task) (string, error) {
+		for _, a := range task.Attachments {
+			for _, d := range a.Details {
+				if aws.ToString(d.Name) == "privateIPv4Address" && aws.ToString(d.Value) != "" {
+					return fmt.Sprintf("http://%s:%d", aws.ToString(d.Value), port), nil
+				}
 			}
 		}
+		return "", fmt.Errorf("task has no private address yet")
 	}
-	return "", fmt.Errorf("task has no private address yet")
 }

@@ -788,7 +788,7 @@ func (e *ECS) CrashTask(taskArn string) error {
 }
 
 // Endpoint is a running task's Ollama base URL, http://127.0.0.1:PORT: the local stand-in for
-// steps.TaskPrivateEndpoint, since every local task shares 127.0.0.1 and differs by port.
+// steps.PrivateEndpoint, since every local task shares 127.0.0.1 and differs by port.
 func (e *ECS) Endpoint(_ context.Context, task ecstypes.Task) (string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

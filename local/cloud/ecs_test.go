@@ -412,7 +412,7 @@ func TestRunningTask(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ep, err := steps.TaskPrivateEndpoint(ctx, task); err != nil || !strings.HasPrefix(ep, "http://127.0.0.1:") {
+	if ep, err := steps.PrivateEndpoint(steps.OllamaPort)(ctx, task); err != nil || !strings.HasPrefix(ep, "http://127.0.0.1:") {
 		t.Errorf("private address: %q, %v", ep, err)
 	}
 	ep, err := e.Endpoint(ctx, task)
