@@ -303,10 +303,10 @@ func TestConfigFromEnv(t *testing.T) {
 	}
 	r := &RunTask{CPUTaskDefinition: "ollama-cpu", GPUTaskDefinition: "ollama-gpu", ModelTaskDefinitions: c.ModelTaskDefinitions}
 	gpu := planner.Candidate{TaskDefinition: planner.TaskDefinitionGPU, LaunchType: "EC2", GPUCount: 1}
-	if td := aws.ToString(r.input(&Request{ModelName: "llama3.1:8b", DeploymentID: "x"}, gpu).TaskDefinition); td != "ollama-gpu-llama3-1-8b" {
+	if td := aws.ToString(r.input(&Request{ModelName: "llama3.1:8b", DeploymentID: "x"}, gpu, 0).TaskDefinition); td != "ollama-gpu-llama3-1-8b" {
 		t.Errorf("model image family %s", td)
 	}
-	if td := aws.ToString(r.input(&Request{ModelName: "mistral:7b", DeploymentID: "x"}, gpu).TaskDefinition); td != "ollama-gpu" {
+	if td := aws.ToString(r.input(&Request{ModelName: "mistral:7b", DeploymentID: "x"}, gpu, 0).TaskDefinition); td != "ollama-gpu" {
 		t.Errorf("default family %s", td)
 	}
 	for _, bad := range []map[string]string{{"GPU_CAPACITY_PROVIDERS": "nope"}, {"DEV_TTL": "soon"}, {"MODEL_TASK_DEFINITIONS": "[1]"}} {

@@ -131,8 +131,11 @@ func isNotFound(err error) bool {
 		return false
 	}
 	switch api.ErrorCode() {
-	case "ResourceNotFoundException", "NotFound", "NoSuchKey", "InvalidParameterException":
-		return api.ErrorCode() != "InvalidParameterException" || strings.Contains(api.ErrorMessage(), "not found")
+	case "ResourceNotFoundException", "NotFound", "NoSuchKey":
+		return true
+	case "InvalidParameterException":
+		// ECS says a task ARN it no longer knows is an invalid parameter.
+		return strings.Contains(api.ErrorMessage(), "not found")
 	}
 	return false
 }

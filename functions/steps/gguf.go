@@ -31,6 +31,9 @@ const (
 // rangeReader is an io.ReadSeeker over an S3 object that fetches fixed blocks with ranged GETs and keeps them, so
 // the guard pass and the decoder share the reads and the tensor data is never downloaded.
 type rangeReader struct {
+	// awsErr is the last S3 failure, typed: the decoder wraps read errors, and a throttled read must reach the
+	// state machine as the retryable error it is, not as a bad file.
+	awsErr error
 	ctx    context.Context
 	s3     ObjectReader
 	bucket string
@@ -57,7 +60,8 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 			Bucket: aws.String(r.bucket), Key: aws.String(r.key), Range: aws.String(fmt.Sprintf("bytes=%d-%d", start, end)),
 		})
 		if err != nil {
-			return 0, awsError("s3:GetObject", err)
+			r.awsErr = awsError("s3:GetObject", err)
+			return 0, r.awsErr
 		}
 		blk, err = io.ReadAll(io.LimitReader(out.Body, end-start+1))
 		out.Body.Close()
@@ -100,8 +104,8 @@ func readGGUFModel(ctx context.Context, s3c ObjectReader, bucket, key string, si
 	}
 	rr := &rangeReader{ctx: ctx, s3: s3c, bucket: bucket, key: key, size: size, blocks: map[int64][]byte{}}
 	if err := guardGGUF(rr); err != nil {
-		if isAWSError(err) {
-			return catalog.Model{}, err
+		if rr.awsErr != nil {
+			return catalog.Model{}, rr.awsErr
 		}
 		return catalog.Model{}, bad("%v", err)
 	}
@@ -110,6 +114,9 @@ func readGGUFModel(ctx context.Context, s3c ObjectReader, bucket, key string, si
 	}
 	f, err := ggml.Decode(rr, 1<<20)
 	if err != nil {
+		if rr.awsErr != nil {
+			return catalog.Model{}, rr.awsErr
+		}
 		return catalog.Model{}, bad("%v", err)
 	}
 	kv := f.KV()
@@ -137,14 +144,6 @@ func readGGUFModel(ctx context.Context, s3c ObjectReader, bucket, key string, si
 		return catalog.Model{}, bad("%v", err)
 	}
 	return m, nil
-}
-
-// isAWSError tells a failed S3 read (worth retrying, or a permissions problem) from a bad file.
-func isAWSError(err error) bool {
-	var t *ThrottlingError
-	var s *AWSServiceError
-	var r *AWSRequestError
-	return errors.As(err, &t) || errors.As(err, &s) || errors.As(err, &r)
 }
 
 // guardGGUF walks the header's structure before ollama's decoder does, refusing lengths and counts no real model

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
 )
@@ -21,6 +21,9 @@ import (
 type memObject struct {
 	data []byte
 	read int
+	// failAfter, when positive, makes every GET after that many bytes fail with err.
+	failAfter int
+	err       error
 }
 
 var _ ObjectReader = (*memObject)(nil)
@@ -34,6 +37,9 @@ func (m *memObject) GetObject(_ context.Context, in *s3.GetObjectInput, _ ...fun
 	}
 	if start >= len(m.data) {
 		return nil, fmt.Errorf("range not satisfiable")
+	}
+	if m.failAfter > 0 && m.read >= m.failAfter {
+		return nil, m.err
 	}
 	end = min(end, len(m.data)-1)
 	m.read += end - start + 1
@@ -88,11 +94,22 @@ func TestReadGGUFModel(t *testing.T) {
 	for name, data := range hostile {
 		t.Run(name, func(t *testing.T) {
 			_, err := readGGUFModel(context.Background(), &memObject{data: data}, "b", "models/x.gguf", int64(len(data)), "x")
-			var notGGUF *NotGGUFError
-			if !errors.As(err, &notGGUF) {
+			if _, ok := err.(*NotGGUFError); !ok {
 				t.Fatalf("got %T %v, want *NotGGUFError", err, err)
 			}
 		})
+	}
+
+	// A throttled ranged GET in the middle of the header is S3's problem, not the file's: the step returns the
+	// retryable error itself, unwrapped, however deep in the decoder the read failed.
+	throttled := &memObject{data: big, failAfter: 1, err: &smithy.GenericAPIError{Code: "SlowDown", Message: "slow down"}}
+	// Two 900 kB string values: the header runs past the first 1 MiB block, whose successor's GET fails.
+	bigHeader := ggufHeader(2, 0, u64(1), []byte("a"), u32(8), u64(900000), make([]byte, 900000),
+		u64(1), []byte("b"), u32(8), u64(900000), make([]byte, 900000))
+	throttled.data = bigHeader
+	_, err = readGGUFModel(context.Background(), throttled, "b", "models/x.gguf", int64(len(bigHeader)), "x")
+	if _, ok := err.(*ThrottlingError); !ok {
+		t.Errorf("throttled read: got %T %v, want *ThrottlingError", err, err)
 	}
 }
 
@@ -124,8 +141,8 @@ func FuzzGGUFHeader(f *testing.F) {
 		if err == nil {
 			return
 		}
-		var notGGUF *NotGGUFError
-		if !errors.As(err, &notGGUF) {
+		// Unwrapped: the state machine matches the error's own type name.
+		if _, ok := err.(*NotGGUFError); !ok {
 			t.Fatalf("got %T %v", err, err)
 		}
 	})

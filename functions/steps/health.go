@@ -108,7 +108,8 @@ func (h *Health) Handle(ctx context.Context, s State) (HealthState, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return HealthState{}, ctx.Err()
+			// The invocation ran out of time: a typed error, so the history names it.
+			return HealthState{}, &HealthTimeoutError{Phase: st.Phase, Detail: "the poll was cancelled: " + ctx.Err().Error()}
 		case <-time.After(h.PollInterval):
 		}
 	}

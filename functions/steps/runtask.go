@@ -28,9 +28,9 @@ type TaskInfo struct {
 	StartedAt     string  `json:"startedAt"`
 }
 
-// RunTask starts the deployment's task on the chosen candidate. The deployment id is the client token, so the same
-// deployment never starts a second task (a redelivered event, a retried step), and the task's startedBy, so
-// cleanup can always find it.
+// RunTask starts the deployment's task on the chosen candidate. The deployment id and the candidate's rung make the
+// client token, so a redelivered event or a retried step never starts a second task, and the deployment id is the
+// task's startedBy, so cleanup can always find it.
 type RunTask struct {
 	ECS     TaskRunner
 	Cluster string
@@ -51,7 +51,7 @@ func (r *RunTask) Handle(ctx context.Context, s State) (TaskInfo, error) {
 	}
 	req, cand := s.Request, *s.Capacity.Candidate
 	log := logger(r.Log, req.DeploymentID)
-	in := r.input(req, cand)
+	in := r.input(req, cand, s.Capacity.Cursor)
 	out, err := r.ECS.RunTask(ctx, in)
 	if err != nil {
 		return TaskInfo{}, awsError("ecs:RunTask", err)
@@ -89,7 +89,14 @@ type TaskDefinitions struct {
 	GPU string `json:"gpu"`
 }
 
-func (r *RunTask) input(req *Request, cand planner.Candidate) *ecs.RunTaskInput {
+// clientToken is RunTask's idempotency token: the deployment and the rung of the ladder. A redelivered event or a
+// retried step sends the same request for the same rung, so ECS answers with the task it started; the next rung
+// after a refusal is a different request, which ECS would refuse under a token already used.
+func clientToken(deploymentID string, cursor int) string {
+	return deploymentID + "-" + strconv.Itoa(cursor)
+}
+
+func (r *RunTask) input(req *Request, cand planner.Candidate, cursor int) *ecs.RunTaskInput {
 	families := TaskDefinitions{CPU: r.CPUTaskDefinition, GPU: r.GPUTaskDefinition}
 	if own, ok := r.ModelTaskDefinitions[req.ModelName]; ok {
 		families = own
@@ -116,7 +123,7 @@ func (r *RunTask) input(req *Request, cand planner.Candidate) *ecs.RunTaskInput 
 		Cluster:        aws.String(r.Cluster),
 		TaskDefinition: aws.String(td),
 		Count:          aws.Int32(1),
-		ClientToken:    aws.String(req.DeploymentID),
+		ClientToken:    aws.String(clientToken(req.DeploymentID, cursor)),
 		StartedBy:      aws.String(req.DeploymentID),
 		Overrides: &ecstypes.TaskOverride{
 			Cpu:    aws.String(strconv.Itoa(cand.CPU)),

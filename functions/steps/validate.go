@@ -49,7 +49,8 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 		return ValidateOutput{}, &InvalidEventError{Reason: err.Error()}
 	}
 	log := logger(v.Log, parsed.DeploymentID)
-	req := Request{DeploymentID: parsed.DeploymentID, Env: "dev", Prefer: "auto", Policy: "cost", TTLSeconds: -1}
+	// Policy stays empty unless the request names one: the configure step then applies the stack's default.
+	req := Request{DeploymentID: parsed.DeploymentID, Env: "dev", Prefer: "auto", TTLSeconds: -1}
 	switch parsed.Kind {
 	case events.KindDeploy, events.KindDirect:
 		d := parsed.Deploy
@@ -64,7 +65,7 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 		req.Model = m
 		req.Env = or(d.Env, req.Env)
 		req.Prefer = or(d.Prefer, req.Prefer)
-		req.Policy = or(d.Policy, req.Policy)
+		req.Policy = d.Policy
 		req.InstanceType = d.InstanceType
 		req.LaunchType = strings.ToUpper(d.LaunchType)
 		req.ContextLength = d.ContextLength
@@ -121,8 +122,10 @@ func (v *Validate) deployModel(ctx context.Context, d *events.DeployRequest) (ca
 func (v *Validate) objectSize(ctx context.Context, bucket, key string) (int64, error) {
 	out, err := v.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Range: aws.String("bytes=0-0")})
 	if err != nil {
-		if isNotFound(err) || isCode(err, "NoSuchKey") {
-			return 0, &NotGGUFError{Key: key, Reason: "no such object"}
+		// Without s3:ListBucket (the function has only GetObject on the prefix), S3 answers a missing key with
+		// AccessDenied rather than NoSuchKey.
+		if isNotFound(err) || isCode(err, "NoSuchKey") || isCode(err, "AccessDenied") {
+			return 0, &NotGGUFError{Key: key, Reason: "no such object (or not readable under the model prefix)"}
 		}
 		return 0, awsError("s3:GetObject", err)
 	}

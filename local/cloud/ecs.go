@@ -3,7 +3,9 @@ package cloud
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -64,7 +66,7 @@ type ECS struct {
 	providers map[string]*provider
 	tasks     map[string]*task // by task id
 	order     []*task          // in start order, for listing
-	tokens    map[string][]*task
+	tokens    map[string]tokenUse
 	seq       int
 }
 
@@ -143,7 +145,7 @@ func NewECS(opts ECSOptions) (*ECS, error) {
 	e := &ECS{
 		opts: opts, cfg: cfg, faults: &Faults{}, log: log, ctx: ctx, cancel: cancel,
 		clusterArn: fmt.Sprintf("arn:aws:ecs:%s:%s:cluster/%s", cfg.Region, cfg.Account, cfg.Name),
-		providers:  map[string]*provider{}, tasks: map[string]*task{}, tokens: map[string][]*task{},
+		providers:  map[string]*provider{}, tasks: map[string]*task{}, tokens: map[string]tokenUse{},
 	}
 	for _, g := range cfg.ContainerInstances {
 		for range g.Count {
@@ -246,9 +248,15 @@ func (e *ECS) RunTask(ctx context.Context, in *ecs.RunTaskInput, _ ...func(*ecs.
 		return nil, clientException("the local cluster is closed")
 	}
 	token := aws.ToString(in.ClientToken)
+	fingerprint := requestFingerprint(in)
 	if prev, ok := e.tokens[token]; ok && token != "" {
+		// ECS's idempotency: the same token and request return the first answer; the same token with another
+		// request is refused.
+		if prev.fingerprint != fingerprint {
+			return nil, clientException("The client token %s was already used with different parameters.", token)
+		}
 		out := &ecs.RunTaskOutput{}
-		for _, t := range prev {
+		for _, t := range prev.tasks {
 			out.Tasks = append(out.Tasks, e.snapshot(t, true))
 		}
 		return out, nil
@@ -282,9 +290,24 @@ func (e *ECS) RunTask(ctx context.Context, in *ecs.RunTaskInput, _ ...func(*ecs.
 		out.Tasks = append(out.Tasks, e.snapshot(t, true))
 	}
 	if token != "" && len(started) > 0 {
-		e.tokens[token] = started
+		e.tokens[token] = tokenUse{tasks: started, fingerprint: fingerprint}
 	}
 	return out, nil
+}
+
+// tokenUse is what a client token started, and a fingerprint of the request that used it.
+type tokenUse struct {
+	tasks       []*task
+	fingerprint string
+}
+
+// requestFingerprint identifies a RunTask request apart from its client token.
+func requestFingerprint(in *ecs.RunTaskInput) string {
+	c := *in
+	c.ClientToken = nil
+	raw, _ := json.Marshal(c)
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:])
 }
 
 // runSpec is a checked RunTask request.

@@ -263,6 +263,13 @@ func TestClientTokenIdempotent(t *testing.T) {
 	if len(list.TaskArns) != 1 || len(r.started) > 1 {
 		t.Fatalf("tasks started for one token: %v (runner starts %d)", list.TaskArns, len(r.started))
 	}
+	// The same token with another request is refused, as ECS refuses it.
+	other := gpuRun("dep-1", 2048, 1024, 1, "")
+	_, err = e.RunTask(ctx, other)
+	var api smithy.APIError
+	if !errors.As(err, &api) || api.ErrorCode() != "ClientException" {
+		t.Errorf("same token, other request: %v, want ClientException", err)
+	}
 }
 
 func TestLifecycle(t *testing.T) {
