@@ -313,6 +313,11 @@ func TestCommandsAgainstMoto(t *testing.T) {
 		if last.Name != "No capacity" || last.Status != "Failed" || last.Error != "NoCapacityError" {
 			t.Errorf("last state %+v", last)
 		}
+		// The same command again starts nothing and says the earlier attempt failed.
+		out, err = cli(t, "deploy", "mistral:7b", "--prefer", "gpu", "--name", "gpu", "--state-machine", m.stateMachine)
+		if err == nil || !strings.Contains(err.Error(), "ended FAILED") || !strings.Contains(out, "already tried and ended as mistral-7b-dev-gpu") {
+			t.Errorf("redeploy of a failed id: %v\n%s", err, out)
+		}
 	})
 
 	stopAt := time.Now().UTC().Add(90 * time.Minute).Truncate(time.Minute).Add(time.Minute)

@@ -90,10 +90,16 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if !*follow {
 		if af.json() {
-			return writeJSON(stdout, res)
-		}
-		if !res.AlreadyStarted {
+			if err := writeJSON(stdout, res); err != nil {
+				return err
+			}
+		} else if !res.AlreadyStarted {
 			fmt.Fprintf(stdout, "follow it with: ollama-ecs history %s\n", req.DeploymentID)
+		}
+		if res.AlreadyStarted && res.ended() {
+			// Step Functions keeps execution names for 90 days: a new attempt needs a new name.
+			return fmt.Errorf("deployment %s ended %s: see `ollama-ecs history %s`; deploy again with another --name",
+				req.DeploymentID, res.Status, req.DeploymentID)
 		}
 		return nil
 	}
@@ -162,6 +168,11 @@ type deployer struct {
 	Now          func() time.Time
 }
 
+// ended reports an execution that finished without a running deployment (failed, aborted, timed out).
+func (r startResult) ended() bool {
+	return r.Status != "" && r.Status != "RUNNING" && r.Status != "SUCCEEDED"
+}
+
 func (d deployer) start(ctx context.Context, req events.DeployRequest) (startResult, error) {
 	arn := executionARN(d.StateMachine, req.DeploymentID)
 	res := startResult{DeploymentID: req.DeploymentID, ExecutionArn: arn}
@@ -197,8 +208,12 @@ func (d deployer) start(ctx context.Context, req events.DeployRequest) (startRes
 // writeStarted is the first lines of a deploy: what was planned and which execution carries it.
 func writeStarted(w io.Writer, req events.DeployRequest, plan planner.Plan, res startResult) {
 	if res.AlreadyStarted {
-		fmt.Fprintf(w, "already deployed/deploying as %s (execution %s, started %s): nothing new started\n",
-			req.DeploymentID, res.Status, res.StartDate.UTC().Format(time.RFC3339))
+		what := "already deployed/deploying as"
+		if res.ended() {
+			what = "already tried and ended as"
+		}
+		fmt.Fprintf(w, "%s %s (execution %s, started %s): nothing new started\n",
+			what, req.DeploymentID, res.Status, res.StartDate.UTC().Format(time.RFC3339))
 		fmt.Fprintf(w, "execution: %s\n", res.ExecutionArn)
 		return
 	}
