@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strings"
+
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
@@ -57,6 +59,8 @@ func NewOllamaEcsStack(scope constructs.Construct, id string, props *OllamaEcsSt
 		"StateMachineArn":   stateMachine.StateMachineArn(),
 		"ClusterName":       cluster.Cluster.ClusterName(),
 		"ScheduleGroupName": schedules.Group.ScheduleGroupName(),
+		// The CLI plans against the cluster's GPU types before it starts anything.
+		"GpuInstanceTypes": jsii.String(strings.Join(s.GpuInstanceTypes, ",")),
 	}
 	for _, name := range SortedKeys(outputs) {
 		awscdk.NewCfnOutput(stack, jsii.String(name), &awscdk.CfnOutputProps{Value: outputs[name]})

@@ -635,7 +635,7 @@ func TestStateMachine(t *testing.T) {
 
 func TestOutputs(t *testing.T) {
 	f := synth(t)
-	want := []string{"ClusterName", "EventBusName", "ModelBucketName", "ModelPrefix", "ScheduleGroupName", "StateMachineArn"}
+	want := []string{"ClusterName", "EventBusName", "GpuInstanceTypes", "ModelBucketName", "ModelPrefix", "ScheduleGroupName", "StateMachineArn"}
 	if got := keys(f.outputs); !reflect.DeepEqual(got, want) {
 		t.Errorf("outputs = %v, want %v", got, want)
 	}

@@ -29,6 +29,8 @@ const (
 	outStateMachine  = "StateMachineArn"
 	outCluster       = "ClusterName"
 	outScheduleGroup = "ScheduleGroupName"
+	// outGPUTypes lists the GPU instance types the cluster has capacity providers for, comma-separated.
+	outGPUTypes = "GpuInstanceTypes"
 
 	defaultStack = "OllamaEcs"
 )
@@ -92,6 +94,7 @@ func addAWSFlags(fs *flag.FlagSet) *awsFlags {
 		{"bucket", "OLLAMA_ECS_BUCKET", outBucket, "model bucket"},
 		{"prefix", "OLLAMA_ECS_MODEL_PREFIX", outPrefix, "model key prefix"},
 		{"schedule-group", "OLLAMA_ECS_SCHEDULE_GROUP", outScheduleGroup, "auto-stop schedule group"},
+		{"gpu-types", "OLLAMA_ECS_GPU_TYPES", outGPUTypes, "GPU instance types the cluster runs, comma-separated"},
 	} {
 		f.outputs[o.output] = fs.String(o.flag, os.Getenv(o.env), o.usage+" (default: the stack's "+o.output+"; $"+o.env+")")
 	}

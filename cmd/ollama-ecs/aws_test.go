@@ -56,7 +56,8 @@ const motoStack = `{
     "ModelPrefix": {"Value": "models/"},
     "StateMachineArn": {"Value": "%SM%"},
     "ClusterName": {"Value": "ollama"},
-    "ScheduleGroupName": {"Value": "ollama-ecs"}
+    "ScheduleGroupName": {"Value": "ollama-ecs"},
+    "GpuInstanceTypes": {"Value": "g4dn.xlarge,g4dn.2xlarge"}
   }
 }`
 
@@ -213,6 +214,8 @@ func executionCount(t *testing.T, m *motoEnv) int {
 
 func TestCommandsAgainstMoto(t *testing.T) {
 	m := startMoto(t)
+	// Most subtests point at moto's resources with flags and reset moto (and its stack) between them.
+	t.Setenv("OLLAMA_ECS_GPU_TYPES", "g4dn.xlarge,g4dn.2xlarge")
 
 	t.Run("deploy finds the stack, starts the execution and follows it to the record", func(t *testing.T) {
 		out := mustCLI(t, "deploy", "mistral:7b", "--prefer", "cpu", "--follow")
@@ -312,6 +315,11 @@ func TestCommandsAgainstMoto(t *testing.T) {
 		last := res.States[len(res.States)-1]
 		if last.Name != "No capacity" || last.Status != "Failed" || last.Error != "NoCapacityError" {
 			t.Errorf("last state %+v", last)
+		}
+		// A GPU type the cluster does not run is refused before anything starts.
+		if _, err := cli(t, "deploy", "mistral:7b", "--instance-type", "g5.xlarge", "--state-machine", m.stateMachine); err == nil ||
+			!strings.Contains(err.Error(), "not one of the cluster's GPU instance types") {
+			t.Errorf("deploy on a GPU type outside the cluster: %v", err)
 		}
 		// The same command again starts nothing and says the earlier attempt failed.
 		out, err = cli(t, "deploy", "mistral:7b", "--prefer", "gpu", "--name", "gpu", "--state-machine", m.stateMachine)

@@ -65,16 +65,21 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return errors.New(strings.Replace(err.Error(), "detail.", "", 1))
 	}
 	// The planner's verdict before anything starts: a model it rejects fails here, with its reason.
-	plan, err := planFor(req)
+	plan, err := planFor(req, nil)
 	if err != nil {
 		return err
 	}
-	need := []string{outStateMachine}
+	need := []string{outStateMachine, outGPUTypes}
 	if *viaEvents {
-		need = []string{outEventBus}
+		need = []string{outEventBus, outGPUTypes}
 	}
 	c, err := connect(ctx, af, need...)
 	if err != nil {
+		return err
+	}
+	// Plan again on the GPU types this cluster actually runs, as the configure step will: a type the stack has no
+	// capacity for fails here, before anything starts.
+	if plan, err = planFor(req, strings.Split(c.Outputs[outGPUTypes], ",")); err != nil {
 		return err
 	}
 	if *viaEvents {
@@ -137,8 +142,9 @@ func followToEnd(ctx context.Context, f *follower, res startResult, asJSON bool,
 	return nil
 }
 
-// planFor runs the planner on the request, as the state machine's validate and configure steps will.
-func planFor(req events.DeployRequest) (planner.Plan, error) {
+// planFor runs the planner on the request, as the state machine's validate and configure steps will; gpuTypes
+// limits GPU placements to the cluster's types (nil: every type in the catalog).
+func planFor(req events.DeployRequest, gpuTypes []string) (planner.Plan, error) {
 	cat := catalog.Default()
 	model, err := cat.Model(req.Model)
 	if err != nil {
@@ -146,7 +152,7 @@ func planFor(req events.DeployRequest) (planner.Plan, error) {
 	}
 	return planner.New(cat, planner.Request{
 		Model: model, Env: req.Env, Prefer: req.Prefer, ContextLength: req.ContextLength,
-		InstanceType: req.InstanceType, Policy: req.Policy, LaunchType: req.LaunchType,
+		InstanceType: req.InstanceType, Policy: req.Policy, LaunchType: req.LaunchType, GPUInstanceTypes: gpuTypes,
 	})
 }
 

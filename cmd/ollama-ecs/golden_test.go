@@ -211,7 +211,7 @@ func TestFollowGolden(t *testing.T) {
 
 func TestReadyGolden(t *testing.T) {
 	req := events.DeployRequest{Model: "mistral:7b", Env: "dev", DeploymentID: "mistral-7b-dev"}
-	plan, err := planFor(req)
+	plan, err := planFor(req, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
