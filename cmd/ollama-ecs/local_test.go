@@ -18,18 +18,7 @@ import (
 // TestLocalUploadOneShot runs `local upload` with no stack up: it starts one for the command, follows the
 // deployment the upload starts to its record, and leaves nothing running.
 func TestLocalUploadOneShot(t *testing.T) {
-	root, err := ollama.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, errOllama := ollama.FindBinary(root)
-	_, errEngine := engine.DefaultDir()
-	if err := errors.Join(errOllama, errEngine); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal(err)
-		}
-		t.Skipf("run `make tools`: %v", err)
-	}
+	requireLocalTools(t)
 	t.Setenv("OLLAMA_ECS_LOCAL", filepath.Join(t.TempDir(), "no-stack.json"))
 	file := filepath.Join(t.TempDir(), "tiny.gguf")
 	if err := tinymodel.WriteFile(file); err != nil {
@@ -48,8 +37,83 @@ func TestLocalUploadOneShot(t *testing.T) {
 		}
 	}
 	// Commands that need a running stack say how to start one.
-	err = run(ctx, []string{"local", "list"}, &stdout, &stderr)
+	err := run(ctx, []string{"local", "list"}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "ollama-ecs local up") {
 		t.Errorf("list without a stack: %v", err)
+	}
+}
+
+// TestLocalUpAndCommands keeps a stack up (as `local up` does) and drives it with the other local commands.
+func TestLocalUpAndCommands(t *testing.T) {
+	requireLocalTools(t)
+	t.Setenv("OLLAMA_ECS_LOCAL", filepath.Join(t.TempDir(), "stack.json"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	upCtx, stopUp := context.WithCancel(ctx)
+	upDone := make(chan error, 1)
+	var upOut bytes.Buffer
+	go func() { upDone <- run(upCtx, []string{"local", "up"}, &upOut, &upOut) }()
+	defer func() {
+		stopUp()
+		if err := <-upDone; err != nil {
+			t.Errorf("local up: %v", err)
+		}
+	}()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(os.Getenv("OLLAMA_ECS_LOCAL")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("local up wrote no pointer file:\n%s", upOut.String())
+		}
+	}
+	file := filepath.Join(t.TempDir(), "tiny.gguf")
+	if err := tinymodel.WriteFile(file); err != nil {
+		t.Fatal(err)
+	}
+	cli := func(args ...string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		if err := run(ctx, append([]string{"local"}, args...), &stdout, &stderr); err != nil {
+			t.Fatalf("local %v: %v\n%s\n%s", args, err, stdout.String(), stderr.String())
+		}
+		return stdout.String()
+	}
+	if out := cli("upload", file); !strings.Contains(out, "ready:") || strings.Contains(out, "one-shot") {
+		t.Fatalf("upload on a running stack:\n%s", out)
+	}
+	out := cli("deploy", "tiny-gpu", "--source", "s3://ollama-ecs-models/models/dev/tiny.gguf", "--prefer", "gpu", "--id", "tiny-gpu")
+	if !strings.Contains(out, "EC2 g4dn.xlarge") {
+		t.Errorf("GPU deploy:\n%s", out)
+	}
+	if out := cli("list"); !strings.Contains(out, "tiny-gpu") || !strings.Contains(out, "Fargate Spot") {
+		t.Errorf("list:\n%s", out)
+	}
+	if out := cli("history", "tiny-gpu"); !strings.Contains(out, "Deployment ready") || !strings.Contains(out, "SUCCEEDED") {
+		t.Errorf("history:\n%s", out)
+	}
+	cli("stop", "tiny-gpu")
+	if out := cli("teardown"); !strings.Contains(out, "stopped 1 deployment(s)") {
+		t.Errorf("teardown:\n%s", out)
+	}
+	if out := cli("list", "--output", "json"); strings.TrimSpace(out) != "[]" {
+		t.Errorf("list after teardown: %s", out)
+	}
+}
+
+// requireLocalTools fails under CI, and skips elsewhere saying what to run, when the engine or Ollama is missing.
+func requireLocalTools(t *testing.T) {
+	t.Helper()
+	root, err := ollama.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, errOllama := ollama.FindBinary(root)
+	_, errEngine := engine.DefaultDir()
+	if err := errors.Join(errOllama, errEngine); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err)
+		}
+		t.Skipf("run `make tools`: %v", err)
 	}
 }

@@ -288,12 +288,7 @@ func followLocal(ctx context.Context, ls localStack, arn string, asJSON bool, st
 }
 
 func runLocalList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("local list", flag.ContinueOnError)
-	output := fs.String("output", "table", "table or json")
-	if _, err := parseArgs(fs, args); err != nil {
-		return err
-	}
-	ls, err := openLocal(ctx, false, stderr)
+	ls, _, asJSON, err := runningStackCommand(ctx, "list", " [--output table|json]", 0, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -301,23 +296,14 @@ func runLocalList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := ls.Do(ctx, http.MethodGet, "/deployments", nil, &ds); err != nil {
 		return err
 	}
-	if *output == "json" {
+	if asJSON {
 		return writeJSON(stdout, ds)
 	}
 	return writeDeployments(stdout, ds, time.Now())
 }
 
 func runLocalStop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("local stop", flag.ContinueOnError)
-	output := fs.String("output", "table", "table or json")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"usage: ollama-ecs local stop DEPLOYMENT_ID"}
-	}
-	ls, err := openLocal(ctx, false, stderr)
+	ls, pos, asJSON, err := runningStackCommand(ctx, "stop", " DEPLOYMENT_ID", 1, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -328,19 +314,14 @@ func runLocalStop(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if len(res.Tasks) == 0 {
 		return fmt.Errorf("unknown deployment %q: no running task", pos[0])
 	}
-	if *output == "json" {
+	if asJSON {
 		return writeJSON(stdout, res)
 	}
 	return writeStopped(stdout, pos[0], res)
 }
 
 func runLocalTeardown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("local teardown", flag.ContinueOnError)
-	output := fs.String("output", "table", "table or json")
-	if _, err := parseArgs(fs, args); err != nil {
-		return err
-	}
-	ls, err := openLocal(ctx, false, stderr)
+	ls, _, asJSON, err := runningStackCommand(ctx, "teardown", "", 0, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -349,7 +330,7 @@ func runLocalTeardown(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err := ls.Do(ctx, http.MethodPost, "/events", raw, &routed); err != nil {
 		return err
 	}
-	if *output == "json" {
+	if asJSON {
 		return writeJSON(stdout, routed.Stopped)
 	}
 	fmt.Fprintf(stdout, "scheduled dev teardown: stopped %d deployment(s)", len(routed.Stopped.Deployments))
@@ -361,16 +342,7 @@ func runLocalTeardown(ctx context.Context, args []string, stdout, stderr io.Writ
 }
 
 func runLocalHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("local history", flag.ContinueOnError)
-	output := fs.String("output", "table", "table or json")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"usage: ollama-ecs local history DEPLOYMENT_ID|EXECUTION_ARN"}
-	}
-	ls, err := openLocal(ctx, false, stderr)
+	ls, pos, asJSON, err := runningStackCommand(ctx, "history", " DEPLOYMENT_ID|EXECUTION_ARN", 1, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -392,7 +364,7 @@ func runLocalHistory(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 		x := execution{ARN: ex.ExecutionArn, Name: ex.Name, Status: string(ex.Status), StartDate: ex.StartDate,
 			StopDate: ex.StopDate, Output: ex.Output, Error: ex.Error, Cause: ex.Cause}
-		if *output == "json" {
+		if asJSON {
 			return writeJSON(stdout, historyJSON(x, ex.Events))
 		}
 		writeExecutionHeader(stdout, x)
@@ -401,4 +373,20 @@ func runLocalHistory(ctx context.Context, args []string, stdout, stderr io.Write
 		return nil
 	}
 	return fmt.Errorf("no execution for %q on the local stack", pos[0])
+}
+
+// runningStackCommand parses a command that acts on a running stack (list, stop, history, teardown): its
+// --output flag and exactly `args` positional arguments, then connects to the stack.
+func runningStackCommand(ctx context.Context, name, usage string, nargs int, args []string, stderr io.Writer) (localStack, []string, bool, error) {
+	fs := flag.NewFlagSet("local "+name, flag.ContinueOnError)
+	output := fs.String("output", "table", "table or json")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if len(pos) != nargs {
+		return nil, nil, false, usageError{"usage: ollama-ecs local " + name + usage}
+	}
+	ls, err := openLocal(ctx, false, stderr)
+	return ls, pos, *output == "json", err
 }
