@@ -63,11 +63,9 @@ func startStack(t *testing.T, opts local.Options) *local.Stack {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		leftover := s.ECS.Processes()
 		if err := s.Close(ctx); err != nil {
 			t.Errorf("closing the stack: %v", err)
 		}
-		_ = leftover
 	})
 	return s
 }

@@ -111,12 +111,32 @@ func assertNothingLeft(t *testing.T, s *local.Stack, deploymentID string) {
 	if err == nil {
 		t.Errorf("deployment %s still has its schedule", deploymentID)
 	}
-	for _, p := range s.ECS.Processes() {
-		for _, task := range tasksOf(t, s, deploymentID) {
-			if p.TaskArn == aws.ToString(task.TaskArn) {
-				t.Errorf("process %d of %s still runs", p.PID, p.TaskArn)
+	// A stopped task's process exits after its stop (SIGTERM, grace): wait for every process of the deployment's
+	// tasks, whatever their status, to be gone.
+	arns := map[string]bool{}
+	for _, status := range []ecstypes.DesiredStatus{ecstypes.DesiredStatusRunning, ecstypes.DesiredStatusStopped} {
+		list, err := s.ECS.ListTasks(ctxFor(t, 5*time.Second), &ecs.ListTasksInput{Cluster: aws.String(s.ECS.Config().Name),
+			StartedBy: aws.String(deploymentID), DesiredStatus: status})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, arn := range list.TaskArns {
+			arns[arn] = true
+		}
+	}
+	running := func() (left []cloud.ProcessInfo) {
+		for _, p := range s.ECS.Processes() {
+			if arns[p.TaskArn] {
+				left = append(left, p)
 			}
 		}
+		return left
+	}
+	for len(running()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, p := range running() {
+		t.Errorf("process %d of %s still runs", p.PID, p.TaskArn)
 	}
 }
 
