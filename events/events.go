@@ -170,18 +170,18 @@ var (
 	deploymentIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{2,35}$`)
 	// requestModelPattern admits Ollama names ("llama3.1:8b", "user/model:tag") and the seed's ("Llama2 7B").
 	requestModelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,63}$`)
-	modelNamePattern    = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}(:[a-z0-9][a-z0-9._-]{0,63})?$`)
-	requesterPattern    = regexp.MustCompile(`^[\w.@:/+=, -]{0,128}$`)
+	// uploadNamePattern is an uploaded model's Ollama name: a name, or namespace/name for a team's folder.
+	uploadNamePattern = regexp.MustCompile(`^([a-z0-9][a-z0-9._-]{0,63}/)?[a-z0-9][a-z0-9._-]{0,63}$`)
+	requesterPattern  = regexp.MustCompile(`^[\w.@:/+=, -]{0,128}$`)
 )
 
 // ValidDeploymentID reports whether id has the form deployment ids take: 3-36 of a-z, 0-9 and -, so it fits ECS's
 // startedBy and names a schedule.
 func ValidDeploymentID(id string) bool { return deploymentIDPattern.MatchString(id) }
 
-// ValidModelName reports whether name can name an uploaded model in Ollama: 1-64 of a-z, 0-9, ., _ and -.
-func ValidModelName(name string) bool {
-	return modelNamePattern.MatchString(name) && !strings.Contains(name, ":")
-}
+// ValidModelName reports whether name can name an uploaded model in Ollama: 1-64 of a-z, 0-9, ., _ and -,
+// optionally under a namespace of the same form ("team-a/tiny").
+func ValidModelName(name string) bool { return uploadNamePattern.MatchString(name) }
 
 // Parse reads any input the state machine or the teardown function can receive: an EventBridge envelope of one of
 // the known kinds, or a bare DeployRequest given to the state machine directly (executionName then supplies the
@@ -349,6 +349,8 @@ func parseUpload(o ObjectCreated, cfg Config) (Upload, error) {
 		return Upload{}, invalid("detail.object.key", "%q is not a clean path (no .., ., //, backslashes)", key)
 	case o.Object.Size < 0:
 		return Upload{}, invalid("detail.object.size", "negative")
+	case o.Object.Size == 0:
+		return Upload{}, invalid("detail.object.size", "%q is empty (0 bytes): there is no model to deploy", key)
 	}
 	rest := strings.TrimPrefix(key, prefix)
 	up := Upload{Bucket: o.Bucket.Name, Key: key, Size: o.Object.Size, Env: "dev"}
@@ -357,19 +359,23 @@ func parseUpload(o ObjectCreated, cfg Config) (Upload, error) {
 	} else {
 		rest = strings.TrimPrefix(rest, "dev/")
 	}
+	// <name>.gguf or <name>/Modelfile, directly under the prefix (after dev/ or prod/) or in one team folder
+	// (team-a/<name>.gguf, team-a/<name>/Modelfile), which becomes the model's namespace: team-a/name and
+	// team-b/name are two models, and the deployment id comes from the whole key.
 	var name string
-	switch {
-	case strings.HasSuffix(rest, ".gguf") && !strings.Contains(rest, "/"):
+	parts := strings.Split(rest, "/")
+	switch last := parts[len(parts)-1]; {
+	case strings.HasSuffix(last, ".gguf") && len(parts) <= 2:
 		name = strings.TrimSuffix(rest, ".gguf")
-	case path.Base(rest) == "Modelfile" && strings.Count(rest, "/") == 1:
+	case last == "Modelfile" && (len(parts) == 2 || len(parts) == 3):
 		name, up.Modelfile = path.Dir(rest), true
 	default:
 		return Upload{}, invalid("detail.object.key",
-			"%q is neither <prefix>[dev/|prod/]<name>.gguf nor <prefix>[dev/|prod/]<name>/Modelfile", key)
+			"%q is neither <prefix>[dev/|prod/][team/]<name>.gguf nor <prefix>[dev/|prod/][team/]<name>/Modelfile", key)
 	}
 	up.ModelName = strings.ToLower(name)
-	if !modelNamePattern.MatchString(up.ModelName) || strings.Contains(up.ModelName, ":") {
-		return Upload{}, invalid("detail.object.key", "%q does not give a model name (1-64 of a-z, 0-9, ., _, -)", name)
+	if !uploadNamePattern.MatchString(up.ModelName) {
+		return Upload{}, invalid("detail.object.key", "%q does not give a model name ([team/]name, each 1-64 of a-z, 0-9, ., _, -)", name)
 	}
 	return up, nil
 }

@@ -67,6 +67,12 @@ type Options struct {
 	HealthWait time.Duration
 	// ECSDelays make local tasks pass through PROVISIONING and PENDING for this long each (default 0).
 	ECSDelays time.Duration
+	// ProvisioningTimeout bounds a task's wait for an instance (default: the Lambdas' 10 minutes).
+	ProvisioningTimeout time.Duration
+	// ApplyGPURule applies the GPU readiness rule (the model wholly in GPU memory) to local GPU placements. Local
+	// tasks run on the CPU, so real Ollama reports no GPU memory and every GPU placement fails the rule: this
+	// shows the ladder moving on from a model that is not wholly in GPU memory. Off by default.
+	ApplyGPURule bool
 	// Interceptor, when set, runs before every Lambda invocation (fault injection).
 	Interceptor lambdaapi.Interceptor
 	Log         *slog.Logger
@@ -201,20 +207,26 @@ func (s *Stack) handlers() handlerSet {
 		gpuTypes = append(gpuTypes, p.Instance.InstanceType)
 	}
 	stopper := &steps.Stopper{ECS: s.ECS, Scheduler: s.Scheduler, Cluster: cluster, Group: ScheduleGroup, Log: log}
+	launches := &steps.Launches{ECS: s.ECS, Groups: s.ECS.AutoScaling(), Quotas: s.ECS.Account(), Instances: s.ECS.Account()}
+	gpuRule := "local mode runs GPU placements on the CPU"
+	if o.ApplyGPURule {
+		gpuRule = ""
+	}
 	teardown := &steps.Teardown{Stopper: stopper}
 	fns := map[string]lambda.Handler{
 		"validate": lambdaapi.Func((&steps.Validate{Catalog: catalog.Default(), S3: s.Bucket, Bucket: Bucket,
 			Prefix: ModelPrefix, Log: log}).Handle),
 		"configure": lambdaapi.Func((&steps.Configure{Catalog: catalog.Default(), GPUInstanceTypes: gpuTypes,
 			DevTTL: o.DevTTL, DefaultPolicy: "cost", Log: log}).Handle),
-		"capacity": lambdaapi.Func((&steps.Capacity{ECS: s.ECS, Groups: s.ECS.AutoScaling(), Cluster: cluster,
+		"capacity": lambdaapi.Func((&steps.Capacity{ECS: s.ECS, Launches: launches, Cluster: cluster,
 			Providers: providers, Log: log}).Handle),
 		"runtask": lambdaapi.Func((&steps.RunTask{ECS: s.ECS, Cluster: cluster, CPUTaskDefinition: "ollama-cpu",
 			GPUTaskDefinition: "ollama-gpu", Subnets: []string{"subnet-local"}, SecurityGroups: []string{"sg-local"},
 			Providers: providers, Log: log}).Handle),
 		"health": lambdaapi.Func((&steps.Health{ECS: s.ECS, Cluster: cluster, Endpoint: s.ECS.Endpoint,
 			HTTP: &http.Client{Timeout: 5 * time.Second}, Timeout: o.HealthTimeout, Watch: o.HealthWatch,
-			PollInterval: o.HealthPoll, GPURuleNotApplicable: "local mode runs GPU placements on the CPU", Log: log}).Handle),
+			PollInterval: o.HealthPoll, GPURuleNotApplicable: gpuRule, ProvisioningTimeout: o.ProvisioningTimeout,
+			Launches: launches, Log: log}).Handle),
 		"autostop": lambdaapi.Func((&steps.AutoStop{Scheduler: s.Scheduler, ECS: s.ECS, Cluster: cluster, Group: ScheduleGroup,
 			RoleArn: SchedulerRole, Now: s.Scheduler.Now, Log: log}).Handle),
 		"cleanup":  lambdaapi.Func((&steps.Cleanup{Stopper: stopper}).Handle),

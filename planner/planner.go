@@ -67,7 +67,25 @@ type Request struct {
 	GPUInstanceTypes []string
 	// DevTTL overrides DefaultDevTTL.
 	DevTTL time.Duration
+	// Upload is true when the model comes from an S3 upload: the task stores it twice (the fetched file, then
+	// Ollama's copy); a pulled model is stored once.
+	Upload bool
+	// EC2DiskGiB is the root volume of the GPU instances (default DefaultEC2DiskGiB, the stack's launch template).
+	EC2DiskGiB int
 }
+
+// Disk sizing: a task's storage holds the container image and the model (twice for an upload).
+const (
+	// DefaultEC2DiskGiB is the GPU instances' root volume in the stack's launch template.
+	DefaultEC2DiskGiB = 100
+	// imageDiskGiB is the Ollama image unpacked (with its CUDA libraries); on Fargate the image layers live in
+	// the task's ephemeral storage.
+	imageDiskGiB = 5
+	// FargateMinEphemeralGiB and FargateMaxEphemeralGiB are the range a RunTask override may set (the first
+	// 20 GiB are included in the price).
+	FargateMinEphemeralGiB = 21
+	FargateMaxEphemeralGiB = 200
+)
 
 // PlacementConstraint is an ECS placement constraint in the RunTask API's shape.
 type PlacementConstraint struct {
@@ -110,6 +128,9 @@ type Candidate struct {
 	OnDemandUSD float64 `json:"onDemandUSD"`
 	SpotUSD     float64 `json:"spotUSD"`
 	ReservedUSD float64 `json:"reservedUSD"`
+	// EphemeralStorageGiB is the Fargate task's storage (the RunTask override, 21-200 GiB); 0 on EC2, where the
+	// instance's root volume holds the model.
+	EphemeralStorageGiB int `json:"ephemeralStorageGiB,omitempty"`
 	// NeedMiB is the memory the model needs in the pool it runs from: GPU memory on GPU, task memory on CPU.
 	NeedMiB int `json:"needMiB"`
 	// HeadroomMiB is what is left in that pool after the model.
@@ -138,6 +159,9 @@ type Plan struct {
 	Estimate      Estimate    `json:"estimate"`
 	Candidates    []Candidate `json:"candidates"`
 	Rejected      []Reject    `json:"rejected"`
+	// DiskGiB is the storage the task needs: the image, and the model once (pulled) or twice (uploaded), with 10%
+	// headroom.
+	DiskGiB int `json:"diskGiB"`
 	// AutoStopSeconds is the default time to live: DevTTL for dev, 0 (keep running) for prod.
 	AutoStopSeconds int `json:"autoStopSeconds"`
 	// Notes explain choices, e.g. where the cost policy departs from the seed's table.
@@ -157,14 +181,30 @@ type ModelTooLargeError struct {
 
 func (e *ModelTooLargeError) Error() string {
 	msg := fmt.Sprintf("%s at context %d fits no placement:", e.Model, e.ContextLength)
-	if e.LargestCPUMiB > 0 {
+	said := false
+	if e.LargestCPUMiB > 0 && e.CPUNeedMiB > e.LargestCPUMiB {
 		msg += fmt.Sprintf(" CPU needs %s of task memory, largest is %s;", fmtMiB(e.CPUNeedMiB), fmtMiB(e.LargestCPUMiB))
+		said = true
 	}
-	if e.LargestGPUMiB > 0 {
+	if e.LargestGPUMiB > 0 && e.GPUNeedMiB > e.LargestGPUMiB {
 		msg += fmt.Sprintf(" GPU needs %s of GPU memory, largest is %s;", fmtMiB(e.GPUNeedMiB), fmtMiB(e.LargestGPUMiB))
+		said = true
 	}
-	if e.LargestCPUMiB == 0 && e.LargestGPUMiB == 0 && len(e.Rejected) > 0 {
-		msg += " " + e.Rejected[0].Reason + ";"
+	for _, r := range e.Rejected {
+		if said && strings.Contains(r.Reason, "of disk") {
+			msg += " " + r.Placement + ": " + r.Reason + ";"
+			break
+		}
+	}
+	if !said {
+		// Memory is not what stopped it (disk, the cluster's types, compute capability): give the reasons.
+		for i, r := range e.Rejected {
+			if i == 3 {
+				msg += fmt.Sprintf(" and %d more;", len(e.Rejected)-i)
+				break
+			}
+			msg += " " + r.Placement + ": " + r.Reason + ";"
+		}
 	}
 	return strings.TrimSuffix(msg, ";")
 }
@@ -190,7 +230,7 @@ func New(c *catalog.Catalog, req Request) (Plan, error) {
 	p := &planning{cat: c, req: req, est: est}
 	p.plan = Plan{
 		Model: req.Model.Name, Env: req.Env, Prefer: req.Prefer, Policy: req.Policy,
-		ContextLength: est.ContextLength, Estimate: est,
+		ContextLength: est.ContextLength, Estimate: est, DiskGiB: diskNeedGiB(est.WeightsMiB, req.Upload),
 	}
 	if req.Env == EnvDev {
 		p.plan.AutoStopSeconds = int(req.DevTTL.Seconds())
@@ -224,6 +264,9 @@ func normalize(req Request) (Request, error) {
 	}
 	if req.DevTTL == 0 {
 		req.DevTTL = DefaultDevTTL
+	}
+	if req.EC2DiskGiB == 0 {
+		req.EC2DiskGiB = DefaultEC2DiskGiB
 	}
 	req.LaunchType = strings.ToUpper(req.LaunchType)
 	switch {
@@ -391,7 +434,13 @@ func (p *planning) fargateCandidates(size catalog.FargateSize, mirror string) []
 			fmtMiB(p.est.CPUNeedMiB), p.est.ContextLength, int(cpuHeadroom*100), fmtMiB(size.MemoryMiB)))
 		return nil
 	}
+	if need := p.plan.DiskGiB; need > FargateMaxEphemeralGiB {
+		p.reject(label, mirror, fmt.Sprintf("needs %d GiB of disk for the image and the model; a Fargate task has at most %d GiB",
+			need, FargateMaxEphemeralGiB))
+		return nil
+	}
 	base := Candidate{
+		EphemeralStorageGiB:  max(FargateMinEphemeralGiB, p.plan.DiskGiB),
 		LaunchType:           LaunchTypeFargate,
 		InstanceType:         mirror,
 		CPU:                  size.CPU,
@@ -451,6 +500,11 @@ func (p *planning) gpuCandidate(t catalog.InstanceType) (Candidate, bool) {
 	hostMiB := int(float64(t.MemoryMiB)*ec2UsableShare) / 256 * 256
 	if hostMiB < p.est.GPUHostMiB {
 		p.reject(label, t.Name, fmt.Sprintf("host memory %s is below the runtime's %s", fmtMiB(hostMiB), fmtMiB(p.est.GPUHostMiB)))
+		return Candidate{}, false
+	}
+	if need := p.plan.DiskGiB; need > p.req.EC2DiskGiB {
+		p.reject(label, t.Name, fmt.Sprintf("needs %d GiB of disk for the image and the model; the instance's volume has %d GiB",
+			need, p.req.EC2DiskGiB))
 		return Candidate{}, false
 	}
 	c := Candidate{
@@ -561,6 +615,17 @@ func (p *planning) tooLarge() error {
 		LargestCPUMiB: p.largestCPU, LargestGPUMiB: p.largestGPU,
 		Rejected: p.plan.Rejected,
 	}
+}
+
+// diskNeedGiB is the storage a task needs: the image, plus the model once (pulled) or twice (an upload is fetched,
+// then copied into Ollama's store), with 10% headroom, rounded up.
+func diskNeedGiB(weightsMiB int, upload bool) int {
+	copies := 1
+	if upload {
+		copies = 2
+	}
+	modelGiB := (weightsMiB*copies*11/10 + 1023) / 1024
+	return imageDiskGiB + modelGiB
 }
 
 func fmtMiB(m int) string {

@@ -295,3 +295,71 @@ func BenchmarkPlan(b *testing.B) {
 		}
 	}
 }
+
+// TestDiskSizing: the task's storage holds the image and the model, twice for an upload; Fargate's ephemeral
+// storage is sized to it (21-200 GiB) and a placement whose disk cannot hold it is a reject with the reason.
+func TestDiskSizing(t *testing.T) {
+	m := model(t, "mixtral:8x7b")
+	m.SizeBytes = 60 << 30
+	find := func(p Plan, instanceType string, launchType string) (Candidate, bool) {
+		for _, c := range p.Candidates {
+			if c.InstanceType == instanceType || (instanceType == "" && c.LaunchType == launchType) {
+				return c, true
+			}
+		}
+		return Candidate{}, false
+	}
+	pulled, err := New(catalog.Default(), Request{Model: m, Env: EnvProd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pulled.DiskGiB != 71 {
+		t.Errorf("pulled: disk %d GiB, want 71 (5 image + 60 x 1.1)", pulled.DiskGiB)
+	}
+	if c, ok := find(pulled, "", LaunchTypeFargate); !ok || c.EphemeralStorageGiB != 71 {
+		t.Errorf("pulled: Fargate candidate %+v", c)
+	}
+	if _, ok := find(pulled, "g5.12xlarge", ""); !ok {
+		t.Errorf("pulled: g5.12xlarge (100 GiB volume) should hold 71 GiB: %+v", pulled.Rejected)
+	}
+
+	uploaded, err := New(catalog.Default(), Request{Model: m, Env: EnvProd, Upload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uploaded.DiskGiB != 137 {
+		t.Errorf("uploaded: disk %d GiB, want 137 (5 image + 2 x 60 x 1.1)", uploaded.DiskGiB)
+	}
+	if c, ok := find(uploaded, "", LaunchTypeFargate); !ok || c.EphemeralStorageGiB != 137 {
+		t.Errorf("uploaded: Fargate candidate %+v", c)
+	}
+	if _, ok := find(uploaded, "g5.12xlarge", ""); ok {
+		t.Error("uploaded: g5.12xlarge kept although its volume cannot hold 137 GiB")
+	}
+	if !slicesContainsReason(uploaded.Rejected, "g5.12xlarge", "needs 137 GiB of disk for the image and the model; the instance's volume has 100 GiB") {
+		t.Errorf("uploaded: rejects %+v", uploaded.Rejected)
+	}
+	bigger, err := New(catalog.Default(), Request{Model: m, Env: EnvProd, Upload: true, EC2DiskGiB: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := find(bigger, "g5.12xlarge", ""); !ok {
+		t.Error("a 200 GiB volume should hold 137 GiB")
+	}
+
+	m.SizeBytes = 95 << 30
+	_, err = New(catalog.Default(), Request{Model: m, Env: EnvProd, Upload: true, LaunchType: LaunchTypeFargate})
+	var tooLarge *ModelTooLargeError
+	if !errors.As(err, &tooLarge) || !strings.Contains(err.Error(), "needs 214 GiB of disk") || !strings.Contains(err.Error(), "at most 200 GiB") {
+		t.Errorf("95 GiB upload on Fargate: %v", err)
+	}
+}
+
+func slicesContainsReason(rs []Reject, instanceType, reason string) bool {
+	for _, r := range rs {
+		if r.InstanceType == instanceType && r.Reason == reason {
+			return true
+		}
+	}
+	return false
+}

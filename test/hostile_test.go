@@ -135,7 +135,7 @@ func TestHostileInputChangesNothing(t *testing.T) {
 		{name: "not JSON", send: raw([]byte(`{"source":`)), refused: "not an EventBridge event"},
 		{name: "stop request for *", send: raw(stopEvent("*")), refused: "not a deployment id"},
 		{name: "upload: not a GGUF", send: upload("models/junk.gguf", []byte(strings.Repeat("not a model ", 100))), wantError: "NotGGUFError"},
-		{name: "upload: empty", send: upload("models/empty.gguf", nil), wantError: "NotGGUFError"},
+		{name: "upload: empty", send: upload("models/empty.gguf", nil), wantError: "InvalidEventError"},
 		{name: "upload: header cut short", send: upload("models/cut.gguf", tiny[:2000]), wantError: "NotGGUFError"},
 		{name: "upload: tensor data cut short", send: upload("models/half.gguf", tiny[:len(tiny)/2]), wantError: "NotGGUFError"},
 		{name: "upload: string of 1 TiB claimed", send: upload("models/claim.gguf", ggufClaiming(1<<40)), wantError: "NotGGUFError"},

@@ -574,10 +574,13 @@ func TestOutOfOrderAndDuplicateEvents(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The deployment id is RunTask's client token: ECS answers with the stopped task, the health poll sees it
-		// stopped, and the late copy fails instead of starting a second task.
+		// The late copy is another execution: ECS refuses the deployment's client token under its parameters
+		// (ConflictException), so it fails on its own instead of starting a second task.
 		ex := waitDone(t, s, routed.ExecutionArn)
-		failedWith(t, ex, "TaskStoppedError", "Deployment failed")
+		failedWith(t, ex, "DeploymentExistsError", "Deployment exists")
+		if !strings.Contains(ex.Cause, "client token") {
+			t.Errorf("cause %q", ex.Cause)
+		}
 		if n := tasksStartedBy(t, s, "redeliver"); n != 1 {
 			t.Errorf("%d tasks for one deployment", n)
 		}
@@ -620,9 +623,13 @@ func TestOutOfOrderAndDuplicateEvents(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, b := succeeded(t, waitDone(t, s, first.ExecutionArn)), succeeded(t, waitDone(t, s, again.ExecutionArn))
-		if a.DeploymentID != b.DeploymentID || a.TaskArn != b.TaskArn || tasksStartedBy(t, s, a.DeploymentID) != 1 {
-			t.Errorf("two deliveries: %s/%s and %s/%s", a.DeploymentID, a.TaskArn, b.DeploymentID, b.TaskArn)
+		// The second delivery is a second execution: it finds the first one's task (or its client token) and fails
+		// on its own, leaving the first deployment as it is.
+		a := succeeded(t, waitDone(t, s, first.ExecutionArn))
+		failedWith(t, waitDone(t, s, again.ExecutionArn), "DeploymentExistsError", "Deployment exists")
+		if live := tasksOf(t, s, a.DeploymentID); len(live) != 1 || aws.ToString(live[0].TaskArn) != a.TaskArn ||
+			tasksStartedBy(t, s, a.DeploymentID) != 1 {
+			t.Errorf("two deliveries of %s: live %+v", a.DeploymentID, live)
 		}
 		stopDeployment(t, s, a.DeploymentID)
 	})

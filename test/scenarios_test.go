@@ -172,6 +172,7 @@ func TestGPUPathAndFallback(t *testing.T) {
 	assertNothingLeft(t, s, "gpu-three")
 }
 
+// TestDuplicateEventStartsOneTask: the same deploy event delivered twice starts one task.
 func TestDuplicateEventStartsOneTask(t *testing.T) {
 	s := stackWithTiny(t, local.Options{})
 	raw, _ := json.Marshal(map[string]any{"version": "0", "id": "same-event-id", "source": events.SourceOllamaECS,
@@ -184,12 +185,16 @@ func TestDuplicateEventStartsOneTask(t *testing.T) {
 		}
 		arns = append(arns, routed.ExecutionArn)
 	}
-	a, b := succeeded(t, waitDone(t, s, arns[0])), succeeded(t, waitDone(t, s, arns[1]))
-	if a.DeploymentID != b.DeploymentID || a.TaskArn != b.TaskArn {
-		t.Errorf("two deliveries gave %s/%s and %s/%s", a.DeploymentID, a.TaskArn, b.DeploymentID, b.TaskArn)
+	// Each delivery is an execution of its own: one deploys, the other finds the deployment id taken (its live
+	// task, or ECS's client token under other parameters) and fails without touching it.
+	exs := []engine.Execution{waitDone(t, s, arns[0]), waitDone(t, s, arns[1])}
+	if exs[0].Status != engine.StatusSucceeded {
+		exs[0], exs[1] = exs[1], exs[0]
 	}
-	if n := len(tasksOf(t, s, a.DeploymentID)); n != 1 {
-		t.Errorf("%d tasks for one deployment", n)
+	a := succeeded(t, exs[0])
+	failedWith(t, exs[1], "DeploymentExistsError", "Deployment exists")
+	if live := tasksOf(t, s, a.DeploymentID); len(live) != 1 || aws.ToString(live[0].TaskArn) != a.TaskArn {
+		t.Errorf("tasks for one deployment: %+v", live)
 	}
 }
 

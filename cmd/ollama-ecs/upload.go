@@ -76,10 +76,6 @@ func runUpload(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	// The same check the state machine makes on the S3 event, before a byte is sent.
-	if _, err := events.Parse(objectCreatedEvent(bucket, key, "", 0), events.Config{ModelPrefix: prefix, Bucket: bucket}, ""); err != nil {
-		return fmt.Errorf("%s would not deploy: %v", key, err)
-	}
 	f, err := os.Open(file)
 	if err != nil {
 		return err
@@ -88,6 +84,10 @@ func runUpload(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	st, err := f.Stat()
 	if err != nil {
 		return err
+	}
+	// The same check the state machine makes on the S3 event, before a byte is sent.
+	if _, err := events.Parse(objectCreatedEvent(bucket, key, "", st.Size()), events.Config{ModelPrefix: prefix, Bucket: bucket}, ""); err != nil {
+		return fmt.Errorf("%s would not deploy: %v", key, err)
 	}
 	var progress io.Writer
 	if !af.json() && isTerminal(stderr) {

@@ -8,7 +8,9 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 
 	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 )
@@ -19,6 +21,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "capacity:", err)
 		os.Exit(1)
 	}
-	h := &steps.Capacity{ECS: ecs.NewFromConfig(awsCfg), Groups: autoscaling.NewFromConfig(awsCfg), Cluster: cfg.Cluster, Providers: cfg.Providers, Log: log}
+	ecsClient := ecs.NewFromConfig(awsCfg)
+	h := &steps.Capacity{
+		ECS: ecsClient, Cluster: cfg.Cluster, Providers: cfg.Providers, Log: log,
+		Launches: &steps.Launches{ECS: ecsClient, Groups: autoscaling.NewFromConfig(awsCfg),
+			Quotas: servicequotas.NewFromConfig(awsCfg), Instances: ec2.NewFromConfig(awsCfg)},
+	}
 	lambda.Start(h.Handle)
 }

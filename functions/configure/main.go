@@ -18,6 +18,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "configure:", err)
 		os.Exit(1)
 	}
-	h := &steps.Configure{Catalog: catalog.Default(), GPUInstanceTypes: cfg.GPUInstanceTypes, DevTTL: cfg.DevTTL, DefaultPolicy: cfg.Policy, Log: log}
+	h := &steps.Configure{Catalog: catalog.Default(), GPUInstanceTypes: cfg.GPUInstanceTypes, DevTTL: cfg.DevTTL, DefaultPolicy: cfg.Policy,
+		GPUVolumeGiB: cfg.GPUVolumeGiB, Log: log}
 	lambda.Start(h.Handle)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 
 	"github.com/ollama-ecs/ollama-ecs/functions/steps"
@@ -20,10 +21,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "health:", err)
 		os.Exit(1)
 	}
+	ecsClient := ecs.NewFromConfig(awsCfg)
 	h := &steps.Health{
-		ECS: ecs.NewFromConfig(awsCfg), Cluster: cfg.Cluster, Endpoint: steps.PrivateEndpoint(cfg.OllamaPort),
+		ECS: ecsClient, Cluster: cfg.Cluster, Endpoint: steps.PrivateEndpoint(cfg.OllamaPort),
 		HTTP: &http.Client{Timeout: 5 * time.Second}, Timeout: cfg.HealthTimeout,
 		Watch: cfg.HealthWatch, PollInterval: time.Second, Log: log,
+		ProvisioningTimeout: cfg.ProvisioningTimeout,
+		Launches:            &steps.Launches{ECS: ecsClient, Groups: autoscaling.NewFromConfig(awsCfg)},
 	}
 	lambda.Start(h.Handle)
 }

@@ -63,30 +63,43 @@ func (a *AutoStop) Handle(ctx context.Context, s State) (AutoStopResult, error) 
 		Cluster: a.Cluster, Task: s.Task.TaskArn,
 		Reason: fmt.Sprintf("ollama-ecs auto-stop after %s", ttl),
 	})
-	_, err := a.Scheduler.CreateSchedule(ctx, &scheduler.CreateScheduleInput{
-		Name:                       aws.String(name),
-		GroupName:                  aws.String(a.Group),
-		ScheduleExpression:         aws.String("at(" + at.Format("2006-01-02T15:04:05") + ")"),
-		ScheduleExpressionTimezone: aws.String("UTC"),
-		FlexibleTimeWindow:         &schedtypes.FlexibleTimeWindow{Mode: schedtypes.FlexibleTimeWindowModeOff},
-		ActionAfterCompletion:      schedtypes.ActionAfterCompletionDelete,
-		Description:                aws.String("auto-stop of ollama-ecs deployment " + s.Request.DeploymentID),
-		Target: &schedtypes.Target{
-			Arn: aws.String(StopTaskTarget), RoleArn: aws.String(a.RoleArn), Input: aws.String(string(payload)),
-			RetryPolicy: &schedtypes.RetryPolicy{MaximumRetryAttempts: aws.Int32(10)},
-		},
-	})
+	create := func() error {
+		_, err := a.Scheduler.CreateSchedule(ctx, &scheduler.CreateScheduleInput{
+			Name:                       aws.String(name),
+			GroupName:                  aws.String(a.Group),
+			ScheduleExpression:         aws.String("at(" + at.Format("2006-01-02T15:04:05") + ")"),
+			ScheduleExpressionTimezone: aws.String("UTC"),
+			FlexibleTimeWindow:         &schedtypes.FlexibleTimeWindow{Mode: schedtypes.FlexibleTimeWindowModeOff},
+			ActionAfterCompletion:      schedtypes.ActionAfterCompletionDelete,
+			Description:                aws.String("auto-stop of ollama-ecs deployment " + s.Request.DeploymentID),
+			Target: &schedtypes.Target{
+				Arn: aws.String(StopTaskTarget), RoleArn: aws.String(a.RoleArn), Input: aws.String(string(payload)),
+				RetryPolicy: &schedtypes.RetryPolicy{MaximumRetryAttempts: aws.Int32(10)},
+			},
+		})
+		return err
+	}
+	err := create()
 	var conflict *schedtypes.ConflictException
 	if errors.As(err, &conflict) || isCode(err, "ConflictException") {
-		// A retried step: the schedule is already there. Report the time it actually has.
 		got, gerr := a.Scheduler.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(name), GroupName: aws.String(a.Group)})
 		if gerr != nil {
 			return AutoStopResult{}, awsError("scheduler:GetSchedule", gerr)
 		}
-		if t, perr := time.Parse("at(2006-01-02T15:04:05)", aws.ToString(got.ScheduleExpression)); perr == nil {
-			at = t
+		if scheduleTarget(got) == s.Task.TaskArn {
+			// A retried step: the schedule is already there. Report the time it actually has.
+			if t, perr := time.Parse("at(2006-01-02T15:04:05)", aws.ToString(got.ScheduleExpression)); perr == nil {
+				at = t
+			}
+			err = nil
+		} else {
+			// A schedule left by an earlier deployment of this id, whose task is gone (RunTask found no live
+			// task of the id before starting this one): it would stop nothing, so replace it.
+			if _, derr := a.Scheduler.DeleteSchedule(ctx, &scheduler.DeleteScheduleInput{Name: aws.String(name), GroupName: aws.String(a.Group)}); derr != nil && !isNotFound(derr) {
+				return AutoStopResult{}, awsError("scheduler:DeleteSchedule", derr)
+			}
+			err = create()
 		}
-		err = nil
 	}
 	if err != nil {
 		return AutoStopResult{}, awsError("scheduler:CreateSchedule", err)
@@ -106,6 +119,18 @@ func (a *AutoStop) Handle(ctx context.Context, s State) (AutoStopResult, error) 
 	res := AutoStopResult{ScheduleName: name, StopAt: at.Format(time.RFC3339)}
 	logger(a.Log, s.Request.DeploymentID).Info("auto-stop scheduled", "schedule", name, "stopAt", res.StopAt)
 	return res, nil
+}
+
+// scheduleTarget is the task an auto-stop schedule stops, read from its StopTask payload ("" if unreadable).
+func scheduleTarget(got *scheduler.GetScheduleOutput) string {
+	if got == nil || got.Target == nil {
+		return ""
+	}
+	var in StopTaskInput
+	if json.Unmarshal([]byte(aws.ToString(got.Target.Input)), &in) != nil {
+		return ""
+	}
+	return in.Task
 }
 
 func isCode(err error, code string) bool {

@@ -118,7 +118,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 	t.Run("capacity: Fargate passes, EC2 without instances is refused with a reason", func(t *testing.T) {
 		setupCluster(t)
 		ctx := moto.Context(t)
-		c := &Capacity{ECS: ecsc, Groups: asg, Cluster: "ollama"}
+		c := &Capacity{ECS: ecsc, Launches: &Launches{ECS: ecsc, Groups: asg}, Cluster: "ollama"}
 		p := plan(t, "mistral:7b", planner.PreferGPU)
 		st, err := c.Handle(ctx, State{Request: request, Plan: p})
 		if err != nil || st.Available || len(st.Attempts) != 1 || !strings.Contains(st.Attempts[0].Reason, "no g4dn.xlarge container instance") {

@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
@@ -30,11 +28,14 @@ type CapacityState struct {
 
 // Capacity checks one candidate per call, so each rung shows in the execution history. Fargate always passes
 // (RunTask reports Fargate capacity shortfalls itself); EC2 needs a container instance of the type with enough
-// free CPU, memory and GPUs, or an Auto Scaling capacity provider that can still scale out.
+// free CPU, memory and GPUs, or an Auto Scaling capacity provider that can still scale out: below its maximum,
+// within the account's vCPU quota for the family, and with no recent failed launch. After a model did not fit
+// wholly in one GPU type's memory, GPU candidates with no more GPU memory than that type are passed over.
 type Capacity struct {
-	ECS     ContainerInstances
-	Groups  AutoScalingGroups
-	Cluster string
+	ECS ContainerInstances
+	// Launches checks that an instance a capacity provider must add can come: quota and recent launch failures.
+	Launches *Launches
+	Cluster  string
 	// Providers maps a GPU instance type to its capacity provider's name.
 	Providers map[string]string
 	Log       *slog.Logger
@@ -46,13 +47,26 @@ func (c *Capacity) Handle(ctx context.Context, s State) (CapacityState, error) {
 	}
 	log := logger(c.Log, s.Request.DeploymentID)
 	st := CapacityState{Attempts: []Attempt{}}
+	var notOnGPU *planner.Candidate // the GPU type the model did not wholly fit in
 	if prev := s.Capacity; prev != nil {
 		st.Cursor, st.Attempts = prev.Cursor, prev.Attempts
 		if prev.LastError != nil && prev.Cursor < len(s.Plan.Candidates) {
 			failed := s.Plan.Candidates[prev.Cursor]
 			st.Attempts = append(st.Attempts, Attempt{failed.Placement, failed.InstanceType, prev.LastError.Cause})
+			if prev.LastError.Error == "ModelNotOnGPUError" && failed.IsGPU() {
+				notOnGPU = &failed
+			}
 		}
-		// Come back here means the previous candidate was refused, by this step or by RunTask.
+		// Come back here means the previous candidate was refused, by this step, by RunTask or by Poll health.
+		st.Cursor++
+	}
+	for notOnGPU != nil && st.Cursor < len(s.Plan.Candidates) {
+		next := s.Plan.Candidates[st.Cursor]
+		if !next.IsGPU() || gpuPoolMiB(next) > gpuPoolMiB(*notOnGPU) {
+			break
+		}
+		st.Attempts = append(st.Attempts, Attempt{next.Placement, next.InstanceType, fmt.Sprintf(
+			"passed over: %d MiB of GPU memory is no more than %s's, which did not hold the model", gpuPoolMiB(next), notOnGPU.InstanceType)})
 		st.Cursor++
 	}
 	if st.Cursor >= len(s.Plan.Candidates) {
@@ -89,16 +103,19 @@ func (c *Capacity) check(ctx context.Context, cand planner.Candidate) (bool, str
 		return false, fmt.Sprintf("no %s container instance has %s free (%d checked) and no capacity provider can add one",
 			cand.InstanceType, want, checked), nil
 	}
-	room, detail, err := c.canScaleOut(ctx, provider)
+	room, detail, err := c.canScaleOut(ctx, provider, cand.InstanceType)
 	if err != nil {
 		return false, "", err
 	}
 	if room {
 		return true, "capacity provider " + provider + " will scale out: " + detail, nil
 	}
-	return false, fmt.Sprintf("no %s container instance has %s free (%d checked) and capacity provider %s is at its maximum (%s)",
+	return false, fmt.Sprintf("no %s container instance has %s free (%d checked) and capacity provider %s cannot add one: %s",
 		cand.InstanceType, want, checked, provider, detail), nil
 }
+
+// gpuPoolMiB is a GPU candidate's GPU memory: what the model needs there plus what is left.
+func gpuPoolMiB(c planner.Candidate) int { return c.NeedMiB + c.HeadroomMiB }
 
 // freeInstances counts the container instances of the candidate's type with room for it.
 func (c *Capacity) freeInstances(ctx context.Context, cand planner.Candidate) (free, checked int, err error) {
@@ -155,30 +172,31 @@ func remaining(rs []ecstypes.Resource) (cpu, mem, gpus int) {
 	return cpu, mem, gpus
 }
 
-// canScaleOut reports whether a capacity provider's Auto Scaling group is below its maximum.
-func (c *Capacity) canScaleOut(ctx context.Context, provider string) (bool, string, error) {
-	out, err := c.ECS.DescribeCapacityProviders(ctx, &ecs.DescribeCapacityProvidersInput{CapacityProviders: []string{provider}})
-	if err != nil {
-		return false, "", awsError("ecs:DescribeCapacityProviders", err)
-	}
-	if len(out.CapacityProviders) == 0 || out.CapacityProviders[0].AutoScalingGroupProvider == nil {
-		return false, "capacity provider not found", nil
-	}
-	asg := aws.ToString(out.CapacityProviders[0].AutoScalingGroupProvider.AutoScalingGroupArn)
-	if i := strings.LastIndex(asg, "autoScalingGroupName/"); i >= 0 {
-		asg = asg[i+len("autoScalingGroupName/"):]
-	}
-	if c.Groups == nil {
+// canScaleOut reports whether a capacity provider's Auto Scaling group can add an instance of the type: below its
+// maximum, with room in the account's vCPU quota, and no failed launch in the recent window.
+func (c *Capacity) canScaleOut(ctx context.Context, provider, instanceType string) (bool, string, error) {
+	if c.Launches == nil {
 		return false, "no Auto Scaling client", nil
 	}
-	groups, err := c.Groups.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{asg}})
-	if err != nil {
-		return false, "", awsError("autoscaling:DescribeAutoScalingGroups", err)
+	g, why, err := c.Launches.Group(ctx, provider)
+	if err != nil || why != "" {
+		return false, why, err
 	}
-	if len(groups.AutoScalingGroups) == 0 {
-		return false, "Auto Scaling group " + asg + " not found", nil
-	}
-	g := groups.AutoScalingGroups[0]
 	desired, maxSize := aws.ToInt32(g.DesiredCapacity), aws.ToInt32(g.MaxSize)
-	return desired < maxSize, fmt.Sprintf("%d of at most %d instances", desired, maxSize), nil
+	size := fmt.Sprintf("%d of at most %d instances", desired, maxSize)
+	if desired >= maxSize {
+		return false, "at its maximum (" + size + ")", nil
+	}
+	failure, err := c.Launches.LaunchFailure(ctx, aws.ToString(g.AutoScalingGroupName), c.Launches.now().Add(-c.Launches.failureWindow()))
+	if err != nil || failure != "" {
+		return false, failure, err
+	}
+	ok, quota, err := c.Launches.QuotaRoom(ctx, instanceType)
+	if err != nil {
+		return false, "", err
+	}
+	if !ok {
+		return false, quota, nil
+	}
+	return true, size + "; " + quota, nil
 }

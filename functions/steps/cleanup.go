@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
@@ -37,13 +38,40 @@ type Stopper struct {
 // StopDeployment stops every task the deployment started and deletes its schedule. Already-gone things are fine:
 // stopping is idempotent.
 func (s *Stopper) StopDeployment(ctx context.Context, deploymentID, reason string) (Stopped, error) {
+	return s.stop(ctx, deploymentID, reason, func(ecstypes.Task) bool { return true }, func(string) bool { return true })
+}
+
+// StopExecution stops only what one execution of the state machine started: the tasks tagged with its name, and
+// the deployment's schedule only when that schedule stops one of them (or knownTask, the task the state names).
+// Another request with the same deployment id, and its task and schedule, are left alone.
+func (s *Stopper) StopExecution(ctx context.Context, deploymentID, execution, knownTask, reason string) (Stopped, error) {
+	own := func(t ecstypes.Task) bool {
+		arn := aws.ToString(t.TaskArn)
+		return (execution != "" && TagValue(t.Tags, TagExecution) == execution) || (knownTask != "" && arn == knownTask)
+	}
+	var stopped []string
+	ownsSchedule := func(target string) bool {
+		return target != "" && (target == knownTask || slices.Contains(stopped, target))
+	}
+	return s.stop(ctx, deploymentID, reason, func(t ecstypes.Task) bool {
+		if own(t) {
+			stopped = append(stopped, aws.ToString(t.TaskArn))
+			return true
+		}
+		return false
+	}, ownsSchedule)
+}
+
+// stop stops the deployment's tasks that pick accepts, then deletes its schedule if ownsSchedule accepts the task
+// the schedule would stop.
+func (s *Stopper) stop(ctx context.Context, deploymentID, reason string, pick func(ecstypes.Task) bool, ownsSchedule func(target string) bool) (Stopped, error) {
 	res := Stopped{Deployments: []string{deploymentID}, Tasks: []string{}, Schedules: []string{}}
-	tasks, err := s.list(ctx, &ecs.ListTasksInput{Cluster: aws.String(s.Cluster), StartedBy: aws.String(deploymentID)})
+	tasks, err := DeploymentTasks(ctx, s.ECS, s.Cluster, deploymentID)
 	if err != nil {
 		return res, err
 	}
 	for _, t := range tasks {
-		if TagValue(t.Tags, TagDeploymentID) != deploymentID || TagValue(t.Tags, TagManagedBy) != ManagedByValue {
+		if !pick(t) {
 			continue
 		}
 		if err := s.stopTask(ctx, aws.ToString(t.TaskArn), reason); err != nil {
@@ -51,7 +79,7 @@ func (s *Stopper) StopDeployment(ctx context.Context, deploymentID, reason strin
 		}
 		res.Tasks = append(res.Tasks, aws.ToString(t.TaskArn))
 	}
-	deleted, err := s.deleteSchedule(ctx, ScheduleName(deploymentID))
+	deleted, err := s.deleteSchedule(ctx, ScheduleName(deploymentID), ownsSchedule)
 	if err != nil {
 		return res, err
 	}
@@ -62,10 +90,26 @@ func (s *Stopper) StopDeployment(ctx context.Context, deploymentID, reason strin
 	return res, nil
 }
 
+// DeploymentTasks lists the deployment's tasks that are not stopped and that this system started: startedBy the
+// deployment id, with the managed-by and deployment-id tags, in the cluster.
+func DeploymentTasks(ctx context.Context, ecsAPI TaskLister, cluster, deploymentID string) ([]ecstypes.Task, error) {
+	tasks, err := ListTasks(ctx, ecsAPI, cluster, &ecs.ListTasksInput{Cluster: aws.String(cluster), StartedBy: aws.String(deploymentID)})
+	if err != nil {
+		return nil, err
+	}
+	var out []ecstypes.Task
+	for _, t := range tasks {
+		if TagValue(t.Tags, TagDeploymentID) == deploymentID && TagValue(t.Tags, TagManagedBy) == ManagedByValue {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
 // StopEnv stops every running deployment of an environment.
 func (s *Stopper) StopEnv(ctx context.Context, env, reason string) (Stopped, error) {
 	all := Stopped{Deployments: []string{}, Tasks: []string{}, Schedules: []string{}}
-	tasks, err := s.list(ctx, &ecs.ListTasksInput{Cluster: aws.String(s.Cluster), DesiredStatus: ecstypes.DesiredStatusRunning})
+	tasks, err := ListTasks(ctx, s.ECS, s.Cluster, &ecs.ListTasksInput{Cluster: aws.String(s.Cluster), DesiredStatus: ecstypes.DesiredStatusRunning})
 	if err != nil {
 		return all, err
 	}
@@ -88,11 +132,11 @@ func (s *Stopper) StopEnv(ctx context.Context, env, reason string) (Stopped, err
 	return all, nil
 }
 
-// list pages through ListTasks and describes the tasks with their tags.
-func (s *Stopper) list(ctx context.Context, in *ecs.ListTasksInput) ([]ecstypes.Task, error) {
+// ListTasks pages through ListTasks and describes the tasks that are not stopped, with their tags.
+func ListTasks(ctx context.Context, ecsAPI TaskLister, cluster string, in *ecs.ListTasksInput) ([]ecstypes.Task, error) {
 	var arns []string
 	for {
-		out, err := s.ECS.ListTasks(ctx, in)
+		out, err := ecsAPI.ListTasks(ctx, in)
 		if err != nil {
 			return nil, awsError("ecs:ListTasks", err)
 		}
@@ -104,8 +148,8 @@ func (s *Stopper) list(ctx context.Context, in *ecs.ListTasksInput) ([]ecstypes.
 	}
 	var tasks []ecstypes.Task
 	for start := 0; start < len(arns); start += 100 {
-		out, err := s.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{
-			Cluster: aws.String(s.Cluster), Tasks: arns[start:min(start+100, len(arns))],
+		out, err := ecsAPI.DescribeTasks(ctx, &ecs.DescribeTasksInput{
+			Cluster: aws.String(cluster), Tasks: arns[start:min(start+100, len(arns))],
 			Include: []ecstypes.TaskField{ecstypes.TaskFieldTags},
 		})
 		if err != nil {
@@ -128,8 +172,19 @@ func (s *Stopper) stopTask(ctx context.Context, arn, reason string) error {
 	return nil
 }
 
-func (s *Stopper) deleteSchedule(ctx context.Context, name string) (bool, error) {
-	_, err := s.Scheduler.DeleteSchedule(ctx, &scheduler.DeleteScheduleInput{Name: aws.String(name), GroupName: aws.String(s.Group)})
+// deleteSchedule deletes the named schedule if owns accepts the task it stops.
+func (s *Stopper) deleteSchedule(ctx context.Context, name string, owns func(target string) bool) (bool, error) {
+	got, err := s.Scheduler.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(name), GroupName: aws.String(s.Group)})
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, awsError("scheduler:GetSchedule", err)
+	}
+	if !owns(scheduleTarget(got)) {
+		return false, nil
+	}
+	_, err = s.Scheduler.DeleteSchedule(ctx, &scheduler.DeleteScheduleInput{Name: aws.String(name), GroupName: aws.String(s.Group)})
 	if err == nil {
 		return true, nil
 	}
@@ -139,8 +194,10 @@ func (s *Stopper) deleteSchedule(ctx context.Context, name string) (bool, error)
 	return false, awsError("scheduler:DeleteSchedule", err)
 }
 
-// Cleanup runs after any failure once a task may have started: it stops the deployment's tasks and deletes its
-// schedule, so nothing is left running or scheduled, and the state machine then fails with the original error.
+// Cleanup runs after any failure once a task may have started: it stops the tasks its own execution started and
+// deletes the schedule that would stop them, so nothing is left running or scheduled, and the state machine then
+// fails with the original error. A task or schedule another request made under the same deployment id is never
+// touched.
 type Cleanup struct{ Stopper *Stopper }
 
 func (c *Cleanup) Handle(ctx context.Context, s State) (Stopped, error) {
@@ -148,10 +205,18 @@ func (c *Cleanup) Handle(ctx context.Context, s State) (Stopped, error) {
 		return Stopped{}, &InvalidEventError{Reason: "state has no request"}
 	}
 	reason := "ollama-ecs cleanup after a failed deployment"
-	if s.Error != nil {
+	switch {
+	case s.Error != nil:
 		reason += ": " + s.Error.Error
+	case s.Capacity != nil && s.Capacity.LastError != nil:
+		// "Release placement": the candidate was refused after its task started; the ladder goes on.
+		reason = "ollama-ecs releases a refused placement: " + s.Capacity.LastError.Error
 	}
-	return c.Stopper.StopDeployment(ctx, s.Request.DeploymentID, reason)
+	known := ""
+	if s.Task != nil {
+		known = s.Task.TaskArn
+	}
+	return c.Stopper.StopExecution(ctx, s.Request.DeploymentID, s.Request.ExecutionName, known, reason)
 }
 
 // TeardownInput is what the teardown function receives: a Scheduled Event (stop every dev deployment), a Stop

@@ -32,6 +32,10 @@ type Config struct {
 	ModelTaskDefinitions map[string]TaskDefinitions
 	HealthTimeout        time.Duration
 	HealthWatch          time.Duration
+	// GPUVolumeGiB is the GPU instances' root volume, which holds an EC2 task's image and model.
+	GPUVolumeGiB int
+	// ProvisioningTimeout bounds a task's wait in PROVISIONING for a GPU instance (see DefaultProvisioningTimeout).
+	ProvisioningTimeout time.Duration
 	// OllamaPort is where Ollama listens in the task (the task definition's container port).
 	OllamaPort       int
 	ScheduleGroup    string
@@ -62,6 +66,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		c.OllamaPort = port
 	}
+	if v := getenv("GPU_VOLUME_GIB"); v != "" {
+		gib, err := strconv.Atoi(v)
+		if err != nil || gib < 1 {
+			return c, fmt.Errorf("GPU_VOLUME_GIB=%q is not a positive number of GiB", v)
+		}
+		c.GPUVolumeGiB = gib
+	}
 	if raw := getenv("MODEL_TASK_DEFINITIONS"); raw != "" {
 		if err := json.Unmarshal([]byte(raw), &c.ModelTaskDefinitions); err != nil {
 			return c, fmt.Errorf("MODEL_TASK_DEFINITIONS is not a JSON object of {\"cpu\",\"gpu\"} families: %w", err)
@@ -78,7 +89,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		env  string
 		def  time.Duration
 		into *time.Duration
-	}{{"DEV_TTL", 2 * time.Hour, &c.DevTTL}, {"HEALTH_TIMEOUT", 30 * time.Minute, &c.HealthTimeout}, {"HEALTH_WATCH", 20 * time.Second, &c.HealthWatch}} {
+	}{{"DEV_TTL", 2 * time.Hour, &c.DevTTL}, {"HEALTH_TIMEOUT", 30 * time.Minute, &c.HealthTimeout}, {"HEALTH_WATCH", 20 * time.Second, &c.HealthWatch},
+		{"PROVISIONING_TIMEOUT", DefaultProvisioningTimeout, &c.ProvisioningTimeout}} {
 		*d.into = d.def
 		if v := getenv(d.env); v != "" {
 			parsed, err := time.ParseDuration(v)

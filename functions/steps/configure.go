@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
@@ -19,7 +20,9 @@ type Configure struct {
 	DevTTL time.Duration
 	// DefaultPolicy applies when the request names none.
 	DefaultPolicy string
-	Log           *slog.Logger
+	// GPUVolumeGiB is the GPU instances' root volume (0: the planner's default, the stack's launch template).
+	GPUVolumeGiB int
+	Log          *slog.Logger
 }
 
 func (c *Configure) Handle(_ context.Context, s State) (planner.Plan, error) {
@@ -35,6 +38,7 @@ func (c *Configure) Handle(_ context.Context, s State) (planner.Plan, error) {
 		Model: r.Model, Env: r.Env, Prefer: r.Prefer, ContextLength: r.ContextLength,
 		InstanceType: r.InstanceType, LaunchType: r.LaunchType, Policy: policy,
 		GPUInstanceTypes: c.GPUInstanceTypes, DevTTL: c.DevTTL,
+		Upload: strings.HasPrefix(r.Source, "s3://"), EC2DiskGiB: c.GPUVolumeGiB,
 	})
 	if err != nil {
 		return planner.Plan{}, err

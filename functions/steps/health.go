@@ -28,6 +28,8 @@ const (
 // HealthState is one poll's answer; the state machine keeps it between polls.
 type HealthState struct {
 	Ready bool `json:"ready"`
+	// TaskArn is the task these polls watch: a new task (the next rung of the ladder) starts a new count.
+	TaskArn string `json:"taskArn"`
 	// Phase is where the deployment stands; Detail says more.
 	Phase  string `json:"phase"`
 	Detail string `json:"detail"`
@@ -61,8 +63,13 @@ type Health struct {
 	Watch, PollInterval time.Duration
 	// GPURuleNotApplicable, when set, says why the GPU rule cannot be checked (local mode has no GPU).
 	GPURuleNotApplicable string
-	Now                  func() time.Time
-	Log                  *slog.Logger
+	// ProvisioningTimeout bounds how long a task may wait in PROVISIONING for an instance (default 10 minutes):
+	// past it, or as soon as the capacity provider's group reports a failed launch (Launches, optional), the
+	// placement is refused with a CapacityError and the state machine tries the next candidate.
+	ProvisioningTimeout time.Duration
+	Launches            *Launches
+	Now                 func() time.Time
+	Log                 *slog.Logger
 }
 
 func (h *Health) now() time.Time {
@@ -77,9 +84,9 @@ func (h *Health) Handle(ctx context.Context, s State) (HealthState, error) {
 		return HealthState{}, &InvalidEventError{Reason: "state has no task"}
 	}
 	log := logger(h.Log, s.Request.DeploymentID)
-	st := HealthState{Polls: 1}
+	st := HealthState{Polls: 1, TaskArn: s.Task.TaskArn}
 	start := h.now()
-	if prev := s.Health; prev != nil {
+	if prev := s.Health; prev != nil && prev.TaskArn == s.Task.TaskArn {
 		st.Polls = prev.Polls + 1
 		if t, err := time.Parse(time.RFC3339Nano, prev.FirstPollAt); err == nil {
 			start = t
@@ -147,11 +154,12 @@ func (h *Health) observe(ctx context.Context, s State, st *HealthState) error {
 		}
 		return e
 	}
+	if status == "PROVISIONING" {
+		st.Phase, st.Detail = PhaseProvisioning, "task is waiting for an instance"
+		return h.provisioning(ctx, s.Task, task)
+	}
 	if status != "RUNNING" {
 		st.Phase, st.Detail = PhasePending, "task is "+status
-		if status == "PROVISIONING" {
-			st.Phase = PhaseProvisioning
-		}
 		return nil
 	}
 	if st.Endpoint == "" {
@@ -210,6 +218,44 @@ func (h *Health) observe(ctx context.Context, s State, st *HealthState) error {
 		return nil
 	}
 	st.Phase, st.Detail = PhaseLoading, want+" present, not loaded yet"
+	return nil
+}
+
+// DefaultProvisioningTimeout is how long a task may wait for its instance. ECS managed scaling reacts to a
+// one-minute metric, then a GPU instance boots the ECS GPU AMI and registers its agent: three to five minutes
+// usually (the capacity provider's default instance warm-up is 300 s). Ten minutes is twice that, and leaves two
+// more rungs of the ladder inside the default 30-minute health timeout.
+const DefaultProvisioningTimeout = 10 * time.Minute
+
+// provisioning refuses the placement of a task that waits for an instance that does not come.
+func (h *Health) provisioning(ctx context.Context, info *TaskInfo, task ecstypes.Task) error {
+	created := h.now()
+	if task.CreatedAt != nil {
+		created = *task.CreatedAt
+	}
+	bound := h.ProvisioningTimeout
+	if bound <= 0 {
+		bound = DefaultProvisioningTimeout
+	}
+	if waited := h.now().Sub(created); waited > bound {
+		return &CapacityError{Reason: fmt.Sprintf("%s: the task waited %s in PROVISIONING for an instance (bound %s)",
+			info.Placement, waited.Round(time.Second), bound)}
+	}
+	provider := aws.ToString(task.CapacityProviderName)
+	if h.Launches == nil || provider == "" || strings.HasPrefix(provider, "FARGATE") {
+		return nil
+	}
+	g, why, err := h.Launches.Group(ctx, provider)
+	if err != nil || why != "" {
+		return err
+	}
+	failure, err := h.Launches.LaunchFailure(ctx, aws.ToString(g.AutoScalingGroupName), created)
+	if err != nil {
+		return err
+	}
+	if failure != "" {
+		return &CapacityError{Reason: info.Placement + ": " + failure}
+	}
 	return nil
 }
 

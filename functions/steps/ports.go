@@ -4,9 +4,11 @@ import (
 	"context"
 
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
+	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 )
 
 // The AWS calls each step makes, as small interfaces with the SDK v2 method signatures: the SDK clients satisfy
@@ -21,16 +23,38 @@ type ObjectReader interface {
 type ContainerInstances interface {
 	ListContainerInstances(ctx context.Context, in *ecs.ListContainerInstancesInput, opts ...func(*ecs.Options)) (*ecs.ListContainerInstancesOutput, error)
 	DescribeContainerInstances(ctx context.Context, in *ecs.DescribeContainerInstancesInput, opts ...func(*ecs.Options)) (*ecs.DescribeContainerInstancesOutput, error)
+}
+
+// CapacityProviders finds a capacity provider's Auto Scaling group.
+type CapacityProviders interface {
 	DescribeCapacityProviders(ctx context.Context, in *ecs.DescribeCapacityProvidersInput, opts ...func(*ecs.Options)) (*ecs.DescribeCapacityProvidersOutput, error)
 }
 
-// AutoScalingGroups tells whether a capacity provider's group can still scale out.
+// AutoScalingGroups tells whether a capacity provider's group can still scale out, and whether its launches fail.
 type AutoScalingGroups interface {
 	DescribeAutoScalingGroups(ctx context.Context, in *autoscaling.DescribeAutoScalingGroupsInput, opts ...func(*autoscaling.Options)) (*autoscaling.DescribeAutoScalingGroupsOutput, error)
+	DescribeScalingActivities(ctx context.Context, in *autoscaling.DescribeScalingActivitiesInput, opts ...func(*autoscaling.Options)) (*autoscaling.DescribeScalingActivitiesOutput, error)
 }
 
-// TaskRunner starts tasks.
+// ServiceQuotas reads the account's quotas (the EC2 running-instance vCPU quotas).
+type ServiceQuotas interface {
+	GetServiceQuota(ctx context.Context, in *servicequotas.GetServiceQuotaInput, opts ...func(*servicequotas.Options)) (*servicequotas.GetServiceQuotaOutput, error)
+}
+
+// EC2Instances counts the vCPUs of running instances against a quota.
+type EC2Instances interface {
+	DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, opts ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
+}
+
+// TaskLister lists and describes tasks.
+type TaskLister interface {
+	ListTasks(ctx context.Context, in *ecs.ListTasksInput, opts ...func(*ecs.Options)) (*ecs.ListTasksOutput, error)
+	DescribeTasks(ctx context.Context, in *ecs.DescribeTasksInput, opts ...func(*ecs.Options)) (*ecs.DescribeTasksOutput, error)
+}
+
+// TaskRunner starts tasks, after looking for a live deployment of the same id.
 type TaskRunner interface {
+	TaskLister
 	RunTask(ctx context.Context, in *ecs.RunTaskInput, opts ...func(*ecs.Options)) (*ecs.RunTaskOutput, error)
 }
 
@@ -41,8 +65,7 @@ type TaskDescriber interface {
 
 // TaskStopper finds and stops tasks.
 type TaskStopper interface {
-	ListTasks(ctx context.Context, in *ecs.ListTasksInput, opts ...func(*ecs.Options)) (*ecs.ListTasksOutput, error)
-	DescribeTasks(ctx context.Context, in *ecs.DescribeTasksInput, opts ...func(*ecs.Options)) (*ecs.DescribeTasksOutput, error)
+	TaskLister
 	StopTask(ctx context.Context, in *ecs.StopTaskInput, opts ...func(*ecs.Options)) (*ecs.StopTaskOutput, error)
 }
 
@@ -56,6 +79,9 @@ type Schedules interface {
 var (
 	_ ObjectReader       = (*s3.Client)(nil)
 	_ ContainerInstances = (*ecs.Client)(nil)
+	_ CapacityProviders  = (*ecs.Client)(nil)
+	_ ServiceQuotas      = (*servicequotas.Client)(nil)
+	_ EC2Instances       = (*ec2.Client)(nil)
 	_ AutoScalingGroups  = (*autoscaling.Client)(nil)
 	_ TaskRunner         = (*ecs.Client)(nil)
 	_ TaskDescriber      = (*ecs.Client)(nil)

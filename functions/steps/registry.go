@@ -12,6 +12,7 @@ var ErrorTypes = []error{
 	(*NotGGUFError)(nil),
 	(*NoCapacityError)(nil),
 	(*CapacityError)(nil),
+	(*DeploymentExistsError)(nil),
 	(*ThrottlingError)(nil),
 	(*AWSServiceError)(nil),
 	(*AWSRequestError)(nil),

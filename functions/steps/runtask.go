@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -51,8 +52,35 @@ func (r *RunTask) Handle(ctx context.Context, s State) (TaskInfo, error) {
 	}
 	req, cand := s.Request, *s.Capacity.Candidate
 	log := logger(r.Log, req.DeploymentID)
+	// ECS's client token protects a deployment id for about 24 hours; after that a second request with the same
+	// id would start a second task. A live task of the id from another execution means the id is taken.
+	live, err := DeploymentTasks(ctx, r.ECS, r.Cluster, req.DeploymentID)
+	if err != nil {
+		return TaskInfo{}, err
+	}
+	var others []string
+	for _, t := range live {
+		if TagValue(t.Tags, TagExecution) != req.ExecutionName || req.ExecutionName == "" {
+			others = append(others, aws.ToString(t.TaskArn))
+		}
+	}
+	if len(others) > 0 {
+		return TaskInfo{}, &DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: others,
+			Reason: "a task of this deployment id, started by another request, is still running"}
+	}
 	in := r.input(req, cand, s.Capacity.Cursor)
 	out, err := r.ECS.RunTask(ctx, in)
+	var conflict *ecstypes.ConflictException
+	if errors.As(err, &conflict) || isCode(err, "ConflictException") {
+		// The same client token under other parameters: another request (another execution, requester, context
+		// or TTL) used this deployment id within ECS's 24-hour token lifetime.
+		e := &DeploymentExistsError{DeploymentID: req.DeploymentID,
+			Reason: "ECS refused its client token, already used by another request with other parameters"}
+		if conflict != nil {
+			e.Tasks = conflict.ResourceIds
+		}
+		return TaskInfo{}, e
+	}
 	if err != nil {
 		return TaskInfo{}, awsError("ecs:RunTask", err)
 	}
@@ -126,8 +154,9 @@ func (r *RunTask) input(req *Request, cand planner.Candidate, cursor int) *ecs.R
 		ClientToken:    aws.String(clientToken(req.DeploymentID, cursor)),
 		StartedBy:      aws.String(req.DeploymentID),
 		Overrides: &ecstypes.TaskOverride{
-			Cpu:    aws.String(strconv.Itoa(cand.CPU)),
-			Memory: aws.String(strconv.Itoa(cand.MemoryMiB)),
+			Cpu:              aws.String(strconv.Itoa(cand.CPU)),
+			Memory:           aws.String(strconv.Itoa(cand.MemoryMiB)),
+			EphemeralStorage: ephemeralStorage(cand),
 			ContainerOverrides: []ecstypes.ContainerOverride{ollama, {
 				Name:        aws.String(FetchContainerName),
 				Environment: []ecstypes.KeyValuePair{{Name: aws.String(EnvSource), Value: aws.String(req.Source)}},
@@ -140,6 +169,7 @@ func (r *RunTask) input(req *Request, cand planner.Candidate, cursor int) *ecs.R
 		Tags: []ecstypes.Tag{
 			tag(TagManagedBy, ManagedByValue),
 			tag(TagDeploymentID, req.DeploymentID),
+			tag(TagExecution, req.ExecutionName),
 			tag(TagModel, req.ModelName),
 			tag(TagEnv, req.Env),
 			tag(TagRequester, or(req.Requester, "unknown")),
@@ -168,6 +198,15 @@ func (r *RunTask) input(req *Request, cand planner.Candidate, cursor int) *ecs.R
 		in.LaunchType = ecstypes.LaunchType(cand.LaunchType)
 	}
 	return in
+}
+
+// ephemeralStorage sizes a Fargate task's storage for the image and the model; EC2 tasks use the instance's
+// volume, and ECS refuses the override for them.
+func ephemeralStorage(cand planner.Candidate) *ecstypes.EphemeralStorage {
+	if cand.LaunchType != planner.LaunchTypeFargate || cand.EphemeralStorageGiB == 0 {
+		return nil
+	}
+	return &ecstypes.EphemeralStorage{SizeInGiB: int32(cand.EphemeralStorageGiB)}
 }
 
 // tag values allow letters, digits, spaces and + - = . _ : / @; anything else becomes "_".

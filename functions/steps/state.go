@@ -22,7 +22,10 @@ const (
 	TagPlacement    = "ollama-ecs:placement"
 	TagInstanceType = "ollama-ecs:instance-type"
 	TagHourlyUSD    = "ollama-ecs:hourly-usd"
-	ManagedByValue  = "ollama-ecs"
+	// TagExecution is the name of the state machine execution that started the task: Clean up stops only the
+	// tasks of its own execution, never those another request with the same deployment id started.
+	TagExecution   = "ollama-ecs:execution"
+	ManagedByValue = "ollama-ecs"
 
 	// ContainerName is the Ollama container in both task definitions.
 	ContainerName = "ollama"
@@ -64,6 +67,8 @@ type StateError struct {
 // Request is the one normalised request every input becomes.
 type Request struct {
 	DeploymentID string `json:"deploymentId"`
+	// ExecutionName is the state machine execution handling this request (unique per state machine for 90 days).
+	ExecutionName string `json:"executionName"`
 	// Trigger is deploy (bus event), upload (S3) or direct (StartExecution).
 	Trigger string `json:"trigger"`
 	// ModelName is the name the model has in Ollama.

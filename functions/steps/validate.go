@@ -50,7 +50,7 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 	}
 	log := logger(v.Log, parsed.DeploymentID)
 	// Policy stays empty unless the request names one: the configure step then applies the stack's default.
-	req := Request{DeploymentID: parsed.DeploymentID, Env: "dev", Prefer: "auto", TTLSeconds: -1}
+	req := Request{DeploymentID: parsed.DeploymentID, ExecutionName: in.ExecutionName, Env: "dev", Prefer: "auto", TTLSeconds: -1}
 	switch parsed.Kind {
 	case events.KindDeploy, events.KindDirect:
 		d := parsed.Deploy
@@ -126,6 +126,10 @@ func (v *Validate) objectSize(ctx context.Context, bucket, key string) (int64, e
 		// AccessDenied rather than NoSuchKey.
 		if isNotFound(err) || isCode(err, "NoSuchKey") || isCode(err, "AccessDenied") {
 			return 0, &NotGGUFError{Key: key, Reason: "no such object (or not readable under the model prefix)"}
+		}
+		if isCode(err, "InvalidRange") {
+			// S3 cannot serve byte 0 of an empty object.
+			return 0, &NotGGUFError{Key: key, Reason: "the object is empty (0 bytes)"}
 		}
 		return 0, awsError("s3:GetObject", err)
 	}

@@ -31,6 +31,9 @@ type Config struct {
 	// Fargate and FargateSpot bound concurrent tasks of each kind.
 	Fargate     FargateConfig `json:"fargate"`
 	FargateSpot FargateConfig `json:"fargateSpot"`
+	// ServiceQuotas are the account's EC2 quotas by quota code (e.g. "L-DB2E81BA", running On-Demand G and VT
+	// instances, in vCPUs); a code not listed is not reported, as Service Quotas answers NoSuchResourceException.
+	ServiceQuotas map[string]float64 `json:"serviceQuotas,omitempty"`
 }
 
 // InstanceGroup is Count identical container instances.
@@ -56,6 +59,10 @@ type CapacityProviderConfig struct {
 	Instance InstanceGroup `json:"instance"`
 	Desired  int           `json:"desired"`
 	Max      int           `json:"max"`
+	// LaunchFailure, when set, makes every launch of the group fail with this status message (the account's
+	// vCPU quota, InsufficientInstanceCapacity): the group records a failed activity and the task that asked
+	// for the instance stays PROVISIONING.
+	LaunchFailure string `json:"launchFailure,omitempty"`
 }
 
 // FargateConfig bounds a Fargate capacity provider.

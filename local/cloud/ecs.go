@@ -87,6 +87,14 @@ type provider struct {
 	desired  int
 	created  time.Time
 	launched int
+	// activities are the group's scaling activities, oldest first.
+	activities []activity
+}
+
+// activity is one Auto Scaling launch attempt.
+type activity struct {
+	id, status, message string
+	at                  time.Time
 }
 
 type task struct {
@@ -100,8 +108,10 @@ type task struct {
 	overrides                         *ecstypes.TaskOverride
 	env, fetchEnv                     map[string]string
 	extraDelay                        time.Duration
-	crashAt                           Stage
-	hang                              bool
+	// awaitingInstance is a task whose capacity provider could not launch its instance: it stays PROVISIONING.
+	awaitingInstance bool
+	crashAt          Stage
+	hang             bool
 
 	lastStatus, desiredStatus string
 	stopCode                  ecstypes.TaskStopCode
@@ -253,7 +263,12 @@ func (e *ECS) RunTask(ctx context.Context, in *ecs.RunTaskInput, _ ...func(*ecs.
 		// ECS's idempotency: the same token and request return the first answer; the same token with another
 		// request is refused.
 		if prev.fingerprint != fingerprint {
-			return nil, clientException("The client token %s was already used with different parameters.", token)
+			ids := make([]string, 0, len(prev.tasks))
+			for _, t := range prev.tasks {
+				ids = append(ids, t.arn)
+			}
+			return nil, &ecstypes.ConflictException{ResourceIds: ids, Message: aws.String(
+				"The specified client token is already in use with a different RunTask request: " + token)}
 		}
 		out := &ecs.RunTaskOutput{}
 		for _, t := range prev.tasks {
@@ -282,7 +297,9 @@ func (e *ECS) RunTask(ctx context.Context, in *ecs.RunTaskInput, _ ...func(*ecs.
 		started = append(started, t)
 	}
 	for _, t := range started {
-		t.crashAt, t.hang = e.faults.nextTaskFaults()
+		var stall bool
+		t.crashAt, t.hang, stall = e.faults.nextTaskFaults()
+		t.awaitingInstance = t.awaitingInstance || stall
 		e.tasks[t.id] = t
 		e.order = append(e.order, t)
 		e.wg.Add(1)
@@ -446,6 +463,15 @@ func (e *ECS) parseRun(in *ecs.RunTaskInput) (runSpec, error) {
 			return s, invalidParameter("No Fargate configuration exists for given values: %d CPU, %d memory.", s.cpu, s.mem)
 		}
 	}
+	if o := in.Overrides; o != nil && o.EphemeralStorage != nil {
+		gib := o.EphemeralStorage.SizeInGiB
+		switch {
+		case s.launchType != ecstypes.LaunchTypeFargate:
+			return s, invalidParameter("Ephemeral storage overrides are only supported for tasks hosted on Fargate.")
+		case gib < 21 || gib > 200:
+			return s, invalidParameter("The ephemeral storage size must be between 21 and 200 GiB, not %d.", gib)
+		}
+	}
 	return s, nil
 }
 
@@ -498,8 +524,18 @@ func (e *ECS) place(s runSpec, used []*instance) (*task, []ecstypes.Failure, err
 	}
 	if p := e.providers[s.capacityProvider]; p != nil && p.desired < p.cfg.Max {
 		// Managed scaling: the group grows by one instance and the task waits in PROVISIONING for it.
-		in := e.addInstance(p.cfg.Instance, p.cfg.Name)
 		p.desired++
+		if p.cfg.LaunchFailure != "" {
+			// The launch fails (quota, InsufficientInstanceCapacity): the group records it and, as on AWS, the
+			// task waits in PROVISIONING for an instance that does not come.
+			p.activities = append(p.activities, activity{id: randomHex(8), status: "Failed", message: p.cfg.LaunchFailure, at: now})
+			t.awaitingInstance = true
+			e.log.Info("capacity provider launch failed", "provider", p.cfg.Name, "reason", p.cfg.LaunchFailure)
+			return t, nil, nil
+		}
+		in := e.addInstance(p.cfg.Instance, p.cfg.Name)
+		p.activities = append(p.activities, activity{id: randomHex(8), status: "Successful",
+			message: "Launching a new EC2 instance: " + in.ec2ID, at: now})
 		if reason := e.misfit(in, s, used); reason != "" {
 			failures = append(failures, ecstypes.Failure{Arn: aws.String(in.arn), Reason: aws.String(reason)})
 			return nil, failures, nil
@@ -776,6 +812,14 @@ func (e *ECS) requestStop(t *task, code ecstypes.TaskStopCode, reason string) bo
 	t.version++
 	close(t.stopCh)
 	return true
+}
+
+// ExpireClientTokens forgets every RunTask client token, as ECS does after 24 hours: the same token then starts a
+// new task.
+func (e *ECS) ExpireClientTokens() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	clear(e.tokens)
 }
 
 // InterruptSpot reclaims a running Fargate Spot task, as AWS does with two minutes' warning (locally none):

@@ -263,12 +263,12 @@ func TestClientTokenIdempotent(t *testing.T) {
 	if len(list.TaskArns) != 1 || len(r.started) > 1 {
 		t.Fatalf("tasks started for one token: %v (runner starts %d)", list.TaskArns, len(r.started))
 	}
-	// The same token with another request is refused, as ECS refuses it.
+	// The same token with another request is refused, as ECS refuses it: ConflictException naming the tasks.
 	other := gpuRun("dep-1", 2048, 1024, 1, "")
 	_, err = e.RunTask(ctx, other)
-	var api smithy.APIError
-	if !errors.As(err, &api) || api.ErrorCode() != "ClientException" {
-		t.Errorf("same token, other request: %v, want ClientException", err)
+	var conflict *ecstypes.ConflictException
+	if !errors.As(err, &conflict) || conflict.ErrorCode() != "ConflictException" || len(conflict.ResourceIds) != 1 || conflict.ResourceIds[0] != arn {
+		t.Errorf("same token, other request: %v, want ConflictException naming %s", err, arn)
 	}
 }
 
@@ -467,7 +467,7 @@ func TestCapacityHandler(t *testing.T) {
 		Instance: InstanceGroup{InstanceType: "g4dn.xlarge", CPU: 4096, MemoryMiB: 14592, GPUs: 1}}}
 	e, _ := newTestECS(t, cfg)
 	ctx := context.Background()
-	h := &steps.Capacity{ECS: e, Groups: e.AutoScaling(), Cluster: "ollama-ecs", Providers: map[string]string{"g4dn.xlarge": "gpu-g4dn"}}
+	h := &steps.Capacity{ECS: e, Launches: &steps.Launches{ECS: e, Groups: e.AutoScaling()}, Cluster: "ollama-ecs", Providers: map[string]string{"g4dn.xlarge": "gpu-g4dn"}}
 	cand := planner.Candidate{Placement: "gpu:g4dn.xlarge", TaskDefinition: planner.TaskDefinitionGPU, LaunchType: "EC2", InstanceType: "g4dn.xlarge", CPU: 4096, MemoryMiB: 14000, GPUCount: 1}
 	state := steps.State{Request: &steps.Request{DeploymentID: "dep-cap"}, Plan: &planner.Plan{Candidates: []planner.Candidate{cand}}}
 	got, err := h.Handle(ctx, state)

@@ -12,6 +12,7 @@ type Faults struct {
 	refusals  []string
 	crashes   []Stage
 	hangs     int
+	stalls    int
 }
 
 // ThrottleRunTask makes the next n RunTask calls fail with a ThrottlingException API error.
@@ -50,6 +51,14 @@ func (f *Faults) HangNextTasks(n int) {
 	f.hangs += n
 }
 
+// StallProvisioning makes the next n tasks stay PROVISIONING until stopped, as a task does whose instance never
+// comes (with no failed launch activity to say so).
+func (f *Faults) StallProvisioning(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stalls += n
+}
+
 func (f *Faults) runTaskError() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -71,9 +80,13 @@ func (f *Faults) runTaskRefusal() (string, bool) {
 	return r, true
 }
 
-func (f *Faults) nextTaskFaults() (crashAt Stage, hang bool) {
+func (f *Faults) nextTaskFaults() (crashAt Stage, hang, stall bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.stalls > 0 {
+		f.stalls--
+		stall = true
+	}
 	if len(f.crashes) > 0 {
 		crashAt, f.crashes = f.crashes[0], f.crashes[1:]
 	}
@@ -81,5 +94,5 @@ func (f *Faults) nextTaskFaults() (crashAt Stage, hang bool) {
 		f.hangs--
 		hang = true
 	}
-	return crashAt, hang
+	return crashAt, hang, stall
 }

@@ -191,3 +191,32 @@ func (a *AutoScaling) DescribeAutoScalingGroups(_ context.Context, in *autoscali
 	}
 	return out, nil
 }
+
+// DescribeScalingActivities lists a group's launch activities, newest first, as Auto Scaling does.
+func (a *AutoScaling) DescribeScalingActivities(_ context.Context, in *autoscaling.DescribeScalingActivitiesInput, _ ...func(*autoscaling.Options)) (*autoscaling.DescribeScalingActivitiesOutput, error) {
+	e := a.ecs
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := &autoscaling.DescribeScalingActivitiesOutput{}
+	limit := int(aws.ToInt32(in.MaxRecords))
+	if limit <= 0 || limit > 100 {
+		limit = 100
+	}
+	for _, pc := range e.cfg.CapacityProviders {
+		if name := aws.ToString(in.AutoScalingGroupName); name != "" && name != pc.AutoScalingGroup {
+			continue
+		}
+		p := e.providers[pc.Name]
+		for i := len(p.activities) - 1; i >= 0 && len(out.Activities) < limit; i-- {
+			act := p.activities[i]
+			out.Activities = append(out.Activities, astypes.Activity{
+				ActivityId: aws.String(act.id), AutoScalingGroupName: aws.String(pc.AutoScalingGroup),
+				Cause:       aws.String("capacity provider " + pc.Name + " managed scaling asked for one more instance"),
+				Description: aws.String("Launching a new EC2 instance"), StartTime: aws.Time(act.at), EndTime: aws.Time(act.at),
+				StatusCode: astypes.ScalingActivityStatusCode(act.status), StatusMessage: aws.String(act.message),
+				Progress: aws.Int32(100),
+			})
+		}
+	}
+	return out, nil
+}

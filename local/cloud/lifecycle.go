@@ -11,6 +11,11 @@ import (
 // run takes a task through PROVISIONING → PENDING → RUNNING → STOPPED.
 func (e *ECS) run(t *task) {
 	defer e.wg.Done()
+	if t.awaitingInstance {
+		<-t.stopCh // no instance ever comes; only a stop ends the wait
+		e.finish(t, "", "", nil)
+		return
+	}
 	if !e.wait(t, e.opts.ProvisioningDelay+t.extraDelay) {
 		e.finish(t, "", "", nil)
 		return

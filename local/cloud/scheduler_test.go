@@ -9,6 +9,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	schedtypes "github.com/aws/aws-sdk-go-v2/service/scheduler/types"
 	"github.com/aws/smithy-go"
@@ -162,4 +163,47 @@ func TestCleanupStopsTaskAndSchedule(t *testing.T) {
 	if len(list.TaskArns) != 0 {
 		t.Fatalf("running tasks left: %v", list.TaskArns)
 	}
+}
+
+// TestCleanupStopsOnlyItsOwnExecution: two requests under one deployment id; the clean-up of the one that started
+// nothing leaves the other's task and schedule alone; the clean-up of the owner stops its task and deletes the
+// schedule that would stop it.
+func TestCleanupStopsOnlyItsOwnExecution(t *testing.T) {
+	e, _ := newTestECS(t, Config{})
+	sched := NewScheduler(SchedulerOptions{ECS: e, Log: quiet})
+	defer sched.Close()
+	ctx := context.Background()
+	in := gpuRun("dep-shared", 1024, 1024, 0, "")
+	in.Tags = append(in.Tags, ecstypesTag(steps.TagManagedBy, steps.ManagedByValue), ecstypesTag(steps.TagExecution, "exec-a"))
+	out, err := e.RunTask(ctx, in)
+	if err != nil || len(out.Tasks) != 1 {
+		t.Fatalf("RunTask: %v %+v", err, out)
+	}
+	arn := aws.ToString(out.Tasks[0].TaskArn)
+	a := &steps.AutoStop{Scheduler: sched, ECS: e, Cluster: "ollama-ecs", Group: "ollama-ecs", RoleArn: "arn:aws:iam::111122223333:role/s", Now: sched.Now}
+	if _, err := a.Handle(ctx, steps.State{Request: &steps.Request{DeploymentID: "dep-shared"}, Task: &steps.TaskInfo{TaskArn: arn},
+		Plan: &planner.Plan{AutoStopSeconds: 3600}}); err != nil {
+		t.Fatal(err)
+	}
+	cleanup := &steps.Cleanup{Stopper: &steps.Stopper{ECS: e, Scheduler: sched, Cluster: "ollama-ecs", Group: "ollama-ecs"}}
+	other, err := cleanup.Handle(ctx, steps.State{Request: &steps.Request{DeploymentID: "dep-shared", ExecutionName: "exec-b"},
+		Error: &steps.StateError{Error: "DeploymentExistsError"}})
+	if err != nil || len(other.Tasks) != 0 || len(other.Schedules) != 0 {
+		t.Fatalf("clean-up of the other request: %+v %v", other, err)
+	}
+	if _, err := sched.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(steps.ScheduleName("dep-shared")), GroupName: aws.String("ollama-ecs")}); err != nil {
+		t.Fatalf("the owner's schedule is gone: %v", err)
+	}
+	owner, err := cleanup.Handle(ctx, steps.State{Request: &steps.Request{DeploymentID: "dep-shared", ExecutionName: "exec-a"}})
+	if err != nil || len(owner.Tasks) != 1 || owner.Tasks[0] != arn || len(owner.Schedules) != 1 {
+		t.Fatalf("clean-up of the owner: %+v %v", owner, err)
+	}
+	_, err = sched.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(steps.ScheduleName("dep-shared")), GroupName: aws.String("ollama-ecs")})
+	if apiCode(err) != "ResourceNotFoundException" {
+		t.Errorf("schedule after the owner's clean-up: %v, want ResourceNotFoundException", err)
+	}
+}
+
+func ecstypesTag(k, v string) ecstypes.Tag {
+	return ecstypes.Tag{Key: aws.String(k), Value: aws.String(v)}
 }

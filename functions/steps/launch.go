@@ -1,0 +1,197 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
+
+	"github.com/ollama-ecs/ollama-ecs/catalog"
+)
+
+// Launches tells whether a GPU instance that a capacity provider must add can come at all. "The Auto Scaling group
+// is below its maximum" is not enough on a real account: the account's vCPU quota for the instance family may be
+// used up, or the zone may have no capacity (InsufficientInstanceCapacity), and then the group records a failed
+// launch activity and the task waits in PROVISIONING for an instance that never comes.
+type Launches struct {
+	ECS    CapacityProviders
+	Groups AutoScalingGroups
+	// Quotas and Instances check the account's running-instance vCPU quota; nil Quotas skips the check.
+	Quotas    ServiceQuotas
+	Instances EC2Instances
+	// VCPUs is an instance type's vCPU count; nil means the catalog's.
+	VCPUs func(instanceType string) int
+	// FailureWindow is how far back a failed launch activity still refuses a group (default 15 minutes): a later
+	// successful launch clears it at once.
+	FailureWindow time.Duration
+	Now           func() time.Time
+}
+
+// The EC2 quotas on running On-Demand instances, in vCPUs, by instance family (Service Quotas, service code ec2).
+var vcpuQuotas = map[string]struct{ code, name string }{
+	"g":  {"L-DB2E81BA", "Running On-Demand G and VT instances"},
+	"vt": {"L-DB2E81BA", "Running On-Demand G and VT instances"},
+	"p":  {"L-417A185B", "Running On-Demand P instances"},
+}
+
+// family is an instance type's family letters: "g4dn.xlarge" → "g", "vt1.3xlarge" → "vt".
+func family(instanceType string) string {
+	i := strings.IndexAny(instanceType, "0123456789")
+	if i < 0 {
+		return instanceType
+	}
+	return instanceType[:i]
+}
+
+func (l *Launches) now() time.Time {
+	if l.Now != nil {
+		return l.Now()
+	}
+	return time.Now()
+}
+
+func (l *Launches) vcpus(instanceType string) int {
+	if l.VCPUs != nil {
+		return l.VCPUs(instanceType)
+	}
+	if t, err := catalog.Default().InstanceType(instanceType); err == nil {
+		return t.VCPU
+	}
+	return 0
+}
+
+// QuotaRoom reports whether one more instance of the type fits in the account's running-instance vCPU quota. An
+// unknown family, or a quota Service Quotas does not report, is room (said in the reason).
+func (l *Launches) QuotaRoom(ctx context.Context, instanceType string) (bool, string, error) {
+	q, ok := vcpuQuotas[family(instanceType)]
+	if !ok || l.Quotas == nil {
+		return true, "no vCPU quota checked for " + instanceType, nil
+	}
+	out, err := l.Quotas.GetServiceQuota(ctx, &servicequotas.GetServiceQuotaInput{
+		ServiceCode: aws.String("ec2"), QuotaCode: aws.String(q.code)})
+	if isCode(err, "NoSuchResourceException") {
+		return true, fmt.Sprintf("quota %s (%s) not reported", q.code, q.name), nil
+	}
+	if err != nil {
+		return false, "", awsError("servicequotas:GetServiceQuota", err)
+	}
+	if out.Quota == nil || out.Quota.Value == nil {
+		return true, fmt.Sprintf("quota %s (%s) has no value", q.code, q.name), nil
+	}
+	limit := int(*out.Quota.Value)
+	used, err := l.runningVCPUs(ctx, q.code)
+	if err != nil {
+		return false, "", err
+	}
+	need := l.vcpus(instanceType)
+	detail := fmt.Sprintf("account quota %q is %d vCPUs, %d in use, %s needs %d", q.name, limit, used, instanceType, need)
+	return used+need <= limit, detail, nil
+}
+
+// runningVCPUs adds up the vCPUs of the account's pending and running instances whose family the quota covers.
+func (l *Launches) runningVCPUs(ctx context.Context, quotaCode string) (int, error) {
+	var patterns []string
+	for fam, q := range vcpuQuotas {
+		if q.code == quotaCode {
+			patterns = append(patterns, fam+"*")
+		}
+	}
+	in := &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
+		{Name: aws.String("instance-state-name"), Values: []string{"pending", "running"}},
+		{Name: aws.String("instance-type"), Values: patterns},
+	}}
+	total := 0
+	for {
+		out, err := l.Instances.DescribeInstances(ctx, in)
+		if err != nil {
+			return 0, awsError("ec2:DescribeInstances", err)
+		}
+		for _, r := range out.Reservations {
+			for _, inst := range r.Instances {
+				// The filter's wildcard also matches other families that start with the letter (g… covers only
+				// G, but be exact).
+				if q, ok := vcpuQuotas[family(string(inst.InstanceType))]; !ok || q.code != quotaCode {
+					continue
+				}
+				if c := inst.CpuOptions; c != nil && c.CoreCount != nil && c.ThreadsPerCore != nil {
+					total += int(*c.CoreCount * *c.ThreadsPerCore)
+				} else {
+					total += l.vcpus(string(inst.InstanceType))
+				}
+			}
+		}
+		if out.NextToken == nil {
+			return total, nil
+		}
+		in.NextToken = out.NextToken
+	}
+}
+
+// Group finds a capacity provider's Auto Scaling group; ok is false (with why) when it has none.
+func (l *Launches) Group(ctx context.Context, provider string) (g astypes.AutoScalingGroup, why string, err error) {
+	out, err := l.ECS.DescribeCapacityProviders(ctx, &ecs.DescribeCapacityProvidersInput{CapacityProviders: []string{provider}})
+	if err != nil {
+		return g, "", awsError("ecs:DescribeCapacityProviders", err)
+	}
+	if len(out.CapacityProviders) == 0 || out.CapacityProviders[0].AutoScalingGroupProvider == nil {
+		return g, "capacity provider not found", nil
+	}
+	name := aws.ToString(out.CapacityProviders[0].AutoScalingGroupProvider.AutoScalingGroupArn)
+	if i := strings.LastIndex(name, "autoScalingGroupName/"); i >= 0 {
+		name = name[i+len("autoScalingGroupName/"):]
+	}
+	if l.Groups == nil {
+		return g, "no Auto Scaling client", nil
+	}
+	groups, err := l.Groups.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{name}})
+	if err != nil {
+		return g, "", awsError("autoscaling:DescribeAutoScalingGroups", err)
+	}
+	if len(groups.AutoScalingGroups) == 0 {
+		return g, "Auto Scaling group " + name + " not found", nil
+	}
+	return groups.AutoScalingGroups[0], "", nil
+}
+
+// LaunchFailure returns the status message of the group's newest launch activity when it failed or was cancelled
+// at or after since, and "" otherwise (no activity, or the newest one succeeded or is still under way).
+func (l *Launches) LaunchFailure(ctx context.Context, group string, since time.Time) (string, error) {
+	out, err := l.Groups.DescribeScalingActivities(ctx, &autoscaling.DescribeScalingActivitiesInput{
+		AutoScalingGroupName: aws.String(group), MaxRecords: aws.Int32(10)})
+	if err != nil {
+		return "", awsError("autoscaling:DescribeScalingActivities", err)
+	}
+	// Activities come newest first.
+	for _, a := range out.Activities {
+		if a.StartTime != nil && a.StartTime.Before(since) {
+			return "", nil
+		}
+		switch a.StatusCode {
+		case astypes.ScalingActivityStatusCodeFailed, astypes.ScalingActivityStatusCodeCancelled:
+			msg := aws.ToString(a.StatusMessage)
+			if msg == "" {
+				msg = aws.ToString(a.Description)
+			}
+			return fmt.Sprintf("Auto Scaling group %s could not launch an instance: %s", group, msg), nil
+		case astypes.ScalingActivityStatusCodeSuccessful:
+			return "", nil
+		}
+		// In progress (or waiting): look at the one before it.
+	}
+	return "", nil
+}
+
+func (l *Launches) failureWindow() time.Duration {
+	if l.FailureWindow > 0 {
+		return l.FailureWindow
+	}
+	return 15 * time.Minute
+}
