@@ -16,6 +16,7 @@ import (
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
+	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
@@ -112,6 +113,42 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		var capErr *CapacityError
 		if !errors.As(err, &capErr) {
 			t.Fatalf("got %T %v, want *CapacityError", err, err)
+		}
+	})
+
+	t.Run("launch checks: the vCPU quota, running G instances and the group's activities", func(t *testing.T) {
+		setupCluster(t)
+		ctx := moto.Context(t)
+		l := &Launches{ECS: ecsc, Groups: asg, Quotas: servicequotas.NewFromConfig(cfg), Instances: ec2c}
+		// moto reports Service Quotas for vpc only: an EC2 quota it does not report is room, and said so.
+		ok, reason, err := l.QuotaRoom(ctx, "g4dn.xlarge")
+		if err != nil || !ok || !strings.Contains(reason, "L-DB2E81BA") || !strings.Contains(reason, "not reported") {
+			t.Fatalf("quota: %v %q %v", ok, reason, err)
+		}
+		images, err := ec2c.DescribeImages(ctx, &ec2.DescribeImagesInput{})
+		if err != nil || len(images.Images) == 0 {
+			t.Fatalf("images: %v", err)
+		}
+		for _, typ := range []ec2types.InstanceType{ec2types.InstanceTypeG4dnXlarge, ec2types.InstanceTypeG4dn2xlarge, ec2types.InstanceTypeM5Large} {
+			if _, err := ec2c.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: images.Images[0].ImageId, MinCount: aws.Int32(1),
+				MaxCount: aws.Int32(1), InstanceType: typ}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if used, err := l.runningVCPUs(ctx, "L-DB2E81BA"); err != nil || used != 4+8 {
+			t.Errorf("G-family vCPUs in use: %d %v, want 12 (g4dn.xlarge + g4dn.2xlarge, not the m5)", used, err)
+		}
+		if _, err := asg.CreateLaunchConfiguration(ctx, &autoscaling.CreateLaunchConfigurationInput{LaunchConfigurationName: aws.String("lc"),
+			ImageId: images.Images[0].ImageId, InstanceType: aws.String("g4dn.xlarge")}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := asg.CreateAutoScalingGroup(ctx, &autoscaling.CreateAutoScalingGroupInput{AutoScalingGroupName: aws.String("asg-g4dn"),
+			LaunchConfigurationName: aws.String("lc"), MinSize: aws.Int32(0), MaxSize: aws.Int32(2), DesiredCapacity: aws.Int32(1),
+			AvailabilityZones: []string{"us-east-1a"}}); err != nil {
+			t.Fatal(err)
+		}
+		if failure, err := l.LaunchFailure(ctx, "asg-g4dn", time.Now().Add(-time.Hour)); err != nil || failure != "" {
+			t.Errorf("a group whose launch succeeded: %q %v", failure, err)
 		}
 	})
 

@@ -97,16 +97,11 @@ func (l *Launches) QuotaRoom(ctx context.Context, instanceType string) (bool, st
 }
 
 // runningVCPUs adds up the vCPUs of the account's pending and running instances whose family the quota covers.
+// The family is matched here rather than by a wildcard instance-type filter, which not every EC2 endpoint
+// (moto, for one) honours.
 func (l *Launches) runningVCPUs(ctx context.Context, quotaCode string) (int, error) {
-	var patterns []string
-	for fam, q := range vcpuQuotas {
-		if q.code == quotaCode {
-			patterns = append(patterns, fam+"*")
-		}
-	}
 	in := &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
 		{Name: aws.String("instance-state-name"), Values: []string{"pending", "running"}},
-		{Name: aws.String("instance-type"), Values: patterns},
 	}}
 	total := 0
 	for {
@@ -116,8 +111,6 @@ func (l *Launches) runningVCPUs(ctx context.Context, quotaCode string) (int, err
 		}
 		for _, r := range out.Reservations {
 			for _, inst := range r.Instances {
-				// The filter's wildcard also matches other families that start with the letter (g… covers only
-				// G, but be exact).
 				if q, ok := vcpuQuotas[family(string(inst.InstanceType))]; !ok || q.code != quotaCode {
 					continue
 				}
