@@ -25,11 +25,13 @@ const (
 	SourceOllamaECS = "ollama-ecs"
 	SourceS3        = "aws.s3"
 	SourceEvents    = "aws.events"
+	SourceECS       = "aws.ecs"
 
 	DetailTypeDeploy        = "Deploy Request"
 	DetailTypeStop          = "Stop Request"
 	DetailTypeObjectCreated = "Object Created"
 	DetailTypeScheduled     = "Scheduled Event"
+	DetailTypeTaskState     = "ECS Task State Change"
 
 	// MaxEventBytes is EventBridge's limit on one event; anything larger did not come from EventBridge.
 	MaxEventBytes = 256 * 1024
@@ -37,6 +39,8 @@ const (
 	MaxTTL = 30 * 24 * time.Hour
 	// MaxContextLength bounds the context a request may ask for.
 	MaxContextLength = 1 << 20
+	// MaxRestarts bounds how often a kept-running deployment is started again after its task died.
+	MaxRestarts = 5
 )
 
 // Envelope is the EventBridge event around every detail. Detail stays raw until the detail type is known.
@@ -79,6 +83,27 @@ type DeployRequest struct {
 	// Source, when set, deploys a GGUF already uploaded under the model prefix ("s3://bucket/models/x.gguf")
 	// under the name in Model, sized from its header, instead of a catalog model pulled from the registry.
 	Source string `json:"source,omitempty"`
+	// KeepRunning starts the deployment again when its task dies on its own (Spot interruption, out of memory, a
+	// crash), on the next candidate: the placement it died on is avoided.
+	KeepRunning bool `json:"keepRunning,omitempty"`
+	// Avoid names placements the planner must not choose ("Fargate Spot", "EC2 g4dn.xlarge"); a restart after
+	// an interruption adds the one that failed.
+	Avoid []string `json:"avoid,omitempty"`
+	// Restart counts the restarts after interruptions (set by ollama-ecs, at most MaxRestarts); each restart is an
+	// execution of its own with its own RunTask client tokens.
+	Restart int `json:"restart,omitempty"`
+}
+
+// TaskStateChange is the detail of an ECS "ECS Task State Change" event, as far as ollama-ecs reads it. Fields
+// ECS adds are accepted, since AWS, not a person, writes this shape.
+type TaskStateChange struct {
+	ClusterArn    string `json:"clusterArn"`
+	TaskArn       string `json:"taskArn"`
+	LastStatus    string `json:"lastStatus"`
+	DesiredStatus string `json:"desiredStatus"`
+	StopCode      string `json:"stopCode"`
+	StoppedReason string `json:"stoppedReason"`
+	StartedBy     string `json:"startedBy"`
 }
 
 // StopRequest is the detail of a "Stop Request": stop one deployment.
@@ -133,6 +158,8 @@ const (
 	KindStop     Kind = "stop"
 	KindTeardown Kind = "teardown"
 	KindDirect   Kind = "direct"
+	// KindTaskStopped is an ECS task of the cluster that stopped.
+	KindTaskStopped Kind = "task-stopped"
 )
 
 // Input is a parsed event: exactly one of Deploy, Upload, Stop is set, or none for a teardown.
@@ -142,6 +169,7 @@ type Input struct {
 	Deploy       *DeployRequest
 	Upload       *Upload
 	Stop         *StopRequest
+	TaskStopped  *TaskStateChange
 	Envelope     *Envelope
 }
 
@@ -173,6 +201,7 @@ var (
 	// uploadNamePattern is an uploaded model's Ollama name: a name, or namespace/name for a team's folder.
 	uploadNamePattern = regexp.MustCompile(`^([a-z0-9][a-z0-9._-]{0,63}/)?[a-z0-9][a-z0-9._-]{0,63}$`)
 	requesterPattern  = regexp.MustCompile(`^[\w.@:/+=, -]{0,128}$`)
+	placementPattern  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$`)
 )
 
 // ValidDeploymentID reports whether id has the form deployment ids take: 3-36 of a-z, 0-9 and -, so it fits ECS's
@@ -249,6 +278,20 @@ func Parse(raw []byte, cfg Config, executionName string) (Input, error) {
 		return Input{Kind: KindUpload, DeploymentID: id, Upload: &up, Envelope: &env}, nil
 	case env.Source == SourceEvents && env.DetailType == DetailTypeScheduled:
 		return Input{Kind: KindTeardown, Envelope: &env}, nil
+	case env.Source == SourceECS && env.DetailType == DetailTypeTaskState:
+		var d TaskStateChange
+		if err := json.Unmarshal(env.Detail, &d); err != nil {
+			return Input{}, invalid("detail", "%v", jsonReason(err))
+		}
+		if d.TaskArn == "" || d.ClusterArn == "" {
+			return Input{}, invalid("detail.taskArn", "a task state change names its task and cluster")
+		}
+		// startedBy is the deployment id of this system's tasks; others' tasks may have anything or nothing.
+		id := ""
+		if deploymentIDPattern.MatchString(d.StartedBy) {
+			id = d.StartedBy
+		}
+		return Input{Kind: KindTaskStopped, DeploymentID: id, TaskStopped: &d, Envelope: &env}, nil
 	}
 	return Input{}, invalid("detail-type", "unknown event %q from %q", env.DetailType, env.Source)
 }
@@ -304,6 +347,15 @@ func (d DeployRequest) Validate() error {
 		return invalid("detail.source", "%q is not s3://<bucket>/<key>.gguf", d.Source)
 	case !deploymentIDPattern.MatchString(d.DeploymentID):
 		return invalid("detail.deploymentId", "%q is not a deployment id (3-36 of a-z, 0-9, -)", d.DeploymentID)
+	case len(d.Avoid) > 16:
+		return invalid("detail.avoid", "at most 16 placements")
+	case d.Restart < 0 || d.Restart > MaxRestarts:
+		return invalid("detail.restart", "%d is outside 0..%d", d.Restart, MaxRestarts)
+	}
+	for _, a := range d.Avoid {
+		if !placementPattern.MatchString(a) {
+			return invalid("detail.avoid", "%q is not a placement (1-64 of letters, digits, space, . _ -)", a)
+		}
 	}
 	if _, err := d.TTLDuration(); err != nil {
 		return err

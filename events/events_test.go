@@ -40,7 +40,7 @@ func TestSamples(t *testing.T) {
 	want := map[string]Kind{
 		"deploy-request.json": KindDeploy, "deploy-request-gpu.json": KindDeploy, "stop-request.json": KindStop,
 		"s3-object-created.json": KindUpload, "s3-modelfile-created.json": KindUpload,
-		"scheduled-teardown.json": KindTeardown, "direct-request.json": KindDirect,
+		"scheduled-teardown.json": KindTeardown, "direct-request.json": KindDirect, "ecs-task-stopped.json": KindTaskStopped,
 	}
 	files, _ := filepath.Glob("testdata/valid/*.json")
 	if len(files) != len(want) {

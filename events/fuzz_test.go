@@ -39,6 +39,10 @@ func FuzzParse(f *testing.F) {
 			if in.Stop == nil || !ValidDeploymentID(in.DeploymentID) {
 				t.Fatalf("accepted an invalid stop %+v", in.Stop)
 			}
+		case KindTaskStopped:
+			if in.TaskStopped == nil || in.TaskStopped.TaskArn == "" || (in.DeploymentID != "" && !ValidDeploymentID(in.DeploymentID)) {
+				t.Fatalf("accepted an invalid task state change %+v", in.TaskStopped)
+			}
 		case KindTeardown:
 		default:
 			t.Fatalf("unknown kind %q", in.Kind)

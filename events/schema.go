@@ -23,15 +23,16 @@ var SchemaFiles = map[Kind]string{
 // Sample returns an example event of a kind, as the tests check it.
 func Sample(kind Kind) ([]byte, error) {
 	files := map[Kind]string{
-		KindDeploy:   "deploy-request.json",
-		KindDirect:   "direct-request.json",
-		KindStop:     "stop-request.json",
-		KindUpload:   "s3-object-created.json",
-		KindTeardown: "scheduled-teardown.json",
+		KindDeploy:      "deploy-request.json",
+		KindDirect:      "direct-request.json",
+		KindStop:        "stop-request.json",
+		KindUpload:      "s3-object-created.json",
+		KindTeardown:    "scheduled-teardown.json",
+		KindTaskStopped: "ecs-task-stopped.json",
 	}
 	f, ok := files[kind]
 	if !ok {
-		return nil, fmt.Errorf("no sample for %q; kinds: deploy, direct, stop, upload, teardown", kind)
+		return nil, fmt.Errorf("no sample for %q; kinds: deploy, direct, stop, upload, teardown, task-stopped", kind)
 	}
 	raw, err := samples.ReadFile("testdata/valid/" + f)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,6 +99,8 @@ type Stack struct {
 	mu         sync.Mutex
 	executions []Started
 	closed     bool
+	// deliveries are the asynchronous event deliveries under way (S3 and ECS events), which Close waits for.
+	deliveries sync.WaitGroup
 	// storing silences the upload rule while Store writes, as for a file uploaded before the rule existed.
 	storing atomic.Bool
 }
@@ -144,12 +147,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 			if s.storing.Load() {
 				return
 			}
-			// EventBridge delivers asynchronously: the upload returns before the state machine starts.
-			go func() {
-				if _, err := s.PutEvent(context.Background(), event); err != nil {
-					s.log.Error("routing an upload event", "error", err)
-				}
-			}()
+			s.deliverAsync(event)
 		},
 	})
 	if err != nil {
@@ -160,7 +158,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		runner = &cloud.OllamaRunner{TempDir: s.dir, Objects: s.Bucket, Log: opts.Log}
 	}
 	s.ECS, err = cloud.NewECS(cloud.ECSOptions{Config: cfg, Runner: runner, Log: opts.Log,
-		ProvisioningDelay: opts.ECSDelays, PendingDelay: opts.ECSDelays})
+		ProvisioningDelay: opts.ECSDelays, PendingDelay: opts.ECSDelays, OnTaskStopped: s.deliverAsync})
 	if err != nil {
 		return nil, err
 	}
@@ -207,12 +205,14 @@ func (s *Stack) handlers() handlerSet {
 		gpuTypes = append(gpuTypes, p.Instance.InstanceType)
 	}
 	stopper := &steps.Stopper{ECS: s.ECS, Scheduler: s.Scheduler, Cluster: cluster, Group: ScheduleGroup, Log: log}
+	interrupted := &steps.Interrupted{Stopper: stopper, Tags: s.ECS, Executions: executions{s}, StateMachineArn: s.StateMachineArn(),
+		Now: s.Scheduler.Now}
 	launches := &steps.Launches{ECS: s.ECS, Groups: s.ECS.AutoScaling(), Quotas: s.ECS.Account(), Instances: s.ECS.Account()}
 	gpuRule := "local mode runs GPU placements on the CPU"
 	if o.ApplyGPURule {
 		gpuRule = ""
 	}
-	teardown := &steps.Teardown{Stopper: stopper}
+	teardown := &steps.Teardown{Stopper: stopper, Interrupted: interrupted}
 	fns := map[string]lambda.Handler{
 		"validate": lambdaapi.Func((&steps.Validate{Catalog: catalog.Default(), S3: s.Bucket, Bucket: Bucket,
 			Prefix: ModelPrefix, Log: log}).Handle),
@@ -261,11 +261,15 @@ func (s *Stack) PutEvent(ctx context.Context, raw []byte) (Routed, error) {
 		arn, err := s.start(ctx, randomName(), json.RawMessage(raw), kind)
 		return Routed{Kind: kind, ExecutionArn: arn}, err
 	case env.Source == events.SourceOllamaECS && env.DetailType == events.DetailTypeStop,
-		env.Source == events.SourceEvents && env.DetailType == events.DetailTypeScheduled:
+		env.Source == events.SourceEvents && env.DetailType == events.DetailTypeScheduled,
+		env.Source == events.SourceECS && env.DetailType == events.DetailTypeTaskState && s.matchesTaskStoppedRule(env):
 		stopped, err := s.invokeTeardown(ctx, raw)
 		kind := events.KindStop
-		if env.Source == events.SourceEvents {
+		switch env.Source {
+		case events.SourceEvents:
 			kind = events.KindTeardown
+		case events.SourceECS:
+			kind = events.KindTaskStopped
 		}
 		return Routed{Kind: kind, Stopped: &stopped}, err
 	}
@@ -282,6 +286,38 @@ func (s *Stack) matchesUploadRule(env events.Envelope) bool {
 		return false
 	}
 	return d.Bucket.Name == Bucket && len(d.Object.Key) >= len(ModelPrefix) && d.Object.Key[:len(ModelPrefix)] == ModelPrefix
+}
+
+// matchesTaskStoppedRule is the task-state rule's pattern: this cluster's tasks, STOPPED, for any stop code but
+// UserInitiated (the stops this system and its users ask for).
+func (s *Stack) matchesTaskStoppedRule(env events.Envelope) bool {
+	var d events.TaskStateChange
+	return json.Unmarshal(env.Detail, &d) == nil && d.ClusterArn == s.ECS.ClusterArn() && d.LastStatus == cloud.StatusStopped &&
+		d.StopCode != "UserInitiated"
+}
+
+// deliverAsync routes an event the way EventBridge delivers it: asynchronously, after the call that caused it
+// returned. Events no rule matches are dropped, as EventBridge drops them.
+func (s *Stack) deliverAsync(event []byte) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.deliveries.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.deliveries.Done()
+		if _, err := s.PutEvent(context.Background(), event); err != nil && !strings.HasPrefix(err.Error(), "no rule matches") {
+			s.log.Error("delivering an event", "error", err)
+		}
+	}()
+}
+
+// StateMachineArn is the local deploy state machine's ARN.
+func (s *Stack) StateMachineArn() string {
+	cfg := s.opts.Cluster
+	return fmt.Sprintf("arn:aws:states:%s:%s:stateMachine:%s", cfg.Region, cfg.Account, StateMachine)
 }
 
 // invokeTeardown runs the teardown function's handler with the event, as the rules' Lambda target does.
@@ -373,6 +409,7 @@ func (s *Stack) Close(ctx context.Context) error {
 	if s.Scheduler != nil {
 		s.Scheduler.Close()
 	}
+	s.deliveries.Wait()
 	if s.Engine != nil {
 		errs = append(errs, s.Engine.Close())
 	}

@@ -72,6 +72,8 @@ type Request struct {
 	Upload bool
 	// EC2DiskGiB is the root volume of the GPU instances (default DefaultEC2DiskGiB, the stack's launch template).
 	EC2DiskGiB int
+	// Avoid names placements not to choose (Candidate.Placement), e.g. the one an interrupted task ran on.
+	Avoid []string
 }
 
 // Disk sizing: a task's storage holds the container image and the model (twice for an upload).
@@ -243,6 +245,7 @@ func New(c *catalog.Catalog, req Request) (Plan, error) {
 		p.consider()
 		p.rank()
 	}
+	p.avoid()
 	if len(p.plan.Candidates) == 0 {
 		return Plan{}, p.tooLarge()
 	}
@@ -384,6 +387,19 @@ func (p *planning) consider() {
 			p.plan.Notes = append(p.plan.Notes, "the seed's GPU recommendation "+seed.GPU+" is not available: see the rejects")
 		}
 	}
+}
+
+// avoid turns the candidates the request avoids into rejects.
+func (p *planning) avoid() {
+	kept := p.plan.Candidates[:0]
+	for _, c := range p.plan.Candidates {
+		if slices.Contains(p.req.Avoid, c.Placement) {
+			p.reject(c.Placement, c.InstanceType, "avoided: an earlier task of this deployment stopped there")
+			continue
+		}
+		kept = append(kept, c)
+	}
+	p.plan.Candidates = kept
 }
 
 func (p *planning) has(c Candidate) bool {

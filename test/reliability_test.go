@@ -468,39 +468,81 @@ func TestProcessKilledAndHungHealth(t *testing.T) {
 // SpotInterruption; nothing redeploys it; its auto-stop schedule stays until its time and then fires a StopTask
 // on the stopped task, which changes nothing and deletes the schedule. A Stop Request would delete it at once.
 func TestSpotInterruptionAfterDeployment(t *testing.T) {
-	// Schedule time runs 30x: a two-minute TTL (rounded up to the minute) fires 4-6 s after the deployment.
-	s := stackWithTiny(t, local.Options{TimeScale: 30})
-	rec := succeeded(t, deploy(t, s, events.DeployRequest{Model: "tiny", TTL: "2m", DeploymentID: "spot-one"}))
-	if rec.Placement != "Fargate Spot" || rec.ScheduleName == "" {
-		t.Fatalf("record %+v", rec)
-	}
-	pid, err := processOf(ctxFor(t, 5*time.Second), s, rec.TaskArn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.ECS.InterruptSpot(rec.TaskArn); err != nil {
-		t.Fatal(err)
-	}
-	task, err := s.ECS.WaitStatus(ctxFor(t, 15*time.Second), rec.TaskArn, cloud.StatusStopped)
-	if err != nil || task.StopCode != ecstypes.TaskStopCodeSpotInterruption {
-		t.Fatalf("interrupted task: %v, stop code %s", err, task.StopCode)
-	}
-	waitPIDGone(t, pid)
-	if got := scheduleNames(t, s); len(got) != 1 || got[0] != rec.ScheduleName {
-		t.Errorf("schedules after the interruption: %v", got)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for len(s.Scheduler.Fired()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	fired := s.Scheduler.Fired()
-	if len(fired) != 1 || fired[0].Err != nil || fired[0].Name != rec.ScheduleName {
-		t.Fatalf("fired %+v", fired)
-	}
-	if n := tasksStartedBy(t, s, "spot-one"); n != 1 {
-		t.Errorf("%d tasks: the interruption was redeployed", n)
-	}
-	assertNothingLeft(t, s, "spot-one")
+	s := stackWithTiny(t, local.Options{})
+
+	t.Run("noticed: the schedule goes with the task, nothing redeploys it", func(t *testing.T) {
+		rec := succeeded(t, deploy(t, s, events.DeployRequest{Model: "tiny", TTL: "2m", DeploymentID: "spot-one"}))
+		if rec.Placement != "Fargate Spot" || rec.ScheduleName == "" {
+			t.Fatalf("record %+v", rec)
+		}
+		pid, err := processOf(ctxFor(t, 5*time.Second), s, rec.TaskArn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(s.Executions())
+		if err := s.ECS.InterruptSpot(rec.TaskArn); err != nil {
+			t.Fatal(err)
+		}
+		task, err := s.ECS.WaitStatus(ctxFor(t, 15*time.Second), rec.TaskArn, cloud.StatusStopped)
+		if err != nil || task.StopCode != ecstypes.TaskStopCodeSpotInterruption {
+			t.Fatalf("interrupted task: %v, stop code %s", err, task.StopCode)
+		}
+		waitPIDGone(t, pid)
+		// The ECS Task State Change reaches the teardown function, which deletes the auto-stop schedule.
+		deadline := time.Now().Add(10 * time.Second)
+		for len(scheduleNames(t, s)) > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if got := scheduleNames(t, s); len(got) != 0 {
+			t.Errorf("schedules after the interruption: %v", got)
+		}
+		for _, task := range allTasks(t, s) {
+			if aws.ToString(task.TaskArn) == rec.TaskArn && steps.TagValue(task.Tags, steps.TagInterrupted) != "SpotInterruption" {
+				t.Errorf("the stopped task is not marked interrupted: %+v", task.Tags)
+			}
+		}
+		if len(s.Executions()) != n || tasksStartedBy(t, s, "spot-one") != 1 {
+			t.Errorf("the interruption was redeployed without keepRunning")
+		}
+		assertNothingLeft(t, s, "spot-one")
+	})
+
+	t.Run("kept running: started again on the next candidate with the time left", func(t *testing.T) {
+		rec := succeeded(t, deploy(t, s, events.DeployRequest{Model: "tiny", TTL: "2h", KeepRunning: true, DeploymentID: "spot-keep"}))
+		if rec.Placement != "Fargate Spot" {
+			t.Fatalf("record %+v", rec)
+		}
+		n := len(s.Executions())
+		if err := s.ECS.InterruptSpot(rec.TaskArn); err != nil {
+			t.Fatal(err)
+		}
+		restart, err := s.WaitForExecution(ctxFor(t, 15*time.Second), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ex := waitDone(t, s, restart.ExecutionArn)
+		again := succeeded(t, ex)
+		if ex.Name != "spot-keep-r1" || again.DeploymentID != "spot-keep" || again.Placement != "Fargate" || again.ScheduleName == "" {
+			t.Fatalf("restart %s: %+v", ex.Name, again)
+		}
+		var in events.DeployRequest
+		err = json.Unmarshal(ex.Input, &in)
+		ttl, _ := time.ParseDuration(in.TTL)
+		// The time left on the schedule, which was rounded up to the minute: about two hours.
+		if err != nil || len(in.Avoid) != 1 || in.Avoid[0] != "Fargate Spot" || in.Restart != 1 || !in.KeepRunning ||
+			ttl < 118*time.Minute || ttl > 122*time.Minute {
+			t.Errorf("restart request %+v %v", in, err)
+		}
+		if live := tasksOf(t, s, "spot-keep"); len(live) != 1 || aws.ToString(live[0].TaskArn) != again.TaskArn {
+			t.Errorf("live tasks %+v", live)
+		}
+		// A stop request is a UserInitiated stop: no restart.
+		stopDeployment(t, s, "spot-keep")
+		time.Sleep(300 * time.Millisecond)
+		if got := len(s.Executions()); got != n+1 {
+			t.Errorf("%d executions after the stop, want %d", got, n+1)
+		}
+	})
 }
 
 // TestOutOfOrderAndDuplicateEvents: stop requests before, during and after their deployment, a scheduled

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/cloudformation"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
@@ -368,6 +369,36 @@ func TestCommandsAgainstMoto(t *testing.T) {
 		out = mustCLI(t, "stop", "llama2-7b-prod", "--via-events")
 		if !strings.Contains(out, "stop request for llama2-7b-prod put on bus ollama-ecs") {
 			t.Errorf("via events:\n%s", out)
+		}
+	})
+
+	t.Run("list shows a deployment whose task was interrupted, until it is restarted", func(t *testing.T) {
+		m.reset(t)
+		m.startDeployment(t, "mistral-7b-dev", "mistral:7b", "dev", stopAt)
+		ctx := moto.Context(t)
+		ecsc := ecs.NewFromConfig(m.cfg)
+		listed, err := ecsc.ListTasks(ctx, &ecs.ListTasksInput{Cluster: aws.String("ollama"), StartedBy: aws.String("mistral-7b-dev")})
+		if err != nil || len(listed.TaskArns) != 1 {
+			t.Fatalf("%v %+v", err, listed)
+		}
+		arn := listed.TaskArns[0]
+		if _, err := ecsc.StopTask(ctx, &ecs.StopTaskInput{Cluster: aws.String("ollama"), Task: aws.String(arn), Reason: aws.String("Your Spot Task was interrupted.")}); err != nil {
+			t.Fatal(err)
+		}
+		// What the teardown function does on the task's ECS Task State Change.
+		if _, err := ecsc.TagResource(ctx, &ecs.TagResourceInput{ResourceArn: aws.String(arn),
+			Tags: []ecstypes.Tag{{Key: aws.String(steps.TagInterrupted), Value: aws.String("SpotInterruption")}}}); err != nil {
+			t.Fatal(err)
+		}
+		out := mustCLI(t, "list")
+		if !strings.Contains(out, "mistral-7b-dev") || !strings.Contains(out, "INTERRUPTED (SpotInterruption)") {
+			t.Errorf("list:\n%s", out)
+		}
+		m.startDeployment(t, "mistral-7b-dev", "mistral:7b", "dev", stopAt)
+		out = mustCLI(t, "list", "--output", "json")
+		var ds []deployment
+		if err := json.Unmarshal([]byte(out), &ds); err != nil || len(ds) != 1 || ds[0].Status != "RUNNING" {
+			t.Errorf("after the restart: %v %s", err, out)
 		}
 	})
 

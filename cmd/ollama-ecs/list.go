@@ -40,7 +40,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	now := time.Now()
-	ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], "", now)
+	ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], "", now, true)
 	if err != nil {
 		return err
 	}
@@ -68,62 +68,86 @@ type deployment struct {
 	CostSoFarUSD float64 `json:"costSoFarUSD"`
 	// AutoStopAt is the auto-stop schedule's time; zero when there is none.
 	AutoStopAt time.Time `json:"autoStopAt,omitzero"`
+	// StoppedReason is why an INTERRUPTED deployment's task stopped.
+	StoppedReason string `json:"stoppedReason,omitempty"`
 }
 
 // listDeployments reads the deployments from ECS: tasks of the cluster tagged as managed by ollama-ecs, with the
-// deployment id as startedBy; startedBy, when not empty, narrows the list to one deployment.
-func listDeployments(ctx context.Context, tasks steps.TaskStopper, sched steps.Schedules, cluster, group, startedBy string, now time.Time) ([]deployment, error) {
-	in := &ecs.ListTasksInput{Cluster: aws.String(cluster), DesiredStatus: ecstypes.DesiredStatusRunning}
-	if startedBy != "" {
-		in.StartedBy = aws.String(startedBy)
-	}
-	var arns []string
-	for {
-		out, err := tasks.ListTasks(ctx, in)
-		if err != nil {
-			if isCode(err, "ClusterNotFoundException") {
-				return nil, fmt.Errorf("cluster %q not found: check --stack or --cluster", cluster)
-			}
-			return nil, awsErr("ecs:ListTasks", err)
-		}
-		arns = append(arns, out.TaskArns...)
-		if out.NextToken == nil {
-			break
-		}
-		in.NextToken = out.NextToken
+// deployment id as startedBy; startedBy, when not empty, narrows the list to one deployment. With interrupted, a
+// deployment whose ready task stopped on its own (the teardown function tagged it interrupted, with its stop
+// code) and that has no live task shows as INTERRUPTED while ECS still describes the stopped task (about an hour).
+func listDeployments(ctx context.Context, tasks steps.TaskStopper, sched steps.Schedules, cluster, group, startedBy string, now time.Time, interrupted bool) ([]deployment, error) {
+	statuses := []ecstypes.DesiredStatus{ecstypes.DesiredStatusRunning}
+	if interrupted {
+		statuses = append(statuses, ecstypes.DesiredStatusStopped)
 	}
 	ds := []deployment{}
-	for start := 0; start < len(arns); start += 100 {
-		out, err := tasks.DescribeTasks(ctx, &ecs.DescribeTasksInput{
-			Cluster: aws.String(cluster), Tasks: arns[start:min(start+100, len(arns))],
-			Include: []ecstypes.TaskField{ecstypes.TaskFieldTags},
-		})
-		if err != nil {
-			return nil, awsErr("ecs:DescribeTasks", err)
+	live := map[string]bool{}
+	for _, desired := range statuses {
+		in := &ecs.ListTasksInput{Cluster: aws.String(cluster), DesiredStatus: desired}
+		if startedBy != "" {
+			in.StartedBy = aws.String(startedBy)
 		}
-		for _, t := range out.Tasks {
-			id := steps.TagValue(t.Tags, steps.TagDeploymentID)
-			if steps.TagValue(t.Tags, steps.TagManagedBy) != steps.ManagedByValue || id == "" || aws.ToString(t.StartedBy) != id ||
-				aws.ToString(t.LastStatus) == "STOPPED" {
-				continue
+		var arns []string
+		for {
+			out, err := tasks.ListTasks(ctx, in)
+			if err != nil {
+				if isCode(err, "ClusterNotFoundException") {
+					return nil, fmt.Errorf("cluster %q not found: check --stack or --cluster", cluster)
+				}
+				return nil, awsErr("ecs:ListTasks", err)
 			}
-			d := deployment{
-				DeploymentID: id, Model: steps.TagValue(t.Tags, steps.TagModel), Env: steps.TagValue(t.Tags, steps.TagEnv),
-				Requester: steps.TagValue(t.Tags, steps.TagRequester), Placement: steps.TagValue(t.Tags, steps.TagPlacement),
-				InstanceType: steps.TagValue(t.Tags, steps.TagInstanceType), Status: aws.ToString(t.LastStatus),
-				TaskArn: aws.ToString(t.TaskArn),
+			arns = append(arns, out.TaskArns...)
+			if out.NextToken == nil {
+				break
 			}
-			d.HourlyUSD, _ = strconv.ParseFloat(steps.TagValue(t.Tags, steps.TagHourlyUSD), 64)
-			d.StartedAt = aws.ToTime(t.StartedAt)
-			if d.StartedAt.IsZero() {
-				d.StartedAt = aws.ToTime(t.CreatedAt)
+			in.NextToken = out.NextToken
+		}
+		for start := 0; start < len(arns); start += 100 {
+			out, err := tasks.DescribeTasks(ctx, &ecs.DescribeTasksInput{
+				Cluster: aws.String(cluster), Tasks: arns[start:min(start+100, len(arns))],
+				Include: []ecstypes.TaskField{ecstypes.TaskFieldTags},
+			})
+			if err != nil {
+				return nil, awsErr("ecs:DescribeTasks", err)
 			}
-			if !d.StartedAt.IsZero() && now.After(d.StartedAt) {
-				up := now.Sub(d.StartedAt)
-				d.UptimeSeconds = int64(up / time.Second)
-				d.CostSoFarUSD = d.HourlyUSD * up.Hours()
+			for _, t := range out.Tasks {
+				id := steps.TagValue(t.Tags, steps.TagDeploymentID)
+				if steps.TagValue(t.Tags, steps.TagManagedBy) != steps.ManagedByValue || id == "" || aws.ToString(t.StartedBy) != id {
+					continue
+				}
+				stopped := aws.ToString(t.LastStatus) == "STOPPED"
+				switch {
+				case desired == ecstypes.DesiredStatusRunning && stopped:
+					continue
+				case desired == ecstypes.DesiredStatusStopped && (live[id] || steps.TagValue(t.Tags, steps.TagInterrupted) == ""):
+					continue
+				}
+				d := deployment{
+					DeploymentID: id, Model: steps.TagValue(t.Tags, steps.TagModel), Env: steps.TagValue(t.Tags, steps.TagEnv),
+					Requester: steps.TagValue(t.Tags, steps.TagRequester), Placement: steps.TagValue(t.Tags, steps.TagPlacement),
+					InstanceType: steps.TagValue(t.Tags, steps.TagInstanceType), Status: aws.ToString(t.LastStatus),
+					TaskArn: aws.ToString(t.TaskArn),
+				}
+				end := now
+				if desired == ecstypes.DesiredStatusStopped {
+					d.Status = "INTERRUPTED (" + steps.TagValue(t.Tags, steps.TagInterrupted) + ")"
+					d.StoppedReason = aws.ToString(t.StoppedReason)
+					end = aws.ToTime(t.StoppedAt)
+				}
+				live[id] = true
+				d.HourlyUSD, _ = strconv.ParseFloat(steps.TagValue(t.Tags, steps.TagHourlyUSD), 64)
+				d.StartedAt = aws.ToTime(t.StartedAt)
+				if d.StartedAt.IsZero() {
+					d.StartedAt = aws.ToTime(t.CreatedAt)
+				}
+				if !d.StartedAt.IsZero() && end.After(d.StartedAt) {
+					up := end.Sub(d.StartedAt)
+					d.UptimeSeconds = int64(up / time.Second)
+					d.CostSoFarUSD = d.HourlyUSD * up.Hours()
+				}
+				ds = append(ds, d)
 			}
-			ds = append(ds, d)
 		}
 	}
 	for i := range ds {

@@ -66,7 +66,7 @@ func controlHandler(s *local.Stack) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", s.Handler())
 	mux.HandleFunc("GET /deployments", func(w http.ResponseWriter, r *http.Request) {
-		ds, err := listDeployments(r.Context(), s.ECS, s.Scheduler, s.ECS.Config().Name, local.ScheduleGroup, "", time.Now())
+		ds, err := listDeployments(r.Context(), s.ECS, s.Scheduler, s.ECS.Config().Name, local.ScheduleGroup, "", time.Now(), true)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

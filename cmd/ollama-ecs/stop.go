@@ -46,7 +46,7 @@ func runStop(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	cluster, group := c.Outputs[outCluster], c.Outputs[outScheduleGroup]
 	// Unknown ids fail before anything is asked of the bus or ECS: a typo must not look like a stop.
-	ds, err := listDeployments(ctx, c.ECS, c.Scheduler, cluster, group, id, time.Now())
+	ds, err := listDeployments(ctx, c.ECS, c.Scheduler, cluster, group, id, time.Now(), false)
 	if err != nil {
 		return err
 	}

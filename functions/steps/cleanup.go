@@ -23,6 +23,8 @@ type Stopped struct {
 	Tasks []string `json:"tasks"`
 	// Schedules are the auto-stop schedules deleted.
 	Schedules []string `json:"schedules"`
+	// Interrupted is what was done about a task that stopped on its own (an ECS Task State Change).
+	Interrupted *InterruptedResult `json:"interrupted,omitempty"`
 }
 
 // Stopper stops deployments: their tasks (only tasks this system started: managed-by tag and startedBy equal to
@@ -223,9 +225,12 @@ func (c *Cleanup) Handle(ctx context.Context, s State) (Stopped, error) {
 // Request from the bus, or a direct {"deploymentId": ...} or {"env": ...}.
 type TeardownInput = json.RawMessage
 
-// Teardown stops deployments on request: all dev deployments on the schedule, one deployment on a stop request.
+// Teardown stops deployments on request: all dev deployments on the schedule, one deployment on a stop request;
+// and it hears the cluster's stopped tasks (ECS Task State Change) to notice a deployment that died on its own.
 type Teardown struct {
 	Stopper *Stopper
+	// Interrupted handles task state changes; nil refuses them.
+	Interrupted *Interrupted
 }
 
 func (t *Teardown) Handle(ctx context.Context, raw TeardownInput) (Stopped, error) {
@@ -252,6 +257,16 @@ func (t *Teardown) Handle(ctx context.Context, raw TeardownInput) (Stopped, erro
 	switch in.Kind {
 	case events.KindTeardown:
 		return t.Stopper.StopEnv(ctx, "dev", "ollama-ecs scheduled dev teardown")
+	case events.KindTaskStopped:
+		if t.Interrupted == nil {
+			return Stopped{}, &InvalidEventError{Reason: "this function is not configured for task state changes"}
+		}
+		res, err := t.Interrupted.Handle(ctx, in.TaskStopped)
+		out := Stopped{Deployments: []string{}, Tasks: []string{}, Schedules: []string{}, Interrupted: &res}
+		if res.ScheduleDeleted != "" {
+			out.Schedules = append(out.Schedules, res.ScheduleDeleted)
+		}
+		return out, err
 	case events.KindStop:
 		reason := "ollama-ecs stop request"
 		if in.Stop.Requester != "" {

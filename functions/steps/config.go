@@ -40,6 +40,8 @@ type Config struct {
 	OllamaPort       int
 	ScheduleGroup    string
 	SchedulerRoleArn string
+	// StateMachineArn is the deploy state machine, which the teardown function starts to restart a deployment.
+	StateMachineArn string
 }
 
 // ConfigFromEnv reads Config with defaults; a malformed value is an error, a missing one takes its default.
@@ -57,6 +59,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		SecurityGroups:    list(getenv("SECURITY_GROUPS")),
 		ScheduleGroup:     or(getenv("SCHEDULE_GROUP"), "ollama-ecs"),
 		SchedulerRoleArn:  getenv("SCHEDULER_ROLE_ARN"),
+		StateMachineArn:   getenv("STATE_MACHINE_ARN"),
 	}
 	c.OllamaPort = OllamaPort
 	if v := getenv("OLLAMA_PORT"); v != "" {

@@ -38,7 +38,7 @@ func (c *Configure) Handle(_ context.Context, s State) (planner.Plan, error) {
 		Model: r.Model, Env: r.Env, Prefer: r.Prefer, ContextLength: r.ContextLength,
 		InstanceType: r.InstanceType, LaunchType: r.LaunchType, Policy: policy,
 		GPUInstanceTypes: c.GPUInstanceTypes, DevTTL: c.DevTTL,
-		Upload: strings.HasPrefix(r.Source, "s3://"), EC2DiskGiB: c.GPUVolumeGiB,
+		Upload: strings.HasPrefix(r.Source, "s3://"), EC2DiskGiB: c.GPUVolumeGiB, Avoid: r.Avoid,
 	})
 	if err != nil {
 		return planner.Plan{}, err

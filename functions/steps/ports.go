@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
+	"github.com/aws/aws-sdk-go-v2/service/sfn"
 )
 
 // The AWS calls each step makes, as small interfaces with the SDK v2 method signatures: the SDK clients satisfy
@@ -34,6 +35,17 @@ type CapacityProviders interface {
 type AutoScalingGroups interface {
 	DescribeAutoScalingGroups(ctx context.Context, in *autoscaling.DescribeAutoScalingGroupsInput, opts ...func(*autoscaling.Options)) (*autoscaling.DescribeAutoScalingGroupsOutput, error)
 	DescribeScalingActivities(ctx context.Context, in *autoscaling.DescribeScalingActivitiesInput, opts ...func(*autoscaling.Options)) (*autoscaling.DescribeScalingActivitiesOutput, error)
+}
+
+// Executions reads the deploy state machine's executions and starts new ones (a restart after an interruption).
+type Executions interface {
+	DescribeExecution(ctx context.Context, in *sfn.DescribeExecutionInput, opts ...func(*sfn.Options)) (*sfn.DescribeExecutionOutput, error)
+	StartExecution(ctx context.Context, in *sfn.StartExecutionInput, opts ...func(*sfn.Options)) (*sfn.StartExecutionOutput, error)
+}
+
+// TaskTagger marks a stopped task (interrupted).
+type TaskTagger interface {
+	TagResource(ctx context.Context, in *ecs.TagResourceInput, opts ...func(*ecs.Options)) (*ecs.TagResourceOutput, error)
 }
 
 // ServiceQuotas reads the account's quotas (the EC2 running-instance vCPU quotas).
@@ -82,6 +94,8 @@ var (
 	_ CapacityProviders  = (*ecs.Client)(nil)
 	_ ServiceQuotas      = (*servicequotas.Client)(nil)
 	_ EC2Instances       = (*ec2.Client)(nil)
+	_ Executions         = (*sfn.Client)(nil)
+	_ TaskTagger         = (*ecs.Client)(nil)
 	_ AutoScalingGroups  = (*autoscaling.Client)(nil)
 	_ TaskRunner         = (*ecs.Client)(nil)
 	_ TaskDescriber      = (*ecs.Client)(nil)

@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -117,10 +118,14 @@ type TaskDefinitions struct {
 	GPU string `json:"gpu"`
 }
 
-// clientToken is RunTask's idempotency token: the deployment and the rung of the ladder. A redelivered event or a
-// retried step sends the same request for the same rung, so ECS answers with the task it started; the next rung
-// after a refusal is a different request, which ECS would refuse under a token already used.
-func clientToken(deploymentID string, cursor int) string {
+// clientToken is RunTask's idempotency token: the deployment, its restart count and the rung of the ladder. A
+// retried step sends the same request for the same rung, so ECS answers with the task it started; another request
+// under the same id conflicts (DeploymentExistsError); the next rung after a refusal, and a restart after an
+// interruption, are different requests with tokens of their own.
+func clientToken(deploymentID string, restart, cursor int) string {
+	if restart > 0 {
+		return fmt.Sprintf("%s-r%d-%d", deploymentID, restart, cursor)
+	}
 	return deploymentID + "-" + strconv.Itoa(cursor)
 }
 
@@ -151,7 +156,7 @@ func (r *RunTask) input(req *Request, cand planner.Candidate, cursor int) *ecs.R
 		Cluster:        aws.String(r.Cluster),
 		TaskDefinition: aws.String(td),
 		Count:          aws.Int32(1),
-		ClientToken:    aws.String(clientToken(req.DeploymentID, cursor)),
+		ClientToken:    aws.String(clientToken(req.DeploymentID, req.Restart, cursor)),
 		StartedBy:      aws.String(req.DeploymentID),
 		Overrides: &ecstypes.TaskOverride{
 			Cpu:              aws.String(strconv.Itoa(cand.CPU)),
@@ -177,6 +182,10 @@ func (r *RunTask) input(req *Request, cand planner.Candidate, cursor int) *ecs.R
 			tag(TagInstanceType, cand.InstanceType),
 			tag(TagHourlyUSD, strconv.FormatFloat(cand.HourlyCostUSD, 'f', 4, 64)),
 		},
+	}
+	if req.KeepRunning {
+		in.Tags = append(in.Tags, tag(TagKeepRunning, "true"), tag(TagRestart, strconv.Itoa(req.Restart)),
+			tag(TagAvoid, strings.Join(req.Avoid, ",")))
 	}
 	for _, pc := range cand.PlacementConstraints {
 		in.PlacementConstraints = append(in.PlacementConstraints, ecstypes.PlacementConstraint{

@@ -24,7 +24,14 @@ const (
 	TagHourlyUSD    = "ollama-ecs:hourly-usd"
 	// TagExecution is the name of the state machine execution that started the task: Clean up stops only the
 	// tasks of its own execution, never those another request with the same deployment id started.
-	TagExecution   = "ollama-ecs:execution"
+	TagExecution = "ollama-ecs:execution"
+	// TagKeepRunning ("true") asks for a restart when the task dies on its own; TagAvoid lists the placements
+	// earlier tasks died on and TagRestart counts the restarts, so the restart can carry them on.
+	TagKeepRunning = "ollama-ecs:keep-running"
+	TagAvoid       = "ollama-ecs:avoid"
+	TagRestart     = "ollama-ecs:restart"
+	// TagInterrupted marks a ready deployment's task that stopped on its own, with its stop code.
+	TagInterrupted = "ollama-ecs:interrupted"
 	ManagedByValue = "ollama-ecs"
 
 	// ContainerName is the Ollama container in both task definitions.
@@ -86,6 +93,12 @@ type Request struct {
 	// TTLSeconds is the requested time to live: -1 for the environment's default, 0 for none.
 	TTLSeconds int    `json:"ttlSeconds"`
 	Requester  string `json:"requester"`
+	// KeepRunning starts the deployment again, on the next candidate, when its task dies on its own.
+	KeepRunning bool `json:"keepRunning,omitempty"`
+	// Avoid are placements the planner must not choose (those an earlier task of the deployment died on).
+	Avoid []string `json:"avoid,omitempty"`
+	// Restart counts restarts after interruptions; it is part of RunTask's client token.
+	Restart int `json:"restart,omitempty"`
 }
 
 // ScheduleName is the auto-stop schedule's name for a deployment.

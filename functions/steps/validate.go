@@ -71,6 +71,7 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 		req.ContextLength = d.ContextLength
 		req.TTLSeconds = int(ttl.Seconds())
 		req.Requester = d.Requester
+		req.KeepRunning, req.Avoid, req.Restart = d.KeepRunning, d.Avoid, d.Restart
 		if ttl < 0 {
 			req.TTLSeconds = -1
 		}

@@ -44,7 +44,10 @@ type ECSOptions struct {
 	StopTimeout time.Duration
 	// Now stamps task times; nil means time.Now.
 	Now func() time.Time
-	Log *slog.Logger
+	// OnTaskStopped, when set, receives an "ECS Task State Change" event (EventBridge's envelope, JSON) for every
+	// task that reaches STOPPED, as ECS sends one to the default bus. It is called outside the cluster's lock.
+	OnTaskStopped func(event []byte)
+	Log           *slog.Logger
 }
 
 // ECS is the local ECS cluster. It is safe for concurrent use: placement happens under one lock, so concurrent
@@ -480,7 +483,7 @@ func (e *ECS) parseRun(in *ecs.RunTaskInput) (runSpec, error) {
 func (e *ECS) place(s runSpec, used []*instance) (*task, []ecstypes.Failure, error) {
 	t := &task{
 		family: s.family, group: s.group, startedBy: s.startedBy, launchType: s.launchType,
-		capacityProvider: s.capacityProvider, cpu: s.cpu, mem: s.mem, tags: s.tags, overrides: s.overrides,
+		capacityProvider: s.capacityProvider, cpu: s.cpu, mem: s.mem, tags: slices.Clone(s.tags), overrides: s.overrides,
 		env: s.env, fetchEnv: s.fetchEnv, lastStatus: StatusProvisioning, desiredStatus: StatusRunning,
 		stopCh: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -952,4 +955,23 @@ func (e *ECS) Close(ctx context.Context) error {
 		return fmt.Errorf("close local ECS: %d container processes still running", len(left))
 	}
 	return nil
+}
+
+// TagResource adds tags to a task the cluster still knows, stopped ones included.
+func (e *ECS) TagResource(_ context.Context, in *ecs.TagResourceInput, _ ...func(*ecs.Options)) (*ecs.TagResourceOutput, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.findTask(aws.ToString(in.ResourceArn))
+	if t == nil || !strings.Contains(aws.ToString(in.ResourceArn), ":task/") {
+		return nil, &ecstypes.ResourceNotFoundException{Message: aws.String("The specified resource is not found.")}
+	}
+	for _, tg := range in.Tags {
+		i := slices.IndexFunc(t.tags, func(x ecstypes.Tag) bool { return aws.ToString(x.Key) == aws.ToString(tg.Key) })
+		if i >= 0 {
+			t.tags[i] = tg
+		} else {
+			t.tags = append(t.tags, tg)
+		}
+	}
+	return &ecs.TagResourceOutput{}, nil
 }

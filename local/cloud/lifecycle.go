@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -124,6 +125,12 @@ func (e *ECS) setStatus(t *task, status string) {
 // finish marks the task STOPPED and releases its resources. code and reason apply unless a stop request set
 // them already; exitCode is the container's, if it ran.
 func (e *ECS) finish(t *task, code ecstypes.TaskStopCode, reason string, exitCode *int32) {
+	var event []byte
+	defer func() {
+		if event != nil && e.opts.OnTaskStopped != nil {
+			e.opts.OnTaskStopped(event)
+		}
+	}()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.opts.Now()
@@ -143,4 +150,22 @@ func (e *ECS) finish(t *task, code ecstypes.TaskStopCode, reason string, exitCod
 	e.log.Info("task status", "task", t.arn, "status", StatusStopped, "stopCode", t.stopCode,
 		"reason", t.stoppedReason, "exitCode", aws.ToInt32(exitCode), "containerReason", t.containerReason)
 	close(t.done)
+	event = e.taskStateChange(t)
+}
+
+// taskStateChange renders the event ECS sends when a task changes state; the caller holds mu.
+func (e *ECS) taskStateChange(t *task) []byte {
+	snap := e.snapshot(t, false)
+	detail := map[string]any{
+		"clusterArn": e.clusterArn, "taskArn": t.arn, "taskDefinitionArn": aws.ToString(snap.TaskDefinitionArn),
+		"lastStatus": t.lastStatus, "desiredStatus": t.desiredStatus, "stopCode": string(t.stopCode),
+		"stoppedReason": t.stoppedReason, "startedBy": t.startedBy, "group": t.group, "launchType": string(t.launchType),
+		"capacityProviderName": t.capacityProvider, "version": t.version,
+	}
+	raw, _ := json.Marshal(map[string]any{
+		"version": "0", "id": randomHex(16), "detail-type": "ECS Task State Change", "source": "aws.ecs",
+		"account": e.cfg.Account, "time": e.opts.Now().UTC().Format(time.RFC3339), "region": e.cfg.Region,
+		"resources": []string{t.arn}, "detail": detail,
+	})
+	return raw
 }

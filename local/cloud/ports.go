@@ -13,6 +13,7 @@ var (
 	_ steps.TaskRunner         = (*ECS)(nil)
 	_ steps.TaskDescriber      = (*ECS)(nil)
 	_ steps.TaskStopper        = (*ECS)(nil)
+	_ steps.TaskTagger         = (*ECS)(nil)
 	_ steps.Schedules          = (*Scheduler)(nil)
 
 	// Endpoint has the signature steps.Health.Endpoint takes.

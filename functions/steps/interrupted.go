@@ -1,0 +1,208 @@
+package steps
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
+	"github.com/aws/aws-sdk-go-v2/service/scheduler"
+	"github.com/aws/aws-sdk-go-v2/service/sfn"
+	sfntypes "github.com/aws/aws-sdk-go-v2/service/sfn/types"
+
+	"github.com/ollama-ecs/ollama-ecs/events"
+)
+
+// Interrupted handles an ECS Task State Change of a deployment's task that stopped on its own after the
+// deployment was ready: a Spot interruption, an out-of-memory kill, a crash. Stops this system asked for
+// (UserInitiated: stop requests, the teardown, auto-stop, clean-up) and tasks whose deployment is still starting
+// (its execution handles them) are left alone. It deletes the auto-stop schedule that would stop the dead task,
+// and, when the request asked to be kept running, starts the deployment again under the same id, avoiding the
+// placement the task died on. The stopped task, with its stop code, is what `list` shows as interrupted.
+type Interrupted struct {
+	Stopper *Stopper
+	// Tags marks the stopped task as interrupted, which is how `list` tells an interruption from a stop.
+	Tags TaskTagger
+	// Executions reads the execution that started the task and starts the restart; StateMachineArn is the deploy
+	// state machine.
+	Executions      Executions
+	StateMachineArn string
+	Now             func() time.Time
+}
+
+// InterruptedResult says what was done about one stopped task.
+type InterruptedResult struct {
+	DeploymentID string `json:"deploymentId,omitempty"`
+	TaskArn      string `json:"taskArn"`
+	StopCode     string `json:"stopCode,omitempty"`
+	// Ignored says why nothing was done, when nothing was.
+	Ignored string `json:"ignored,omitempty"`
+	// ScheduleDeleted is the auto-stop schedule deleted with the task.
+	ScheduleDeleted string `json:"scheduleDeleted,omitempty"`
+	// Restarted is the execution that starts the deployment again.
+	Restarted string `json:"restarted,omitempty"`
+}
+
+func (h *Interrupted) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (InterruptedResult, error) {
+	res := InterruptedResult{TaskArn: ev.TaskArn, StopCode: ev.StopCode}
+	switch {
+	case ev.LastStatus != "STOPPED":
+		res.Ignored = "the task is " + ev.LastStatus + ", not stopped"
+		return res, nil
+	case ev.StopCode == string(ecstypes.TaskStopCodeUserInitiated):
+		res.Ignored = "stopped on request"
+		return res, nil
+	case !events.ValidDeploymentID(ev.StartedBy):
+		res.Ignored = "not started by a deployment"
+		return res, nil
+	}
+	s := h.Stopper
+	out, err := s.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(s.Cluster), Tasks: []string{ev.TaskArn},
+		Include: []ecstypes.TaskField{ecstypes.TaskFieldTags}})
+	if err != nil {
+		return res, awsError("ecs:DescribeTasks", err)
+	}
+	if len(out.Tasks) == 0 {
+		res.Ignored = "the task is no longer known to ECS"
+		return res, nil
+	}
+	task := out.Tasks[0]
+	id := ev.StartedBy
+	if TagValue(task.Tags, TagManagedBy) != ManagedByValue || TagValue(task.Tags, TagDeploymentID) != id {
+		res.Ignored = "not a task of this system"
+		return res, nil
+	}
+	res.DeploymentID = id
+	log := logger(s.Log, id)
+	// A task that dies while its deployment starts is its execution's business (health sees it, Clean up runs).
+	if name := TagValue(task.Tags, TagExecution); name != "" {
+		x, err := h.Executions.DescribeExecution(ctx, &sfn.DescribeExecutionInput{ExecutionArn: aws.String(executionArn(h.StateMachineArn, name))})
+		if err != nil && !isCode(err, "ExecutionDoesNotExist") {
+			return res, awsError("states:DescribeExecution", err)
+		}
+		if err == nil && x.Status != sfntypes.ExecutionStatusSucceeded {
+			res.Ignored = "its deployment did not become ready (execution " + string(x.Status) + ")"
+			return res, nil
+		}
+	}
+	// The auto-stop schedule of the dead task: its remaining time carries over to a restart.
+	remaining := time.Duration(-1)
+	got, err := s.Scheduler.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(ScheduleName(id)), GroupName: aws.String(s.Group)})
+	switch {
+	case isNotFound(err):
+	case err != nil:
+		return res, awsError("scheduler:GetSchedule", err)
+	case scheduleTarget(got) == ev.TaskArn:
+		if at, perr := time.Parse("at(2006-01-02T15:04:05)", aws.ToString(got.ScheduleExpression)); perr == nil {
+			remaining = at.Sub(h.now())
+		}
+		deleted, err := s.deleteSchedule(ctx, ScheduleName(id), func(string) bool { return true })
+		if err != nil {
+			return res, err
+		}
+		if deleted {
+			res.ScheduleDeleted = ScheduleName(id)
+		}
+	}
+	if _, err := h.Tags.TagResource(ctx, &ecs.TagResourceInput{ResourceArn: aws.String(ev.TaskArn),
+		Tags: []ecstypes.Tag{tag(TagInterrupted, or(ev.StopCode, "unknown"))}}); err != nil && !isNotFound(err) {
+		return res, awsError("ecs:TagResource", err)
+	}
+	log.Warn("deployment interrupted", "taskArn", ev.TaskArn, "stopCode", ev.StopCode, "reason", ev.StoppedReason,
+		"scheduleDeleted", res.ScheduleDeleted)
+	if TagValue(task.Tags, TagKeepRunning) != "true" {
+		return res, nil
+	}
+	live, err := DeploymentTasks(ctx, s.ECS, s.Cluster, id)
+	if err != nil {
+		return res, err
+	}
+	if len(live) > 0 {
+		res.Ignored = "the deployment has a live task already"
+		return res, nil
+	}
+	req, why := restartRequest(task, id, remaining)
+	if why != "" {
+		res.Ignored = "no restart: " + why
+		log.Warn("deployment not restarted", "why", why)
+		return res, nil
+	}
+	input, _ := json.Marshal(req)
+	name := fmt.Sprintf("%s-r%d", id, req.Restart)
+	started, err := h.Executions.StartExecution(ctx, &sfn.StartExecutionInput{StateMachineArn: aws.String(h.StateMachineArn),
+		Name: aws.String(name), Input: aws.String(string(input))})
+	if err != nil && !isCode(err, "ExecutionAlreadyExists") {
+		return res, awsError("states:StartExecution", err)
+	}
+	res.Restarted = executionArn(h.StateMachineArn, name)
+	if started != nil {
+		res.Restarted = aws.ToString(started.ExecutionArn)
+	}
+	log.Info("deployment restarted", "execution", res.Restarted, "avoid", req.Avoid)
+	return res, nil
+}
+
+// restartRequest rebuilds a kept-running deployment's request from its dead task: the model and source from the
+// container's overrides, the rest from the tags, the time to live that was left, and the placement it died on
+// added to those to avoid. why says when there is to be no restart.
+func restartRequest(task ecstypes.Task, id string, remaining time.Duration) (req events.DeployRequest, why string) {
+	restart, _ := strconv.Atoi(TagValue(task.Tags, TagRestart))
+	if restart >= events.MaxRestarts {
+		return req, fmt.Sprintf("restarted %d times already", restart)
+	}
+	env := map[string]string{}
+	if task.Overrides != nil {
+		for _, c := range task.Overrides.ContainerOverrides {
+			if aws.ToString(c.Name) != ContainerName {
+				continue
+			}
+			for _, kv := range c.Environment {
+				env[aws.ToString(kv.Name)] = aws.ToString(kv.Value)
+			}
+		}
+	}
+	req = events.DeployRequest{Model: env[EnvModel], Env: TagValue(task.Tags, TagEnv), DeploymentID: id, KeepRunning: true,
+		Requester: TagValue(task.Tags, TagRequester), Restart: restart + 1}
+	if src := env[EnvSource]; strings.HasPrefix(src, "s3://") {
+		req.Source = src
+	}
+	if n, err := strconv.Atoi(env[EnvContextLength]); err == nil {
+		req.ContextLength = n
+	}
+	if req.Requester == "unknown" {
+		req.Requester = ""
+	}
+	if a := TagValue(task.Tags, TagAvoid); a != "" {
+		req.Avoid = strings.Split(a, ",")
+	}
+	req.Avoid = append(req.Avoid, TagValue(task.Tags, TagPlacement))
+	switch {
+	case remaining < 0:
+		req.TTL = "0" // it had no auto-stop
+	case remaining < time.Minute:
+		return req, "its auto-stop was due within a minute"
+	default:
+		req.TTL = remaining.Round(time.Minute).String()
+	}
+	if err := req.Validate(); err != nil {
+		return req, err.Error()
+	}
+	return req, ""
+}
+
+// executionArn is the ARN of a named execution of a state machine.
+func executionArn(stateMachineArn, name string) string {
+	return strings.Replace(stateMachineArn, ":stateMachine:", ":execution:", 1) + ":" + name
+}
