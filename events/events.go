@@ -26,6 +26,9 @@ const (
 	SourceS3        = "aws.s3"
 	SourceEvents    = "aws.events"
 	SourceECS       = "aws.ecs"
+	// SourceScheduler is the stack's teardown schedule (EventBridge Scheduler, in the operator's time zone),
+	// whose input has the shape of a scheduled event.
+	SourceScheduler = "aws.scheduler"
 
 	DetailTypeDeploy        = "Deploy Request"
 	DetailTypeStop          = "Stop Request"
@@ -276,7 +279,7 @@ func Parse(raw []byte, cfg Config, executionName string) (Input, error) {
 		// The same object version maps to the same deployment, however often S3 or EventBridge delivers it.
 		id := deriveID("s3", o.Bucket.Name, o.Object.Key, o.Object.VersionID, o.Object.ETag, o.Object.Sequencer)
 		return Input{Kind: KindUpload, DeploymentID: id, Upload: &up, Envelope: &env}, nil
-	case env.Source == SourceEvents && env.DetailType == DetailTypeScheduled:
+	case (env.Source == SourceEvents || env.Source == SourceScheduler) && env.DetailType == DetailTypeScheduled:
 		return Input{Kind: KindTeardown, Envelope: &env}, nil
 	case env.Source == SourceECS && env.DetailType == DetailTypeTaskState:
 		var d TaskStateChange

@@ -60,6 +60,10 @@ func CapacityProviderName(stackName, instanceType string) string {
 // mixed-instances group) because ECS places by instance type: a provider per
 // type lets the workflow ask for exactly the type the planner chose, and
 // managed scaling grows that group from zero when a task waits for it.
+// GpuVolumeGiB is the GPU instances' root volume, which holds the image and the
+// model of an EC2 task; the configure step plans disk against it.
+const GpuVolumeGiB = 100
+
 func NewCluster(scope constructs.Construct, id string, s Settings, net *Network) *Cluster {
 	c := constructs.NewConstruct(scope, jsii.String(id))
 	stackName := *awscdk.Stack_Of(scope).StackName()
@@ -86,7 +90,7 @@ func NewCluster(scope constructs.Construct, id string, s Settings, net *Network)
 			// restarted task on the same instance does not download again.
 			BlockDevices: &[]*awsautoscaling.BlockDevice{{
 				DeviceName: jsii.String("/dev/xvda"),
-				Volume: awsautoscaling.BlockDeviceVolume_Ebs(jsii.Number(100), &awsautoscaling.EbsDeviceOptions{
+				Volume: awsautoscaling.BlockDeviceVolume_Ebs(jsii.Number(GpuVolumeGiB), &awsautoscaling.EbsDeviceOptions{
 					VolumeType: awsautoscaling.EbsDeviceVolumeType_GP3,
 					Encrypted:  jsii.Bool(true),
 				}),
@@ -98,9 +102,14 @@ func NewCluster(scope constructs.Construct, id string, s Settings, net *Network)
 			CapacityProviderName:  jsii.String(name),
 			EnableManagedScaling:  jsii.Bool(true),
 			TargetCapacityPercent: jsii.Number(100),
-			// Termination protection keeps managed scaling from removing an
-			// instance that still runs a model.
-			EnableManagedTerminationProtection: jsii.Bool(true),
+			// Managed termination protection stays off: with it on, instances
+			// are protected from scale-in and `cdk destroy` hangs deleting the
+			// capacity provider while any instance exists (aws-cdk issue 18179).
+			// Managed scaling only removes instances that run no task, and
+			// managed draining moves work off an instance before it goes, so
+			// a running model is not cut by scale-in either way.
+			EnableManagedTerminationProtection: jsii.Bool(false),
+			EnableManagedDraining:              jsii.Bool(true),
 		})
 		cluster.AddAsgCapacityProvider(provider, nil)
 		out.GpuCapacityProviders = append(out.GpuCapacityProviders, GpuCapacityProvider{

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	// The time zone database travels with the app, so a time zone is checked the same on every machine.
+	_ "time/tzdata"
 )
 
 // contextPrefix namespaces every setting in cdk.json so that CDK's own feature
@@ -32,9 +34,12 @@ type Settings struct {
 	// DevTTL is how long a dev deployment lives before its auto-stop schedule
 	// fires (a Go duration such as "2h").
 	DevTTL string
-	// TeardownCron is the EventBridge schedule expression of the nightly stop
+	// TeardownCron is the EventBridge Scheduler expression of the nightly stop
 	// of every dev deployment, a safety net behind the per-deployment TTL.
 	TeardownCron string
+	// TeardownTimezone is the IANA time zone TeardownCron is read in (EventBridge
+	// rules know only UTC: 20:00 UTC is 05:00 in Tokyo), e.g. "Asia/Tokyo".
+	TeardownTimezone string
 	// Image is the default Ollama image for both task definitions.
 	Image string
 	// ModelImages maps an Ollama model name to an image with that model baked
@@ -65,6 +70,7 @@ func DefaultSettings() Settings {
 		MaxGpuInstances:  2,
 		DevTTL:           "2h",
 		TeardownCron:     "cron(0 20 * * ? *)",
+		TeardownTimezone: "UTC",
 		Image:            "ollama/ollama:0.17.4",
 		ModelImages:      map[string]string{},
 		FetchImage:       "public.ecr.aws/aws-cli/aws-cli:2.27.0",
@@ -105,6 +111,7 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 	readString("vpcId", &s.VpcID)
 	readString("devTtl", &s.DevTTL)
 	readString("teardownCron", &s.TeardownCron)
+	readString("teardownTimezone", &s.TeardownTimezone)
 	readString("image", &s.Image)
 	readString("fetchImage", &s.FetchImage)
 	readString("modelPrefix", &s.ModelPrefix)
@@ -156,6 +163,9 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 	}
 	if !schedulePattern.MatchString(s.TeardownCron) {
 		fail("teardownCron", fmt.Errorf("%q is not an EventBridge cron(...) or rate(...) expression", s.TeardownCron))
+	}
+	if _, err := time.LoadLocation(s.TeardownTimezone); err != nil || s.TeardownTimezone == "" || s.TeardownTimezone == "Local" {
+		fail("teardownTimezone", fmt.Errorf("%q is not an IANA time zone such as \"UTC\" or \"Asia/Tokyo\"", s.TeardownTimezone))
 	}
 	if s.Image == "" {
 		fail("image", fmt.Errorf("must not be empty"))

@@ -49,7 +49,9 @@ func NewOllamaEcsStack(scope constructs.Construct, id string, props *OllamaEcsSt
 	stateMachine := NewDeployStateMachine(stack, "Deploy", props.Definition, functions.Workflow())
 	triggers := NewTriggers(stack, "Triggers", TriggersProps{
 		Settings: s, StateMachine: stateMachine, Teardown: functions.ByName["teardown"], ModelBucket: storage.ModelBucket,
+		ClusterArn: cluster.Cluster.ClusterArn(),
 	})
+	functions.CanRestart(stateMachine)
 	addNagSuppressions(stack, cluster, tasks)
 
 	outputs := map[string]*string{

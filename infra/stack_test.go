@@ -160,6 +160,11 @@ func TestCapacityProviders(t *testing.T) {
 		if ms := asg["ManagedScaling"].(map[string]interface{}); ms["Status"] != "ENABLED" {
 			t.Errorf("%s managed scaling = %v", name, ms)
 		}
+		// With managed termination protection on, `cdk destroy` hangs while instances exist (aws-cdk 18179).
+		if asg["ManagedTerminationProtection"] != "DISABLED" || asg["ManagedDraining"] != "ENABLED" {
+			t.Errorf("%s termination protection %v, draining %v; want DISABLED and ENABLED", name,
+				asg["ManagedTerminationProtection"], asg["ManagedDraining"])
+		}
 		groupID := asg["AutoScalingGroupArn"].(map[string]interface{})["Ref"].(string)
 		group := f.resources[groupID].Properties
 		if group["MinSize"] != "0" || group["MaxSize"] != "2" {
@@ -222,13 +227,13 @@ func TestLambdas(t *testing.T) {
 	clusterID := onlyID(t, f.ofType("AWS::ECS::Cluster"), "ComputeCluster")
 	wantEnv := map[string][]string{
 		"validate":  {"MODEL_BUCKET", "MODEL_PREFIX"},
-		"configure": {"DEV_TTL", "GPU_INSTANCE_TYPES", "POLICY"},
+		"configure": {"DEV_TTL", "GPU_INSTANCE_TYPES", "GPU_VOLUME_GIB", "POLICY"},
 		"capacity":  {"GPU_CAPACITY_PROVIDERS"},
 		"runtask":   {"CPU_TASK_DEFINITION", "GPU_CAPACITY_PROVIDERS", "GPU_TASK_DEFINITION", "MODEL_TASK_DEFINITIONS", "SECURITY_GROUPS", "SUBNETS"},
 		"health":    {"HEALTH_TIMEOUT", "OLLAMA_PORT"},
 		"autostop":  {"SCHEDULER_ROLE_ARN", "SCHEDULE_GROUP"},
 		"cleanup":   {"SCHEDULE_GROUP"},
-		"teardown":  {"SCHEDULE_GROUP"},
+		"teardown":  {"SCHEDULE_GROUP", "STATE_MACHINE_ARN"},
 	}
 	for _, name := range FunctionNames {
 		t.Run(name, func(t *testing.T) {
@@ -262,7 +267,7 @@ func TestLambdas(t *testing.T) {
 	}
 	for name, want := range map[string]map[string]interface{}{
 		"validate":  {"MODEL_PREFIX": "models/"},
-		"configure": {"DEV_TTL": "2h", "GPU_INSTANCE_TYPES": "g4dn.xlarge,g4dn.2xlarge", "POLICY": "cost"},
+		"configure": {"DEV_TTL": "2h", "GPU_INSTANCE_TYPES": "g4dn.xlarge,g4dn.2xlarge", "POLICY": "cost", "GPU_VOLUME_GIB": "100"},
 		"runtask":   {"CPU_TASK_DEFINITION": CpuFamily, "GPU_TASK_DEFINITION": GpuFamily},
 		"health":    {"OLLAMA_PORT": "11434", "HEALTH_TIMEOUT": "30m"},
 		"autostop":  {"SCHEDULE_GROUP": ScheduleGroupName},
@@ -351,7 +356,12 @@ func TestIAMScoping(t *testing.T) {
 		if len(pass) != 1 || !sameSet(pass[0].Resources, []interface{}{getAtt(taskRole, "Arn"), getAtt(execRole, "Arn")}) {
 			t.Errorf("iam:PassRole = %+v, want the task and execution roles only", pass)
 		}
-		wantActions := []string{"ecs:RunTask", "ecs:TagResource", "iam:PassRole", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}
+		for _, a := range []string{"ecs:ListTasks", "ecs:DescribeTasks"} {
+			if s := withAction(stmts, a); len(s) != 1 || !reflect.DeepEqual(s[0].Conditions, inCluster) {
+				t.Errorf("%s = %+v, want it held to the cluster", a, s)
+			}
+		}
+		wantActions := []string{"ecs:DescribeTasks", "ecs:ListTasks", "ecs:RunTask", "ecs:TagResource", "iam:PassRole", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}
 		if got := allActions(stmts); !reflect.DeepEqual(got, wantActions) {
 			t.Errorf("runtask actions = %v, want %v", got, wantActions)
 		}
@@ -400,10 +410,29 @@ func TestIAMScoping(t *testing.T) {
 					t.Errorf("%s %s = %+v, want it held to the cluster", name, a, s)
 				}
 			}
-			del := withAction(stmts, "scheduler:DeleteSchedule")
-			if len(del) != 1 || !reflect.DeepEqual(del[0].Resources, []interface{}{accountArn("scheduler", ":schedule/ollama-ecs/*")}) {
-				t.Errorf("%s scheduler:DeleteSchedule = %+v", name, del)
+			for _, a := range []string{"scheduler:GetSchedule", "scheduler:DeleteSchedule"} {
+				s := withAction(stmts, a)
+				if len(s) != 1 || !reflect.DeepEqual(s[0].Resources, []interface{}{accountArn("scheduler", ":schedule/ollama-ecs/*")}) {
+					t.Errorf("%s %s = %+v", name, a, s)
+				}
 			}
+		}
+		// The teardown function marks an interrupted task and restarts its deployment through the state machine.
+		stmts := f.functionStatements(t, "teardown")
+		tag := withAction(stmts, "ecs:TagResource")
+		if len(tag) != 1 || !reflect.DeepEqual(tag[0].Resources, []interface{}{tasksInCluster}) || !reflect.DeepEqual(tag[0].Conditions, inCluster) {
+			t.Errorf("teardown ecs:TagResource = %+v", tag)
+		}
+		sm := onlyID(t, f.ofType("AWS::StepFunctions::StateMachine"), "DeployStateMachine")
+		start := withAction(stmts, "states:StartExecution")
+		if len(start) != 1 || !reflect.DeepEqual(start[0].Resources, []interface{}{ref(sm)}) {
+			t.Errorf("teardown states:StartExecution = %+v, want the deploy state machine only", start)
+		}
+		if d := withAction(stmts, "states:DescribeExecution"); len(d) != 1 || !strings.Contains(mustJSON(d[0].Resources), ":execution:") {
+			t.Errorf("teardown states:DescribeExecution = %+v, want its executions only", d)
+		}
+		if got := allActions(f.functionStatements(t, "cleanup")); contains(got, "ecs:TagResource") || contains(got, "states:StartExecution") {
+			t.Errorf("cleanup actions = %v: tagging and restarting are the teardown function's", got)
 		}
 	})
 
@@ -413,13 +442,15 @@ func TestIAMScoping(t *testing.T) {
 			t.Errorf("validate s3:GetObject = %s, want the model prefix only", prefix)
 		}
 		if got := allActions(f.functionStatements(t, "health")); !reflect.DeepEqual(got, []string{
+			"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities",
 			"ec2:AssignPrivateIpAddresses", "ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:DescribeNetworkInterfaces",
-			"ec2:DescribeSubnets", "ec2:UnassignPrivateIpAddresses",
+			"ec2:DescribeSubnets", "ec2:UnassignPrivateIpAddresses", "ecs:DescribeCapacityProviders",
 			"ecs:DescribeTasks", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}) {
 			t.Errorf("health actions = %v", got)
 		}
 		capacity := allActions(f.functionStatements(t, "capacity"))
-		for _, a := range []string{"ecs:ListContainerInstances", "ecs:DescribeContainerInstances", "ecs:DescribeCapacityProviders", "autoscaling:DescribeAutoScalingGroups"} {
+		for _, a := range []string{"ecs:ListContainerInstances", "ecs:DescribeContainerInstances", "ecs:DescribeCapacityProviders",
+			"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities", "servicequotas:GetServiceQuota", "ec2:DescribeInstances"} {
 			if !contains(capacity, a) {
 				t.Errorf("capacity lacks %s (has %v)", a, capacity)
 			}
@@ -462,7 +493,14 @@ func TestTriggers(t *testing.T) {
 				"object": map[string]interface{}{"key": []interface{}{map[string]interface{}{"prefix": "models/"}}},
 			},
 		}, ref(sm)},
-		{"TriggersDevTeardown", nil, nil, getAtt(teardown, "Arn")},
+		{"TriggersTaskStopped", nil, map[string]interface{}{
+			"source": []interface{}{"aws.ecs"}, "detail-type": []interface{}{"ECS Task State Change"},
+			"detail": map[string]interface{}{
+				"clusterArn": []interface{}{getAtt(onlyID(t, f.ofType("AWS::ECS::Cluster"), "ComputeCluster"), "Arn")},
+				"lastStatus": []interface{}{"STOPPED"},
+				"stopCode":   []interface{}{map[string]interface{}{"anything-but": []interface{}{"UserInitiated"}}},
+			},
+		}, getAtt(teardown, "Arn")},
 	}
 	for _, c := range cases {
 		t.Run(c.rule, func(t *testing.T) {
@@ -489,9 +527,15 @@ func TestTriggers(t *testing.T) {
 			}
 		})
 	}
-	teardownRule := f.resources[onlyID(t, f.ofType("AWS::Events::Rule"), "TriggersDevTeardown")].Properties
-	if teardownRule["ScheduleExpression"] != "cron(0 20 * * ? *)" {
-		t.Errorf("teardown schedule = %v", teardownRule["ScheduleExpression"])
+	// The nightly teardown is an EventBridge Scheduler schedule, read in the configured time zone.
+	sched := f.resources[onlyID(t, f.ofType("AWS::Scheduler::Schedule"), "TriggersDevTeardown")].Properties
+	if sched["ScheduleExpression"] != "cron(0 20 * * ? *)" || sched["ScheduleExpressionTimezone"] != "UTC" {
+		t.Errorf("teardown schedule = %v in %v", sched["ScheduleExpression"], sched["ScheduleExpressionTimezone"])
+	}
+	target := sched["Target"].(map[string]interface{})
+	if !reflect.DeepEqual(target["Arn"], getAtt(teardown, "Arn")) || !strings.Contains(mustJSON(target["Input"]), `\"source\":\"aws.scheduler\"`) ||
+		!strings.Contains(mustJSON(target["Input"]), `Scheduled Event`) {
+		t.Errorf("teardown schedule target = %s", mustJSON(target))
 	}
 	group := f.resources[onlyID(t, f.ofType("AWS::Scheduler::ScheduleGroup"), "SchedulesGroup")].Properties
 	if group["Name"] != ScheduleGroupName {
@@ -631,6 +675,43 @@ func TestStateMachine(t *testing.T) {
 			t.Errorf("lambda:InvokeFunction resources =\n%v\nwant\n%v", got, want)
 		}
 	})
+}
+
+// TestStateTimeoutsCoverFunctions: in the real workflow/deploy.asl.json, no Task state gives up before the
+// Lambda it invokes may finish (that would turn a slow success into States.Timeout, and a slow Clean up into a
+// leak).
+func TestStateTimeoutsCoverFunctions(t *testing.T) {
+	f := synth(t)
+	raw, err := os.ReadFile(filepath.Join("..", "workflow", "deploy.asl.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asl struct {
+		States map[string]struct {
+			Type           string  `json:"Type"`
+			Resource       string  `json:"Resource"`
+			TimeoutSeconds float64 `json:"TimeoutSeconds"`
+		} `json:"States"`
+	}
+	if err := json.Unmarshal(raw, &asl); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for state, s := range asl.States {
+		if s.Type != "Task" {
+			continue
+		}
+		// ${CleanupFunctionArn} → the cleanup Lambda.
+		name := strings.ToLower(strings.TrimSuffix(strings.Trim(s.Resource, "${}"), "FunctionArn"))
+		_, p := f.function(t, name)
+		if fn := p["Timeout"].(float64); s.TimeoutSeconds < fn {
+			t.Errorf("state %q times out after %gs, before its %s function's %gs", state, s.TimeoutSeconds, name, fn)
+		}
+		checked++
+	}
+	if checked < len(WorkflowPlaceholders) {
+		t.Errorf("checked %d Task states, want at least %d", checked, len(WorkflowPlaceholders))
+	}
 }
 
 func TestOutputs(t *testing.T) {

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsscheduler"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsschedulertargets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctions"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
 )
 
 const (
@@ -17,6 +22,12 @@ const (
 	EventSource       = "ollama-ecs"
 	DeployRequestType = "Deploy Request"
 	StopRequestType   = "Stop Request"
+	// TeardownSource and TeardownType are the scheduled teardown's input; TaskStateSource and TaskStateType
+	// ECS's task state change events.
+	TeardownSource  = "aws.scheduler"
+	TeardownType    = "Scheduled Event"
+	TaskStateSource = "aws.ecs"
+	TaskStateType   = "ECS Task State Change"
 )
 
 // Triggers are the ways a deployment starts or stops.
@@ -30,11 +41,13 @@ type TriggersProps struct {
 	StateMachine awsstepfunctions.IStateMachine
 	Teardown     awslambda.IFunction
 	ModelBucket  awss3.IBucket
+	// ClusterArn is the cluster whose stopped tasks the teardown function hears.
+	ClusterArn *string
 }
 
 // NewTriggers creates the project's event bus with the deploy and stop
-// rules, the S3 upload rule on the default bus (where S3 sends its events),
-// and the nightly dev teardown. Every target receives the whole event, so
+// rules, the S3 upload rule and the task-stopped rule on the default bus
+// (where S3 and ECS send their events), and the nightly dev teardown. Every target receives the whole event, so
 // the workflow sees the same envelope whatever started it.
 func NewTriggers(scope constructs.Construct, id string, p TriggersProps) *Triggers {
 	c := constructs.NewConstruct(scope, jsii.String(id))
@@ -70,10 +83,51 @@ func NewTriggers(scope constructs.Construct, id string, p TriggersProps) *Trigge
 		},
 		Targets: &[]awsevents.IRuleTarget{awseventstargets.NewSfnStateMachine(p.StateMachine, nil)},
 	})
-	awsevents.NewRule(c, jsii.String("DevTeardown"), &awsevents.RuleProps{
-		Description: jsii.String("scheduled stop of every dev deployment, behind the per-deployment TTL"),
-		Schedule:    awsevents.Schedule_Expression(jsii.String(p.Settings.TeardownCron)),
-		Targets:     &[]awsevents.IRuleTarget{awseventstargets.NewLambdaFunction(p.Teardown, nil)},
+	awsevents.NewRule(c, jsii.String("TaskStopped"), &awsevents.RuleProps{
+		Description: jsii.String("a task of the cluster that stopped on its own (interruption, crash) goes to the teardown Lambda"),
+		EventPattern: &awsevents.EventPattern{
+			Source:     jsii.Strings(TaskStateSource),
+			DetailType: jsii.Strings(TaskStateType),
+			Detail: &map[string]interface{}{
+				"clusterArn": []interface{}{p.ClusterArn},
+				"lastStatus": []interface{}{"STOPPED"},
+				// Stops this system and its users ask for are not interruptions.
+				"stopCode": []interface{}{map[string]interface{}{"anything-but": []interface{}{"UserInitiated"}}},
+			},
+		},
+		Targets: &[]awsevents.IRuleTarget{awseventstargets.NewLambdaFunction(p.Teardown, nil)},
 	})
+	// EventBridge Scheduler, unlike a rule, reads the cron in a time zone, so "every evening" is the operator's
+	// evening. The input has the shape of a scheduled event, which the teardown function reads as the teardown.
+	// Only schedules of this account may assume its role (confused deputy).
+	role := awsiam.NewRole(c, jsii.String("TeardownScheduleRole"), &awsiam.RoleProps{
+		AssumedBy: awsiam.NewServicePrincipal(jsii.String("scheduler.amazonaws.com"), &awsiam.ServicePrincipalOpts{
+			Conditions: &map[string]interface{}{
+				"StringEquals": map[string]interface{}{"aws:SourceAccount": awscdk.Stack_Of(scope).Account()},
+			},
+		}),
+		Description: jsii.String("ollama-ecs nightly dev teardown schedule: invoke the teardown Lambda only"),
+	})
+	awsscheduler.NewSchedule(c, jsii.String("DevTeardown"), &awsscheduler.ScheduleProps{
+		Description: jsii.String("scheduled stop of every dev deployment, behind the per-deployment TTL"),
+		Schedule: awsscheduler.ScheduleExpression_Expression(jsii.String(p.Settings.TeardownCron),
+			awscdk.TimeZone_Of(jsii.String(p.Settings.TeardownTimezone))),
+		Target: awsschedulertargets.NewLambdaInvoke(p.Teardown, &awsschedulertargets.ScheduleTargetBaseProps{
+			Input: awsscheduler.ScheduleTargetInput_FromObject(map[string]interface{}{
+				"version": "0", "id": awsscheduler.ContextAttribute_ExecutionId(),
+				"source": TeardownSource, "detail-type": TeardownType,
+				"time":      awsscheduler.ContextAttribute_ScheduledTime(),
+				"resources": []interface{}{awsscheduler.ContextAttribute_ScheduleArn()},
+				"detail":    map[string]interface{}{},
+			}),
+			RetryAttempts: jsii.Number(3),
+			Role:          role,
+		}),
+	})
+	// After the schedule: its target wrote the role's policy.
+	cdknag.NagSuppressions_AddResourceSuppressions(role, &[]*cdknag.NagPackSuppression{
+		nagWildcard{`/^Resource::<FunctionsTeardownFunction[0-9A-F]+\.Arn>:\*$/`,
+			"lambda:InvokeFunction on the teardown function and its versions (:*), as grantInvoke writes it."}.suppression(),
+	}, jsii.Bool(true))
 	return &Triggers{Bus: bus}
 }

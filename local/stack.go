@@ -261,12 +261,12 @@ func (s *Stack) PutEvent(ctx context.Context, raw []byte) (Routed, error) {
 		arn, err := s.start(ctx, randomName(), json.RawMessage(raw), kind)
 		return Routed{Kind: kind, ExecutionArn: arn}, err
 	case env.Source == events.SourceOllamaECS && env.DetailType == events.DetailTypeStop,
-		env.Source == events.SourceEvents && env.DetailType == events.DetailTypeScheduled,
+		(env.Source == events.SourceEvents || env.Source == events.SourceScheduler) && env.DetailType == events.DetailTypeScheduled,
 		env.Source == events.SourceECS && env.DetailType == events.DetailTypeTaskState && s.matchesTaskStoppedRule(env):
 		stopped, err := s.invokeTeardown(ctx, raw)
 		kind := events.KindStop
 		switch env.Source {
-		case events.SourceEvents:
+		case events.SourceEvents, events.SourceScheduler:
 			kind = events.KindTeardown
 		case events.SourceECS:
 			kind = events.KindTaskStopped
