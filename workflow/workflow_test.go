@@ -107,6 +107,28 @@ func TestErrorNamesAreGoTypes(t *testing.T) {
 	}
 }
 
+// TestTasksRetryLambdaServiceErrors: every Task state retries each error the Lambda service itself may raise (as
+// opposed to the function's), ClientExecutionTimeoutException included.
+func TestTasksRetryLambdaServiceErrors(t *testing.T) {
+	_, states := definition(t)
+	want := []string{"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+		"Lambda.ClientExecutionTimeoutException", "Lambda.TooManyRequestsException"}
+	for name, s := range states {
+		if s.Type != "Task" {
+			continue
+		}
+		var retried []string
+		for _, r := range s.Retry {
+			retried = append(retried, r.ErrorEquals...)
+		}
+		for _, e := range want {
+			if !slices.Contains(retried, e) {
+				t.Errorf("state %q does not retry %s", name, e)
+			}
+		}
+	}
+}
+
 // TestGraph checks every transition lands on a state, every state is reachable, and the walk can end.
 func TestGraph(t *testing.T) {
 	start, states := definition(t)

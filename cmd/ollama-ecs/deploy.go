@@ -37,10 +37,11 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	requester := fs.String("requester", envOr("USER", ""), "who asks, for the task's tags")
 	follow := fs.Bool("follow", false, "show the execution live until the deployment is ready or failed")
 	viaEvents := fs.Bool("via-events", false, "put a Deploy Request on the event bus instead of starting the state machine")
+	keepRunning := fs.Bool("keep-running", false, "start it again, on the next candidate, if its task dies on its own (Spot interruption, crash)")
 	af := addAWSFlags(fs)
 	pos, err := parseArgs(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
-		return printUsage(stderr, fs, "usage: ollama-ecs deploy MODEL [--env dev|prod] [--prefer auto|cpu|gpu] [--instance-type T] [--context N] [--ttl D] [--id ID | --name N] [--follow] [--via-events] [--output table|json] [AWS flags]")
+		return printUsage(stderr, fs, "usage: ollama-ecs deploy MODEL [--env dev|prod] [--prefer auto|cpu|gpu] [--instance-type T] [--context N] [--ttl D] [--id ID | --name N] [--keep-running] [--follow] [--via-events] [--output table|json] [AWS flags]")
 	}
 	if err != nil {
 		return err
@@ -56,7 +57,7 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	req := events.DeployRequest{
 		Model: pos[0], Env: *env, Prefer: *prefer, InstanceType: *instanceType, ContextLength: *contextLength,
-		Policy: *policy, TTL: *ttl, Requester: cleanRequester(*requester), DeploymentID: *id,
+		Policy: *policy, TTL: *ttl, Requester: cleanRequester(*requester), DeploymentID: *id, KeepRunning: *keepRunning,
 	}
 	if req.DeploymentID == "" {
 		req.DeploymentID = deploymentID(req.Model, req.Env, *name)

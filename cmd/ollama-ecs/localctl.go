@@ -151,6 +151,7 @@ func runLocalDeploy(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&req.TTL, "ttl", "", "time to live (Go duration; 0 for none)")
 	fs.StringVar(&req.Source, "source", "", "an uploaded GGUF (s3://"+local.Bucket+"/models/NAME.gguf) to deploy under MODEL")
 	fs.StringVar(&req.DeploymentID, "id", "", "deployment id (default: model and env)")
+	fs.BoolVar(&req.KeepRunning, "keep-running", false, "start it again, on the next candidate, if its task dies on its own")
 	follow := fs.Bool("follow", true, "show the execution until it ends")
 	output := fs.String("output", "table", "table or json")
 	pos, err := parseArgs(fs, args)
