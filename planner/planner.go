@@ -139,6 +139,8 @@ type Candidate struct {
 	HeadroomMiB int `json:"headroomMiB"`
 	// Why says why the candidate is on the list at its place.
 	Why string `json:"why"`
+	// SeedChoice is true for the seed table's recommendation for this model (ranked first under the seed policy).
+	SeedChoice bool `json:"seedChoice,omitempty"`
 }
 
 // IsGPU reports whether the candidate runs on a GPU instance.
@@ -348,7 +350,7 @@ func (p *planning) consider() {
 			t, _ := p.cat.InstanceType(seed.CPU)
 			size := catalog.FargateSize{CPU: t.VCPU * 1024, MemoryMiB: t.MemoryMiB}
 			for _, c := range p.fargateCandidates(size, t.Name) {
-				c.Why = "the seed's CPU recommendation (" + seed.CPU + ")"
+				c.Why, c.SeedChoice = "the seed's CPU recommendation ("+seed.CPU+")", true
 				p.plan.Candidates = append(p.plan.Candidates, c)
 			}
 		}
@@ -377,7 +379,7 @@ func (p *planning) consider() {
 			}
 			c.Why = "fits in GPU memory"
 			if useSeed && catalog.NormalizeInstanceType(seed.GPU) == t.Name {
-				c.Why = "the seed's GPU recommendation (" + seed.GPU + ")"
+				c.Why, c.SeedChoice = "the seed's GPU recommendation ("+seed.GPU+")", true
 			}
 			p.plan.Candidates = append(p.plan.Candidates, c)
 		}
@@ -559,7 +561,7 @@ func (p *planning) rank() {
 		return 0
 	}
 	seedFirst := func(c Candidate) int {
-		if strings.HasPrefix(c.Why, "the seed's") {
+		if c.SeedChoice {
 			return 0
 		}
 		return 1

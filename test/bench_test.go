@@ -41,6 +41,7 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/local/ollama"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
 	"github.com/ollama-ecs/ollama-ecs/planner"
+	"github.com/ollama-ecs/ollama-ecs/test/tools"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -88,23 +89,6 @@ func met(ok bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-// requireToolsB is requireTools for benchmarks.
-func requireToolsB(b *testing.B) {
-	b.Helper()
-	root, err := ollama.RepoRoot()
-	if err != nil {
-		b.Fatal(err)
-	}
-	dir, errEngine := engine.DefaultDir()
-	if errEngine == nil {
-		_, errEngine = os.Stat(filepath.Join(dir, ".installed"))
-	}
-	_, errOllama := ollama.FindBinary(root)
-	if err := errors.Join(errOllama, errEngine); err != nil {
-		b.Skipf("tools missing: run `make tools`: %v", err)
-	}
 }
 
 // loadClock wraps the local runner and records when each task's model finished loading (the runner's LOADED
@@ -261,7 +245,7 @@ func BenchmarkWorkflowVsBareOllama(b *testing.B) {
 }
 
 func benchWorkflow(b *testing.B, healthWait time.Duration) {
-	requireToolsB(b)
+	tools.Require(b, tools.Local...)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	dir := b.TempDir()

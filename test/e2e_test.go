@@ -5,11 +5,8 @@ package test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,40 +14,17 @@ import (
 
 	"github.com/ollama-ecs/ollama-ecs/local"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
-	"github.com/ollama-ecs/ollama-ecs/local/ollama"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
+	"github.com/ollama-ecs/ollama-ecs/test/tools"
 	"github.com/ollama-ecs/ollama-ecs/workflow"
 )
 
 // record is the state machine's output.
 type record = workflow.Record
 
-// requireTools fails (in CI) or skips (elsewhere, saying what to run) when the engine or Ollama is missing.
-func requireTools(t *testing.T) {
-	t.Helper()
-	root, err := ollama.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, errOllama := ollama.FindBinary(root)
-	_, errEngine := engine.DefaultDir()
-	if errEngine == nil {
-		dir, _ := engine.DefaultDir()
-		if _, err := os.Stat(filepath.Join(dir, ".installed")); err != nil {
-			errEngine = err
-		}
-	}
-	if err := errors.Join(errOllama, errEngine); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("end-to-end tools missing: %v (make tools)", err)
-		}
-		t.Skipf("end-to-end tools missing: run `make tools`: %v", err)
-	}
-}
-
 func startStack(t *testing.T, opts local.Options) *local.Stack {
 	t.Helper()
-	requireTools(t)
+	tools.Require(t, tools.Local...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if opts.HealthWait == 0 {

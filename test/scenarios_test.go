@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
+	schedtypes "github.com/aws/aws-sdk-go-v2/service/scheduler/types"
 
 	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/functions/steps"
@@ -108,8 +110,9 @@ func assertNothingLeft(t *testing.T, s *local.Stack, deploymentID string) {
 	}
 	_, err := s.Scheduler.GetSchedule(ctxFor(t, 5*time.Second), &scheduler.GetScheduleInput{
 		Name: aws.String(steps.ScheduleName(deploymentID)), GroupName: aws.String(local.ScheduleGroup)})
-	if err == nil {
-		t.Errorf("deployment %s still has its schedule", deploymentID)
+	var missing *schedtypes.ResourceNotFoundException
+	if !errors.As(err, &missing) {
+		t.Errorf("deployment %s: its schedule is not gone (GetSchedule: %v)", deploymentID, err)
 	}
 	// A stopped task's process exits after its stop (SIGTERM, grace): wait for every process of the deployment's
 	// tasks, whatever their status, to be gone.

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -103,12 +107,28 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	t.Setenv("AWS_SESSION_TOKEN", token)
 	var logs syncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s := stackWithTiny(t, local.Options{Log: log})
+	// The stack's folder is kept, so the Ollama servers' own logs (ollama.log, stdout and stderr of each task's
+	// `ollama serve`) are scanned too.
+	dir := t.TempDir()
+	s := stackWithTiny(t, local.Options{Log: log, Dir: dir})
 	rec := succeeded(t, deploy(t, s, events.DeployRequest{Model: "tiny", DeploymentID: "logs-one", Requester: "alice"}))
 	base, _ := url.Parse(rec.Endpoint)
 	stream := false
 	err := api.NewClient(base, http.DefaultClient).Generate(ctxFor(t, time.Minute), &api.GenerateRequest{Model: "tiny",
 		Prompt: prompt, Stream: &stream, Options: map[string]any{"num_predict": 3}}, func(api.GenerateResponse) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each server removes its folder when its task stops: read the Ollama logs while the deployment runs.
+	var ollamaLogs []string
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == "ollama.log" {
+			raw, rerr := os.ReadFile(path)
+			ollamaLogs = append(ollamaLogs, string(raw))
+			return rerr
+		}
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,10 +150,19 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	if withID < 5 {
 		t.Fatalf("only %d log lines carry the deployment id: the capture does not work", withID)
 	}
+	// The Ollama log that served the generation must show that request: it is where a prompt would be written.
+	if len(ollamaLogs) == 0 || !slices.ContainsFunc(ollamaLogs, func(l string) bool { return strings.Contains(l, "/api/generate") }) {
+		t.Fatalf("%d Ollama logs, none records the /api/generate request: the capture does not work", len(ollamaLogs))
+	}
 	for _, marker := range []string{secret, token, "hunter2", "PROMPT-MARKER"} {
 		if strings.Contains(out, marker) {
-			t.Errorf("the logs contain %q", marker)
+			t.Errorf("the handlers' logs contain %q", marker)
+		}
+		for _, l := range ollamaLogs {
+			if strings.Contains(l, marker) {
+				t.Errorf("an Ollama log contains %q", marker)
+			}
 		}
 	}
-	t.Logf("%d log lines scanned, %d about the deployment", len(lines), withID)
+	t.Logf("%d log lines scanned, %d about the deployment; %d Ollama logs", len(lines), withID, len(ollamaLogs))
 }

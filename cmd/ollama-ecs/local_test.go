@@ -3,22 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ollama-ecs/ollama-ecs/local/engine"
-	"github.com/ollama-ecs/ollama-ecs/local/ollama"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
+	"github.com/ollama-ecs/ollama-ecs/test/tools"
 )
 
 // TestLocalUploadOneShot runs `local upload` with no stack up: it starts one for the command, follows the
 // deployment the upload starts to its record, and leaves nothing running.
 func TestLocalUploadOneShot(t *testing.T) {
-	requireLocalTools(t)
+	tools.Require(t, tools.Local...)
 	t.Setenv("OLLAMA_ECS_LOCAL", filepath.Join(t.TempDir(), "no-stack.json"))
 	file := filepath.Join(t.TempDir(), "tiny.gguf")
 	if err := tinymodel.WriteFile(file); err != nil {
@@ -45,7 +43,7 @@ func TestLocalUploadOneShot(t *testing.T) {
 
 // TestLocalUpAndCommands keeps a stack up (as `local up` does) and drives it with the other local commands.
 func TestLocalUpAndCommands(t *testing.T) {
-	requireLocalTools(t)
+	tools.Require(t, tools.Local...)
 	t.Setenv("OLLAMA_ECS_LOCAL", filepath.Join(t.TempDir(), "stack.json"))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -98,22 +96,5 @@ func TestLocalUpAndCommands(t *testing.T) {
 	}
 	if out := cli("list", "--output", "json"); strings.TrimSpace(out) != "[]" {
 		t.Errorf("list after teardown: %s", out)
-	}
-}
-
-// requireLocalTools fails under CI, and skips elsewhere saying what to run, when the engine or Ollama is missing.
-func requireLocalTools(t *testing.T) {
-	t.Helper()
-	root, err := ollama.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, errOllama := ollama.FindBinary(root)
-	_, errEngine := engine.DefaultDir()
-	if err := errors.Join(errOllama, errEngine); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal(err)
-		}
-		t.Skipf("run `make tools`: %v", err)
 	}
 }

@@ -49,7 +49,7 @@ type AutoStop struct {
 
 func (a *AutoStop) Handle(ctx context.Context, s State) (AutoStopResult, error) {
 	if s.Request == nil || s.Task == nil || s.Plan == nil {
-		return AutoStopResult{}, &InvalidEventError{Reason: "state has no task"}
+		return AutoStopResult{}, &IncompleteStateError{Step: "Schedule auto-stop", Missing: "its task"}
 	}
 	now := time.Now
 	if a.Now != nil {

@@ -43,7 +43,7 @@ type Capacity struct {
 
 func (c *Capacity) Handle(ctx context.Context, s State) (CapacityState, error) {
 	if s.Plan == nil || s.Request == nil {
-		return CapacityState{}, &InvalidEventError{Reason: "state has no plan"}
+		return CapacityState{}, &IncompleteStateError{Step: "Check EC2 capacity", Missing: "a plan"}
 	}
 	log := logger(c.Log, s.Request.DeploymentID)
 	st := CapacityState{Attempts: []Attempt{}}

@@ -204,7 +204,7 @@ type Cleanup struct{ Stopper *Stopper }
 
 func (c *Cleanup) Handle(ctx context.Context, s State) (Stopped, error) {
 	if s.Request == nil {
-		return Stopped{}, &InvalidEventError{Reason: "state has no request"}
+		return Stopped{}, &IncompleteStateError{Step: "Clean up", Missing: "a request"}
 	}
 	reason := "ollama-ecs cleanup after a failed deployment"
 	switch {

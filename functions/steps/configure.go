@@ -27,7 +27,7 @@ type Configure struct {
 
 func (c *Configure) Handle(_ context.Context, s State) (planner.Plan, error) {
 	if s.Request == nil {
-		return planner.Plan{}, &InvalidEventError{Reason: "state has no request"}
+		return planner.Plan{}, &IncompleteStateError{Step: "Choose configuration", Missing: "a request"}
 	}
 	r := s.Request
 	policy := r.Policy

@@ -18,6 +18,14 @@ type InvalidEventError struct{ Reason string }
 
 func (e *InvalidEventError) Error() string { return e.Reason }
 
+// IncompleteStateError is a wiring fault, not bad input: a step was handed a state without what the steps before it
+// put there (a changed definition, a state edited by hand). It is never "Request rejected".
+type IncompleteStateError struct{ Step, Missing string }
+
+func (e *IncompleteStateError) Error() string {
+	return fmt.Sprintf("%s was given a state without %s: the state machine and its steps disagree", e.Step, e.Missing)
+}
+
 // NotGGUFError is an upload that is not a usable GGUF model file.
 type NotGGUFError struct {
 	Key    string

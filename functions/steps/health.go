@@ -81,7 +81,7 @@ func (h *Health) now() time.Time {
 
 func (h *Health) Handle(ctx context.Context, s State) (HealthState, error) {
 	if s.Request == nil || s.Task == nil {
-		return HealthState{}, &InvalidEventError{Reason: "state has no task"}
+		return HealthState{}, &IncompleteStateError{Step: "Poll health", Missing: "its task"}
 	}
 	log := logger(h.Log, s.Request.DeploymentID)
 	st := HealthState{Polls: 1, TaskArn: s.Task.TaskArn}
@@ -172,7 +172,7 @@ func (h *Health) observe(ctx context.Context, s State, st *HealthState) error {
 	}
 	base, err := url.Parse(st.Endpoint)
 	if err != nil {
-		return &InvalidEventError{Reason: "bad endpoint " + st.Endpoint}
+		return &IncompleteStateError{Step: "Poll health", Missing: "a valid endpoint (got " + st.Endpoint + ")"}
 	}
 	client := api.NewClient(base, h.HTTP)
 	callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -9,6 +9,7 @@ import (
 // tests keep this list and the ASL's ErrorEquals names equal, and a test here keeps it complete.
 var ErrorTypes = []error{
 	(*InvalidEventError)(nil),
+	(*IncompleteStateError)(nil),
 	(*NotGGUFError)(nil),
 	(*NoCapacityError)(nil),
 	(*CapacityError)(nil),

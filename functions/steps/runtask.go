@@ -49,7 +49,7 @@ type RunTask struct {
 
 func (r *RunTask) Handle(ctx context.Context, s State) (TaskInfo, error) {
 	if s.Request == nil || s.Capacity == nil || s.Capacity.Candidate == nil {
-		return TaskInfo{}, &InvalidEventError{Reason: "state has no chosen candidate"}
+		return TaskInfo{}, &IncompleteStateError{Step: "Run ECS task", Missing: "a chosen candidate"}
 	}
 	req, cand := s.Request, *s.Capacity.Candidate
 	log := logger(r.Log, req.DeploymentID)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/ollama-ecs/ollama-ecs/test/tools"
 )
 
 // Region is the region every test client uses.
@@ -27,13 +28,14 @@ type Server struct {
 	cmd *exec.Cmd
 }
 
-// Start runs moto_server on 127.0.0.1 and stops it when the test ends. A missing moto_server fails the test: it
-// is installed on these machines and in CI, so its absence is a broken machine, not a reason to skip.
+// Start runs moto_server on 127.0.0.1 and stops it when the test ends. A missing moto_server fails the test under
+// CI (tools.Require), where it is always installed.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	tools.Require(t, tools.Moto)
 	bin, err := exec.LookPath("moto_server")
 	if err != nil {
-		t.Fatalf("moto_server not found on PATH (it ships with the Python package moto[server]): %v", err)
+		t.Fatal(err)
 	}
 	port, err := freePort()
 	if err != nil {
