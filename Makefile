@@ -1,5 +1,5 @@
 # ollama-ecs: `make demo` runs the whole workflow locally; `make test` runs every test. Both install what they
-# need (the pinned Ollama build, the local Step Functions engine) into .cache/, once.
+# need (the pinned Ollama build, the local Step Functions engine) into ~/.cache/ollama-ecs/, once.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -33,18 +33,18 @@ test-infra: ## CDK assertion and cdk-nag tests (infra/ is its own module; the fi
 	scripts/cdk.sh exec $(GO) -C infra test -count=1 ./...
 
 .PHONY: synth
-synth: lambdas ## synthesise the CDK app into cdk.out/ offline (pinned cdk CLI in .cache/cdk/)
+synth: lambdas ## synthesise the CDK app into cdk.out/ offline (pinned cdk CLI in ~/.cache/ollama-ecs/cdk/)
 	scripts/cdk.sh synth -q
 
 .PHONY: tools
-tools: engine ollama ## install the local engine and the pinned Ollama build (cached in .cache/)
+tools: engine ollama ## install the local engine and the pinned Ollama build (cached in ~/.cache/ollama-ecs/)
 
 .PHONY: engine
-engine: ## install the local Step Functions engine (npm ci into .cache/engine/<lock hash>/)
+engine: ## install the local Step Functions engine (npm ci into ~/.cache/ollama-ecs/engine/<lock hash>/)
 	@bash scripts/engine.sh >/dev/null
 
 .PHONY: ollama
-ollama: ## build the pinned Ollama once (.cache/ollama/<version>/ollama), unless OLLAMA_BIN or PATH has one
+ollama: ## build the pinned Ollama once (~/.cache/ollama-ecs/ollama/v<version>/ollama), unless OLLAMA_BIN or PATH has one
 	@bash scripts/ollama.sh >/dev/null
 
 .PHONY: lint
@@ -65,5 +65,5 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s); the seed corpora
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./local/cloud/query/
 
 .PHONY: clean
-clean: ## remove build outputs (keeps the .cache/ of slow builds)
+clean: ## remove build outputs (keeps the cache of slow builds in ~/.cache/ollama-ecs/)
 	rm -rf dist cdk.out

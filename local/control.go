@@ -18,6 +18,7 @@ import (
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
 	"github.com/ollama-ecs/ollama-ecs/events"
+	"github.com/ollama-ecs/ollama-ecs/local/cachedir"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
 )
 
@@ -31,7 +32,7 @@ const maxUploadBytes = 8 << 30
 //
 //	POST /deploy        DeployRequest → {"executionArn"}  (StartExecution, name = deployment id)
 //	POST /events        an EventBridge event → Routed      (the stack's rules)
-//	PUT  /objects/<key> the body → {"key"}                 (an upload; the S3 rule may start a deployment)
+//	PUT  /objects/<key> the body, streamed → {"key"}       (an upload; the S3 rule may start a deployment)
 //	GET  /executions    → []Started;  GET /executions/<arn>[?wait=1] → engine.Execution
 //	GET  /tasks         → []ecstypes.Task (with tags)      POST /stop {"deploymentId"} → steps.Stopped
 func (s *Stack) Handler() http.Handler {
@@ -55,13 +56,15 @@ func (s *Stack) Handler() http.Handler {
 		reply(w, routed, err)
 	})
 	mux.HandleFunc("PUT /objects/{key...}", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxUploadBytes))
-		if err != nil {
-			fail(w, http.StatusBadRequest, err)
+		// Streamed to the bucket's file; past the limit the upload fails whole (413), nothing is stored.
+		key := r.PathValue("key")
+		err := s.Upload(r.Context(), key, http.MaxBytesReader(w, r.Body, maxUploadBytes))
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			fail(w, http.StatusRequestEntityTooLarge, fmt.Errorf("%s: the upload is larger than %d bytes", key, tooLarge.Limit))
 			return
 		}
-		key := r.PathValue("key")
-		reply(w, map[string]string{"key": key}, s.Upload(r.Context(), key, body))
+		reply(w, map[string]string{"key": key}, err)
 	})
 	mux.HandleFunc("GET /executions", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, s.Executions(), nil)
@@ -137,12 +140,16 @@ type Pointer struct {
 	StartedAt time.Time `json:"startedAt"`
 }
 
-// PointerPath is where the pointer file lives: $OLLAMA_ECS_LOCAL, else .cache/local/stack.json under root.
-func PointerPath(root string) string {
+// PointerPath is where the pointer file lives: $OLLAMA_ECS_LOCAL, else local/stack.json in the cache folder.
+func PointerPath() (string, error) {
 	if p := os.Getenv("OLLAMA_ECS_LOCAL"); p != "" {
-		return p
+		return p, nil
 	}
-	return filepath.Join(root, ".cache", "local", "stack.json")
+	dir, err := cachedir.Dir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "local", "stack.json"), nil
 }
 
 // Serve serves a control API handler (normally Handler, maybe extended) on a loopback port and writes the pointer
@@ -206,6 +213,8 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	case nil:
 	case []byte:
 		rd = strings.NewReader(string(b))
+	case io.Reader:
+		rd = b // streamed (an upload)
 	default:
 		raw, err := json.Marshal(b)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -338,9 +339,10 @@ func (s *Stack) Deploy(ctx context.Context, req events.DeployRequest) (string, e
 	return s.start(ctx, req.DeploymentID, raw, events.KindDirect)
 }
 
-// Upload puts a model file under the model prefix; the bucket's Object Created event starts the deployment.
-func (s *Stack) Upload(ctx context.Context, key string, body []byte) error {
-	_, err := s.Bucket.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(Bucket), Key: aws.String(key), Body: bytes.NewReader(body)})
+// Upload streams a model file under the model prefix; the bucket's Object Created event starts the deployment.
+// A body that fails midway (too large, cut off) stores nothing.
+func (s *Stack) Upload(ctx context.Context, key string, body io.Reader) error {
+	_, err := s.Bucket.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(Bucket), Key: aws.String(key), Body: body})
 	return err
 }
 

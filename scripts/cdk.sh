@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the pinned AWS CDK CLI on the pinned Node 22, installing both once into
-# .cache/cdk/<cli version>-node<node version>/ (a dot-folder: the go tool never
-# walks it, and aws-cdk ships files named *.go that would break `go list ./...`).
+# cdk/<cli version>-node<node version>/ in the user's cache folder
+# (scripts/cachedir.sh: outside the checkout, so the go tool never walks it;
+# aws-cdk ships files named *.go that would break `go list ./...`).
 #
 #   scripts/cdk.sh synth            any cdk command, run from the repository root
 #   scripts/cdk.sh exec CMD ARGS... run CMD with that Node first on PATH (the Go
@@ -19,13 +20,16 @@ readonly NODE_VERSION="22.23.3"
 log() { printf 'cdk.sh: %s\n' "$*" >&2; }
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-dest="${root}/.cache/cdk/${CDK_VERSION}-node${NODE_VERSION}"
+# shellcheck source=cachedir.sh
+source "${root}/scripts/cachedir.sh"
+cache="$(ollama_ecs_cache_dir)/cdk"
+dest="${cache}/${CDK_VERSION}-node${NODE_VERSION}"
 
 if [[ ! -f "${dest}/.installed" ]]; then
 	command -v npm >/dev/null 2>&1 || { log "npm not found (apt-get install npm)"; exit 1; }
 	start=$(date +%s)
-	mkdir -p "${root}/.cache/cdk"
-	tmp="$(mktemp -d "${root}/.cache/cdk/.tmp.XXXXXX")"
+	mkdir -p "${cache}"
+	tmp="$(mktemp -d "${cache}/.tmp.XXXXXX")"
 	trap 'rm -rf "${tmp}"' EXIT
 	cat >"${tmp}/package.json" <<JSON
 {

@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Installs the local Step Functions engine (local/engine/js) into
-# .cache/engine/<hash of package-lock.json>/ and prints that folder as the last
-# line of stdout. node_modules lives under a dot-folder so the go tool never
-# walks it. Idempotent: a second run only refreshes the engine's own js files.
+# engine/<hash of package-lock.json>/ in the user's cache folder
+# (scripts/cachedir.sh, outside the checkout, so the go tool never walks its
+# node_modules) and prints that folder as the last line of stdout.
+# Idempotent: a second run only refreshes the engine's own js files.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 src="$root/local/engine/js"
 hash="$(sha256sum "$src/package-lock.json" | cut -c1-12)"
-dest="$root/.cache/engine/$hash"
+# shellcheck source=cachedir.sh
+source "$root/scripts/cachedir.sh"
+cache="$(ollama_ecs_cache_dir)/engine"
+dest="$cache/$hash"
 
 if [[ ! -f "$dest/.installed" ]]; then
   command -v npm >/dev/null || { echo "engine.sh: npm not found (apt-get install npm)" >&2; exit 1; }
   start=$(date +%s)
-  mkdir -p "$root/.cache/engine"
+  mkdir -p "$cache"
   # Install beside the target and rename at the end, so an interrupted
   # install never looks complete.
-  tmp="$(mktemp -d "$root/.cache/engine/.tmp.XXXXXX")"
+  tmp="$(mktemp -d "$cache/.tmp.XXXXXX")"
   chmod 755 "$tmp"
   trap 'rm -rf "$tmp"' EXIT
   cp "$src/package.json" "$src/package-lock.json" "$tmp/"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the real Ollama server for local mode, once, into
-# .cache/ollama/<version>/ollama under the repository root, and prints its path
+# ollama/v<version>/ollama in the user's cache folder (scripts/cachedir.sh), and prints its path
 # as the last line of stdout.
 #
 # Why build from source: local mode runs real `ollama serve` processes, and the
@@ -29,8 +29,9 @@ if [[ -n "${OLLAMA_BIN:-}" ]]; then
 	exit 1
 fi
 
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache_dir="${repo_root}/.cache/ollama"
+# shellcheck source=cachedir.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cachedir.sh"
+cache_dir="$(ollama_ecs_cache_dir)/ollama"
 out_dir="${cache_dir}/v${OLLAMA_VERSION}"
 bin="${out_dir}/ollama"
 
@@ -68,7 +69,7 @@ done
 # It lives at a path that does not depend on the checkout: the -I flag is part
 # of the Go build cache key, so a fresh clone elsewhere (as CI uses) reuses the
 # compiled llama.cpp instead of spending minutes rebuilding it.
-stub_dir="${OLLAMA_STUB_DIR:-${XDG_CACHE_HOME:-${HOME}/.cache}/ollama-ecs/ollama-stub/include}"
+stub_dir="${OLLAMA_STUB_DIR:-$(ollama_ecs_cache_dir)/ollama-stub/include}"
 stub="${stub_dir}/miniaudio/miniaudio.h"
 mkdir -p "${stub_dir}/miniaudio"
 stub_tmp="$(mktemp "${stub}.XXXXXX")"

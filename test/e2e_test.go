@@ -3,6 +3,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -71,7 +72,7 @@ func TestUploadDeploysToCPUAndGenerates(t *testing.T) {
 	s := startStack(t, local.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := s.Upload(ctx, "models/tiny.gguf", tinyGGUF(t)); err != nil {
+	if err := s.Upload(ctx, "models/tiny.gguf", bytes.NewReader(tinyGGUF(t))); err != nil {
 		t.Fatal(err)
 	}
 	started, err := s.WaitForExecution(ctx, 0)

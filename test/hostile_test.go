@@ -65,7 +65,7 @@ func TestHostileInputChangesNothing(t *testing.T) {
 	upload := func(key string, body []byte) func(t *testing.T) (string, error) {
 		return func(t *testing.T) (string, error) {
 			n := len(s.Executions())
-			if err := s.Upload(ctxFor(t, 10*time.Second), key, body); err != nil {
+			if err := s.Upload(ctxFor(t, 10*time.Second), key, bytes.NewReader(body)); err != nil {
 				return "", err
 			}
 			started, err := s.WaitForExecution(ctxFor(t, 10*time.Second), n)

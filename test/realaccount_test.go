@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 	"time"
@@ -195,7 +196,7 @@ func TestUploadsInTeamFolders(t *testing.T) {
 	var recs []record
 	for _, key := range []string{"models/team-a/tiny.gguf", "models/team-b/tiny.gguf"} {
 		n := len(s.Executions())
-		if err := s.Upload(ctxFor(t, 10*time.Second), key, tinyGGUF(t)); err != nil {
+		if err := s.Upload(ctxFor(t, 10*time.Second), key, bytes.NewReader(tinyGGUF(t))); err != nil {
 			t.Fatal(err)
 		}
 		started, err := s.WaitForExecution(ctxFor(t, 10*time.Second), n)
@@ -212,7 +213,7 @@ func TestUploadsInTeamFolders(t *testing.T) {
 	}
 
 	n := len(s.Executions())
-	if err := s.Upload(ctxFor(t, 10*time.Second), "models/empty.gguf", nil); err != nil {
+	if err := s.Upload(ctxFor(t, 10*time.Second), "models/empty.gguf", bytes.NewReader(nil)); err != nil {
 		t.Fatal(err)
 	}
 	started, err := s.WaitForExecution(ctxFor(t, 10*time.Second), n)

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -650,7 +651,7 @@ func TestOutOfOrderAndDuplicateEvents(t *testing.T) {
 
 	t.Run("an upload event delivered twice is one deployment", func(t *testing.T) {
 		n := len(s.Executions())
-		if err := s.Upload(ctxFor(t, 10*time.Second), "models/twice.gguf", tinyGGUF(t)); err != nil {
+		if err := s.Upload(ctxFor(t, 10*time.Second), "models/twice.gguf", bytes.NewReader(tinyGGUF(t))); err != nil {
 			t.Fatal(err)
 		}
 		first, err := s.WaitForExecution(ctxFor(t, 10*time.Second), n)

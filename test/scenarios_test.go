@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -232,7 +233,7 @@ func TestFailuresAfterStartCleanUp(t *testing.T) {
 func TestBadInputChangesNothing(t *testing.T) {
 	s := startStack(t, local.Options{})
 	ctx := ctxFor(t, time.Minute)
-	if err := s.Upload(ctx, "models/junk.gguf", []byte(strings.Repeat("not a model ", 100))); err != nil {
+	if err := s.Upload(ctx, "models/junk.gguf", bytes.NewReader([]byte(strings.Repeat("not a model ", 100)))); err != nil {
 		t.Fatal(err)
 	}
 	started, err := s.WaitForExecution(ctx, 0)
@@ -288,7 +289,7 @@ func TestAutoStopAndScheduledTeardown(t *testing.T) {
 func TestModelfileUploadDeploysItsFrom(t *testing.T) {
 	s := stackWithTiny(t, local.Options{})
 	ctx := ctxFor(t, time.Minute)
-	if err := s.Upload(ctx, "models/helper-bot/Modelfile", []byte("FROM ../tiny.gguf\nPARAMETER temperature 0.2\n")); err != nil {
+	if err := s.Upload(ctx, "models/helper-bot/Modelfile", bytes.NewReader([]byte("FROM ../tiny.gguf\nPARAMETER temperature 0.2\n"))); err != nil {
 		t.Fatal(err)
 	}
 	started, err := s.WaitForExecution(ctx, 0)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -116,7 +117,7 @@ func (d *demo) run() error {
 		return err
 	}
 	before := len(d.s.Executions())
-	err = d.s.Upload(d.ctx, "models/tiny-llama.gguf", gguf)
+	err = d.s.Upload(d.ctx, "models/tiny-llama.gguf", bytes.NewReader(gguf))
 	if err := d.step("upload s3://"+local.Bucket+"/models/tiny-llama.gguf", err, "Object Created -> state machine"); err != nil {
 		return err
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/local"
 	localcloud "github.com/ollama-ecs/ollama-ecs/local/cloud"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
-	"github.com/ollama-ecs/ollama-ecs/local/ollama"
 	"github.com/ollama-ecs/ollama-ecs/workflow"
 )
 
@@ -76,17 +75,13 @@ func controlHandler(s *local.Stack) http.Handler {
 	return mux
 }
 
-func pointerPath() string {
-	root, err := ollama.RepoRoot()
-	if err != nil {
-		root = "."
-	}
-	return local.PointerPath(root)
-}
-
 // openLocal connects to a running stack, or starts one for this command when allowed.
 func openLocal(ctx context.Context, oneShotOK bool, stderr io.Writer) (localStack, error) {
-	if c, ok := local.Connect(pointerPath()); ok {
+	pointer, err := local.PointerPath()
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := local.Connect(pointer); ok {
 		return remoteStack{c}, nil
 	}
 	if !oneShotOK {
@@ -115,7 +110,11 @@ func runLocalUp(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		opts.Cluster = cfg
 	}
-	if c, ok := local.Connect(pointerPath()); ok {
+	pointer, err := local.PointerPath()
+	if err != nil {
+		return err
+	}
+	if c, ok := local.Connect(pointer); ok {
 		return fmt.Errorf("a local stack already runs at %s", c.URL)
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -124,7 +123,7 @@ func runLocalUp(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	url, err := local.Serve(ctx, controlHandler(s), pointerPath())
+	url, err := local.Serve(ctx, controlHandler(s), pointer)
 	if err != nil {
 		_ = s.Close(context.Background())
 		return err
@@ -202,7 +201,12 @@ func runLocalUpload(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	body, err := os.ReadFile(pos[0])
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
 	if err != nil {
 		return err
 	}
@@ -215,10 +219,11 @@ func runLocalUpload(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &before); err != nil {
 		return err
 	}
-	if err := ls.Do(ctx, http.MethodPut, "/objects/"+key, body, nil); err != nil {
+	// Streamed: the file is never held in memory.
+	if err := ls.Do(ctx, http.MethodPut, "/objects/"+key, io.Reader(f), nil); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "uploaded %s (%s) to s3://%s/%s\n", filepath.Base(pos[0]), sizeText(int64(len(body))), local.Bucket, key)
+	fmt.Fprintf(stderr, "uploaded %s (%s) to s3://%s/%s\n", filepath.Base(pos[0]), sizeText(st.Size()), local.Bucket, key)
 	if !*follow && !ls.OneShot() {
 		return nil
 	}

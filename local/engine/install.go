@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/ollama-ecs/ollama-ecs/local/cachedir"
 )
 
 // The server script is embedded so a Go binary always runs the script it was
-// built with, even when the installed copy under .cache is older. The lock
+// built with, even when the installed copy in the cache is older. The lock
 // file is embedded to find the install folder by its hash, the same way
 // scripts/engine.sh names it.
 //
@@ -22,10 +24,8 @@ var jsFiles embed.FS
 // ErrNotInstalled means the npm packages of the engine are not installed.
 var ErrNotInstalled = errors.New("local Step Functions engine is not installed: run `make engine`")
 
-const modulePath = "github.com/ollama-ecs/ollama-ecs"
-
 // LockHash is the short hash of local/engine/js/package-lock.json that names
-// the install folder .cache/engine/<LockHash>/.
+// the install folder engine/<LockHash>/ in the cache folder.
 func LockHash() string {
 	lock, err := jsFiles.ReadFile("js/package-lock.json")
 	if err != nil {
@@ -35,23 +35,14 @@ func LockHash() string {
 	return hex.EncodeToString(sum[:])[:12]
 }
 
-// DefaultDir is where scripts/engine.sh installs the engine for this checkout:
-// <repository root>/.cache/engine/<LockHash>, the root being the nearest
-// folder above the working directory whose go.mod declares this module.
+// DefaultDir is where scripts/engine.sh installs the engine: engine/<LockHash>
+// in the cache folder (see package cachedir), whatever the working directory.
 func DefaultDir() (string, error) {
-	wd, err := os.Getwd()
+	dir, err := cachedir.Dir()
 	if err != nil {
-		return "", fmt.Errorf("engine: finding the repository root: %w", err)
+		return "", fmt.Errorf("engine: %w: %w", err, ErrNotInstalled)
 	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		mod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.HasPrefix(bytes.TrimSpace(mod), []byte("module "+modulePath+"\n")) {
-			return filepath.Join(dir, ".cache", "engine", LockHash()), nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("engine: no go.mod of %s above %s: %w", modulePath, wd, ErrNotInstalled)
-		}
-	}
+	return filepath.Join(dir, "engine", LockHash()), nil
 }
 
 // checkInstall verifies that dir holds a complete install and returns the

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/ollama-ecs/ollama-ecs/local/cachedir"
 )
 
 // Version is the Ollama release that `make ollama` builds and local mode is
@@ -38,22 +40,27 @@ type BinaryNotFoundError struct {
 }
 
 func (e *BinaryNotFoundError) Error() string {
-	return fmt.Sprintf("%v (looked at %s): run `make ollama` to build v%s into .cache/ollama, or set %s",
+	return fmt.Sprintf("%v (looked at %s): run `make ollama` to build v%s into the cache folder, or set %s",
 		ErrBinaryNotFound, strings.Join(e.Searched, ", "), Version, BinaryEnv)
 }
 
 func (e *BinaryNotFoundError) Is(target error) bool { return target == ErrBinaryNotFound }
 
-// CachedBinaryPath is where scripts/ollama.sh puts the binary it builds.
-func CachedBinaryPath(repoRoot string) string {
-	return filepath.Join(repoRoot, ".cache", "ollama", "v"+Version, "ollama")
+// CachedBinaryPath is where scripts/ollama.sh puts the binary it builds:
+// ollama/v<Version>/ollama in the cache folder (see package cachedir).
+func CachedBinaryPath() (string, error) {
+	dir, err := cachedir.Dir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "ollama", "v"+Version, "ollama"), nil
 }
 
 // FindBinary returns the ollama binary to run: $OLLAMA_BIN if set, else
-// `ollama` on PATH, else the one `make ollama` built under repoRoot. An
+// `ollama` on PATH, else the one `make ollama` built into the cache folder. An
 // OLLAMA_BIN that is set but not executable is an error rather than silently
 // skipped, since whoever set it expects it to be used.
-func FindBinary(repoRoot string) (string, error) {
+func FindBinary() (string, error) {
 	if p := os.Getenv(BinaryEnv); p != "" {
 		if err := checkExecutable(p); err != nil {
 			return "", fmt.Errorf("%s=%s: %w", BinaryEnv, p, err)
@@ -64,8 +71,7 @@ func FindBinary(repoRoot string) (string, error) {
 	if p, err := exec.LookPath("ollama"); err == nil {
 		return p, nil
 	}
-	if repoRoot != "" {
-		p := CachedBinaryPath(repoRoot)
+	if p, err := CachedBinaryPath(); err == nil {
 		if checkExecutable(p) == nil {
 			return p, nil
 		}
@@ -87,7 +93,7 @@ func checkExecutable(path string) error {
 
 // RepoRoot walks up from the working directory to the folder whose go.mod
 // declares ModulePath. Tests run in their package folder, so this is how they
-// find .cache/ollama.
+// find the repository's files (the functions they build).
 func RepoRoot() (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {

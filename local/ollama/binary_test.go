@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ollama-ecs/ollama-ecs/local/cachedir"
 )
 
 func TestFindRepoRootSkipsOtherModules(t *testing.T) {
@@ -59,25 +61,28 @@ func TestFindBinary(t *testing.T) {
 	if err := os.WriteFile(plain, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	repo := t.TempDir()
-	cached := CachedBinaryPath(repo)
+	t.Setenv(cachedir.Env, t.TempDir())
+	cached, err := CachedBinaryPath()
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("OLLAMA_BIN wins", func(t *testing.T) {
 		t.Setenv(BinaryEnv, exe)
-		if got, err := FindBinary(repo); err != nil || got != exe {
+		if got, err := FindBinary(); err != nil || got != exe {
 			t.Fatalf("FindBinary = %q, %v; want %q", got, err, exe)
 		}
 	})
 	t.Run("OLLAMA_BIN not executable is an error", func(t *testing.T) {
 		t.Setenv(BinaryEnv, plain)
-		if _, err := FindBinary(repo); err == nil || !strings.Contains(err.Error(), BinaryEnv) {
+		if _, err := FindBinary(); err == nil || !strings.Contains(err.Error(), BinaryEnv) {
 			t.Fatalf("FindBinary = %v; want an error naming %s", err, BinaryEnv)
 		}
 	})
 	t.Run("nothing found says make ollama", func(t *testing.T) {
 		t.Setenv(BinaryEnv, "")
 		t.Setenv("PATH", dir) // holds no "ollama"
-		_, err := FindBinary(repo)
+		_, err := FindBinary()
 		if !errors.Is(err, ErrBinaryNotFound) || !strings.Contains(err.Error(), "make ollama") || !strings.Contains(err.Error(), cached) {
 			t.Fatalf("FindBinary = %v; want ErrBinaryNotFound mentioning `make ollama` and %s", err, cached)
 		}
@@ -91,7 +96,7 @@ func TestFindBinary(t *testing.T) {
 		if err := os.WriteFile(cached, []byte("#!/bin/sh\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := FindBinary(repo); err != nil || got != cached {
+		if got, err := FindBinary(); err != nil || got != cached {
 			t.Fatalf("FindBinary = %q, %v; want %q", got, err, cached)
 		}
 	})

@@ -39,7 +39,7 @@ const (
 
 // Options configure Start. The zero value is ready to use.
 type Options struct {
-	// Binary is the ollama executable; empty means FindBinary(RepoRoot()).
+	// Binary is the ollama executable; empty means FindBinary().
 	Binary string
 	// TempDir is where the server's own folder is created; empty means
 	// os.TempDir().
@@ -108,9 +108,8 @@ func (e *StartError) Unwrap() error { return e.Err }
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	bin := opts.Binary
 	if bin == "" {
-		root, _ := RepoRoot() // without a root, FindBinary still tries the env and PATH
 		var err error
-		if bin, err = FindBinary(root); err != nil {
+		if bin, err = FindBinary(); err != nil {
 			return nil, err
 		}
 	}

@@ -47,10 +47,7 @@ func Missing(need ...Tool) error {
 	for _, tool := range need {
 		switch tool {
 		case Ollama:
-			root, err := ollama.RepoRoot()
-			if err == nil {
-				_, err = ollama.FindBinary(root)
-			}
+			_, err := ollama.FindBinary()
 			errs = append(errs, err)
 		case Engine:
 			dir, err := engine.DefaultDir()

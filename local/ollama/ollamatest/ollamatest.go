@@ -5,33 +5,24 @@ package ollamatest
 
 import (
 	"context"
-	"errors"
 	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ollama-ecs/ollama-ecs/local/ollama"
+	"github.com/ollama-ecs/ollama-ecs/test/tools"
 )
 
-// Binary returns the ollama binary (see ollama.FindBinary), or ends the test:
-// t.Fatal under CI, t.Skip with "run `make ollama`" otherwise.
+// Binary returns the ollama binary (see ollama.FindBinary), or ends the test as tools.Require does.
 func Binary(t testing.TB) string {
 	t.Helper()
-	root, err := ollama.RepoRoot()
+	tools.Require(t, tools.Ollama)
+	bin, err := ollama.FindBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin, err := ollama.FindBinary(root)
-	if err == nil {
-		return bin
-	}
-	if errors.Is(err, ollama.ErrBinaryNotFound) && os.Getenv("CI") == "" {
-		t.Skipf("skipping (under CI this fails): %v", err)
-	}
-	t.Fatalf("needs a real ollama binary: %v", err)
-	return ""
+	return bin
 }
 
 // Start starts a server with the binary from Binary (unless opts.Binary is
