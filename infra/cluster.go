@@ -36,6 +36,7 @@ type GpuCapacityProvider struct {
 	InstanceType string
 	Name         string
 	Group        awsautoscaling.AutoScalingGroup
+	Provider     awsecs.AsgCapacityProvider
 }
 
 // EnvValue renders the mapping as the Lambdas read it from
@@ -113,7 +114,7 @@ func NewCluster(scope constructs.Construct, id string, s Settings, net *Network)
 		})
 		cluster.AddAsgCapacityProvider(provider, nil)
 		out.GpuCapacityProviders = append(out.GpuCapacityProviders, GpuCapacityProvider{
-			InstanceType: instanceType, Name: name, Group: group,
+			InstanceType: instanceType, Name: name, Group: group, Provider: provider,
 		})
 	}
 	return out

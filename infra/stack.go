@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
@@ -52,6 +53,7 @@ func NewOllamaEcsStack(scope constructs.Construct, id string, props *OllamaEcsSt
 		ClusterArn: cluster.Cluster.ClusterArn(),
 	})
 	functions.CanRestart(stateMachine)
+	stopDeploymentsOnDelete(stack, functions.ByName["teardown"], cluster)
 	addNagSuppressions(stack, cluster, tasks)
 
 	outputs := map[string]*string{
@@ -68,6 +70,20 @@ func NewOllamaEcsStack(scope constructs.Construct, id string, props *OllamaEcsSt
 		awscdk.NewCfnOutput(stack, jsii.String(name), &awscdk.CfnOutputProps{Value: outputs[name]})
 	}
 	return stack
+}
+
+// stopDeploymentsOnDelete adds the custom resource whose deletion, before the cluster, its capacity providers and
+// their groups, stops every deployment (the teardown function answers it): a running standalone task would hold
+// its instance's termination under managed draining, and `cdk destroy` with it.
+func stopDeploymentsOnDelete(stack awscdk.Stack, teardown awslambda.IFunction, cluster *Cluster) {
+	cr := awscdk.NewCustomResource(stack, jsii.String("StopDeploymentsOnDelete"), &awscdk.CustomResourceProps{
+		ServiceToken: teardown.FunctionArn(),
+		ResourceType: jsii.String("Custom::StopDeployments"),
+	})
+	cr.Node().AddDependency(cluster.Cluster)
+	for _, p := range cluster.GpuCapacityProviders {
+		cr.Node().AddDependency(p.Group, p.Provider)
+	}
 }
 
 // AddChecks runs the cdk-nag AWS Solutions pack over the app: its errors

@@ -108,7 +108,7 @@ func NewTriggers(scope constructs.Construct, id string, p TriggersProps) *Trigge
 		}),
 		Description: jsii.String("ollama-ecs nightly dev teardown schedule: invoke the teardown Lambda only"),
 	})
-	awsscheduler.NewSchedule(c, jsii.String("DevTeardown"), &awsscheduler.ScheduleProps{
+	awsscheduler.NewSchedule(c, jsii.String("DevTeardownSchedule"), &awsscheduler.ScheduleProps{
 		Description: jsii.String("scheduled stop of every dev deployment, behind the per-deployment TTL"),
 		Schedule: awsscheduler.ScheduleExpression_Expression(jsii.String(p.Settings.TeardownCron),
 			awscdk.TimeZone_Of(jsii.String(p.Settings.TeardownTimezone))),

@@ -315,6 +315,10 @@ func (s *Stack) deliverAsync(event []byte) {
 	}()
 }
 
+// Settle waits until the asynchronous event deliveries under way (S3 and ECS events to their rules' targets) are
+// done, so a test can tell "nothing happened" from "not yet".
+func (s *Stack) Settle() { s.deliveries.Wait() }
+
 // StateMachineArn is the local deploy state machine's ARN.
 func (s *Stack) StateMachineArn() string {
 	cfg := s.opts.Cluster

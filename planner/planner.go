@@ -80,6 +80,9 @@ type Request struct {
 const (
 	// DefaultEC2DiskGiB is the GPU instances' root volume in the stack's launch template.
 	DefaultEC2DiskGiB = 100
+	// ec2SystemReserveGiB is what a GPU instance's root volume holds besides the task's image and model: the ECS
+	// GPU AMI's system, Docker's other images and the agent's logs.
+	ec2SystemReserveGiB = 15
 	// imageDiskGiB is the Ollama image unpacked (with its CUDA libraries); on Fargate the image layers live in
 	// the task's ephemeral storage.
 	imageDiskGiB = 5
@@ -520,9 +523,9 @@ func (p *planning) gpuCandidate(t catalog.InstanceType) (Candidate, bool) {
 		p.reject(label, t.Name, fmt.Sprintf("host memory %s is below the runtime's %s", fmtMiB(hostMiB), fmtMiB(p.est.GPUHostMiB)))
 		return Candidate{}, false
 	}
-	if need := p.plan.DiskGiB; need > p.req.EC2DiskGiB {
-		p.reject(label, t.Name, fmt.Sprintf("needs %d GiB of disk for the image and the model; the instance's volume has %d GiB",
-			need, p.req.EC2DiskGiB))
+	if need, free := p.plan.DiskGiB, p.req.EC2DiskGiB-ec2SystemReserveGiB; need > free {
+		p.reject(label, t.Name, fmt.Sprintf("needs %d GiB of disk for the image and the model; the instance's %d GiB volume has %d GiB after the system's %d",
+			need, p.req.EC2DiskGiB, free, ec2SystemReserveGiB))
 		return Candidate{}, false
 	}
 	c := Candidate{

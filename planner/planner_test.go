@@ -336,7 +336,7 @@ func TestDiskSizing(t *testing.T) {
 	if _, ok := find(uploaded, "g5.12xlarge", ""); ok {
 		t.Error("uploaded: g5.12xlarge kept although its volume cannot hold 137 GiB")
 	}
-	if !slicesContainsReason(uploaded.Rejected, "g5.12xlarge", "needs 137 GiB of disk for the image and the model; the instance's volume has 100 GiB") {
+	if !slicesContainsReason(uploaded.Rejected, "g5.12xlarge", "needs 137 GiB of disk for the image and the model; the instance's 100 GiB volume has 85 GiB after the system's 15") {
 		t.Errorf("uploaded: rejects %+v", uploaded.Rejected)
 	}
 	bigger, err := New(catalog.Default(), Request{Model: m, Env: EnvProd, Upload: true, EC2DiskGiB: 200})

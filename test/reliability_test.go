@@ -465,9 +465,10 @@ func TestProcessKilledAndHungHealth(t *testing.T) {
 	}
 }
 
-// TestSpotInterruptionAfterDeployment: a deployed Fargate Spot task is reclaimed. ECS shows it STOPPED with
-// SpotInterruption; nothing redeploys it; its auto-stop schedule stays until its time and then fires a StopTask
-// on the stopped task, which changes nothing and deletes the schedule. A Stop Request would delete it at once.
+// TestSpotInterruptionAfterDeployment: a deployed Fargate Spot task is reclaimed, or crashes. The ECS Task State
+// Change reaches the teardown function: the auto-stop schedule goes with the task and the task is marked
+// interrupted; a kept-running deployment starts again (avoiding Fargate Spot after an interruption, on the same
+// placement after a crash), and nothing else does.
 func TestSpotInterruptionAfterDeployment(t *testing.T) {
 	s := stackWithTiny(t, local.Options{})
 
@@ -513,35 +514,53 @@ func TestSpotInterruptionAfterDeployment(t *testing.T) {
 		if rec.Placement != "Fargate Spot" {
 			t.Fatalf("record %+v", rec)
 		}
+		restarted := func(n int) (record, events.DeployRequest) {
+			t.Helper()
+			restart, err := s.WaitForExecution(ctxFor(t, 15*time.Second), n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ex := waitDone(t, s, restart.ExecutionArn)
+			again := succeeded(t, ex)
+			var in events.DeployRequest
+			if err := json.Unmarshal(ex.Input, &in); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(ex.Name, fmt.Sprintf("spot-keep-r%d-", in.Restart)) || again.DeploymentID != "spot-keep" {
+				t.Fatalf("restart %s: %+v", ex.Name, again)
+			}
+			return again, in
+		}
+		// A Spot interruption: the restart avoids Fargate Spot, with the time to live that was left.
 		n := len(s.Executions())
 		if err := s.ECS.InterruptSpot(rec.TaskArn); err != nil {
 			t.Fatal(err)
 		}
-		restart, err := s.WaitForExecution(ctxFor(t, 15*time.Second), n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ex := waitDone(t, s, restart.ExecutionArn)
-		again := succeeded(t, ex)
-		if ex.Name != "spot-keep-r1" || again.DeploymentID != "spot-keep" || again.Placement != "Fargate" || again.ScheduleName == "" {
-			t.Fatalf("restart %s: %+v", ex.Name, again)
-		}
-		var in events.DeployRequest
-		err = json.Unmarshal(ex.Input, &in)
+		again, in := restarted(n)
 		ttl, _ := time.ParseDuration(in.TTL)
 		// The time left on the schedule, which was rounded up to the minute: about two hours.
-		if err != nil || len(in.Avoid) != 1 || in.Avoid[0] != "Fargate Spot" || in.Restart != 1 || !in.KeepRunning ||
-			ttl < 118*time.Minute || ttl > 122*time.Minute {
-			t.Errorf("restart request %+v %v", in, err)
+		if again.Placement != "Fargate" || again.ScheduleName == "" || len(in.Avoid) != 1 || in.Avoid[0] != "Fargate Spot" ||
+			in.Restart != 1 || !in.KeepRunning || ttl < 118*time.Minute || ttl > 122*time.Minute {
+			t.Errorf("first restart on %s: request %+v", again.Placement, in)
 		}
-		if live := tasksOf(t, s, "spot-keep"); len(live) != 1 || aws.ToString(live[0].TaskArn) != again.TaskArn {
+		// A crash: the same placement stays open, and what was avoided before is still avoided.
+		n = len(s.Executions())
+		if err := s.ECS.CrashTask(again.TaskArn); err != nil {
+			t.Fatal(err)
+		}
+		third, in := restarted(n)
+		if third.Placement != "Fargate" || in.Restart != 2 || len(in.Avoid) != 1 || in.Avoid[0] != "Fargate Spot" {
+			t.Errorf("second restart on %s: request %+v", third.Placement, in)
+		}
+		if live := tasksOf(t, s, "spot-keep"); len(live) != 1 || aws.ToString(live[0].TaskArn) != third.TaskArn {
 			t.Errorf("live tasks %+v", live)
 		}
 		// A stop request is a UserInitiated stop: no restart.
+		n = len(s.Executions())
 		stopDeployment(t, s, "spot-keep")
-		time.Sleep(300 * time.Millisecond)
-		if got := len(s.Executions()); got != n+1 {
-			t.Errorf("%d executions after the stop, want %d", got, n+1)
+		s.Settle()
+		if got := len(s.Executions()); got != n {
+			t.Errorf("%d executions after the stop, want %d", got, n)
 		}
 	})
 }

@@ -99,8 +99,6 @@ func (m *motoEnv) reset(t *testing.T) {
 	m.srv.Reset(t)
 	for path, body := range map[string]string{
 		"/moto-api/config": `{"stepfunctions": {"execute_state_machine": true}}`,
-		// Tasks stay RUNNING until stopped, instead of moving on at every DescribeTasks.
-		"/moto-api/state-manager/set-transition": `{"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1000000}}`,
 	} {
 		resp, err := http.Post(m.srv.URL+path, "application/json", strings.NewReader(body))
 		if err != nil {

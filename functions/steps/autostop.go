@@ -93,8 +93,19 @@ func (a *AutoStop) Handle(ctx context.Context, s State) (AutoStopResult, error) 
 			}
 			err = nil
 		} else {
-			// A schedule left by an earlier deployment of this id, whose task is gone (RunTask found no live
-			// task of the id before starting this one): it would stop nothing, so replace it.
+			// A schedule of another task of this id. If that task still runs, the schedule is another request's:
+			// leave it (Clean up then stops only this execution's task). If it is gone, the schedule would stop
+			// nothing: replace it.
+			if target := scheduleTarget(got); target != "" {
+				live, lerr := a.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(a.Cluster), Tasks: []string{target}})
+				if lerr != nil {
+					return AutoStopResult{}, awsError("ecs:DescribeTasks", lerr)
+				}
+				if len(live.Tasks) > 0 && aws.ToString(live.Tasks[0].DesiredStatus) != "STOPPED" {
+					return AutoStopResult{}, &DeploymentExistsError{DeploymentID: s.Request.DeploymentID, Tasks: []string{target},
+						Reason: "another request's running task holds the auto-stop schedule"}
+				}
+			}
 			if _, derr := a.Scheduler.DeleteSchedule(ctx, &scheduler.DeleteScheduleInput{Name: aws.String(name), GroupName: aws.String(a.Group)}); derr != nil && !isNotFound(derr) {
 				return AutoStopResult{}, awsError("scheduler:DeleteSchedule", derr)
 			}

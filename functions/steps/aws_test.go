@@ -120,10 +120,13 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		setupCluster(t)
 		ctx := moto.Context(t)
 		l := &Launches{ECS: ecsc, Groups: asg, Quotas: servicequotas.NewFromConfig(cfg), Instances: ec2c}
-		// moto reports Service Quotas for vpc only: an EC2 quota it does not report is room, and said so.
-		ok, reason, err := l.QuotaRoom(ctx, "g4dn.xlarge")
-		if err != nil || !ok || !strings.Contains(reason, "L-DB2E81BA") || !strings.Contains(reason, "not reported") {
-			t.Fatalf("quota: %v %q %v", ok, reason, err)
+		// moto reports Service Quotas for vpc only (NoSuchResourceException for the EC2 code, which sends the check
+		// to the default quota) and does not implement GetAWSDefaultServiceQuota: its 500 must come back as a
+		// retryable AWSServiceError, never as room.
+		_, _, err := l.QuotaRoom(ctx, "g4dn.xlarge")
+		var svc *AWSServiceError
+		if !errors.As(err, &svc) || !strings.Contains(svc.Op, "GetAWSDefaultServiceQuota") {
+			t.Fatalf("quota: %T %v, want an AWSServiceError from the default quota", err, err)
 		}
 		images, err := ec2c.DescribeImages(ctx, &ec2.DescribeImagesInput{})
 		if err != nil || len(images.Images) == 0 {

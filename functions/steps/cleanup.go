@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 
+	"github.com/aws/aws-lambda-go/cfn"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
@@ -221,6 +222,40 @@ func (c *Cleanup) Handle(ctx context.Context, s State) (Stopped, error) {
 	return c.Stopper.StopExecution(ctx, s.Request.DeploymentID, s.Request.ExecutionName, known, reason)
 }
 
+// StackResourceID is the physical id of the stack's stop-on-delete custom resource.
+const StackResourceID = "ollama-ecs-stop-deployments-on-delete"
+
+// stackEvent answers the stack's custom resource (CloudFormation invokes the function directly and waits for the
+// answer at the event's ResponseURL). Its deletion, which comes before the capacity providers' and groups', stops
+// every deployment: a running standalone task would hold its instance's termination (managed draining) and the
+// stack's deletion with it.
+func (t *Teardown) stackEvent(ctx context.Context, raw TeardownInput) (Stopped, error) {
+	var ev cfn.Event
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		return Stopped{}, &InvalidEventError{Reason: "a CloudFormation custom resource event: " + err.Error()}
+	}
+	var out Stopped
+	reason, err := cfn.LambdaWrap(func(ctx context.Context, ev cfn.Event) (string, map[string]interface{}, error) {
+		if ev.RequestType != cfn.RequestDelete {
+			return StackResourceID, nil, nil
+		}
+		dev, err := t.Stopper.StopEnv(ctx, "dev", "ollama-ecs stack deleted")
+		if err != nil {
+			return StackResourceID, nil, err
+		}
+		prod, err := t.Stopper.StopEnv(ctx, "prod", "ollama-ecs stack deleted")
+		out = Stopped{Deployments: append(dev.Deployments, prod.Deployments...), Tasks: append(dev.Tasks, prod.Tasks...),
+			Schedules: append(dev.Schedules, prod.Schedules...)}
+		return StackResourceID, nil, err
+	})(ctx, ev)
+	if err != nil {
+		// The answer could not be sent: CloudFormation would wait an hour for it. Lambda retries a failed
+		// asynchronous invocation.
+		return out, &AWSServiceError{Op: "cloudformation:response", Code: "ResponseNotSent", Message: reason}
+	}
+	return out, nil
+}
+
 // TeardownInput is what the teardown function receives: a Scheduled Event (stop every dev deployment), a Stop
 // Request from the bus, or a direct {"deploymentId": ...} or {"env": ...}.
 type TeardownInput = json.RawMessage
@@ -234,6 +269,10 @@ type Teardown struct {
 }
 
 func (t *Teardown) Handle(ctx context.Context, raw TeardownInput) (Stopped, error) {
+	var stack struct{ RequestType, ResponseURL string }
+	if json.Unmarshal(raw, &stack) == nil && stack.RequestType != "" && stack.ResponseURL != "" {
+		return t.stackEvent(ctx, raw)
+	}
 	var direct struct {
 		DeploymentID string `json:"deploymentId"`
 		Env          string `json:"env"`

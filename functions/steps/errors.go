@@ -60,9 +60,9 @@ type CapacityError struct{ Reason string }
 
 func (e *CapacityError) Error() string { return "no capacity: " + e.Reason }
 
-// DeploymentExistsError means another request already started a deployment with this id: ECS refused the
-// client token under other parameters, or a task of that id is still running. Nothing was started and nothing of
-// the other deployment is touched; the state machine fails without cleaning up.
+// DeploymentExistsError means another request holds this deployment id: a task of that id is still running, or
+// ECS refused the client token, used by another request in the last 24 hours. Nothing of the other deployment is
+// touched; before RunTask the state machine fails without cleaning up.
 type DeploymentExistsError struct {
 	DeploymentID string
 	// Tasks are the other request's tasks, as ECS or the task listing named them.
@@ -71,11 +71,11 @@ type DeploymentExistsError struct {
 }
 
 func (e *DeploymentExistsError) Error() string {
-	msg := fmt.Sprintf("deployment %s already exists: %s", e.DeploymentID, e.Reason)
+	msg := fmt.Sprintf("deployment id %s is taken: %s", e.DeploymentID, e.Reason)
 	if len(e.Tasks) > 0 {
 		msg += " (tasks " + strings.Join(e.Tasks, ", ") + ")"
 	}
-	return msg + "; stop it first or deploy under another id"
+	return msg
 }
 
 // ThrottlingError is an AWS API throttle; the state machine retries it with backoff.

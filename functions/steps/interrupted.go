@@ -116,12 +116,15 @@ func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (I
 			res.ScheduleDeleted = ScheduleName(id)
 		}
 	}
-	if _, err := h.Tags.TagResource(ctx, &ecs.TagResourceInput{ResourceArn: aws.String(ev.TaskArn),
-		Tags: []ecstypes.Tag{tag(TagInterrupted, or(ev.StopCode, "unknown"))}}); err != nil && !isNotFound(err) {
-		return res, awsError("ecs:TagResource", err)
-	}
 	log.Warn("deployment interrupted", "taskArn", ev.TaskArn, "stopCode", ev.StopCode, "reason", ev.StoppedReason,
 		"scheduleDeleted", res.ScheduleDeleted)
+	// The mark `list` shows comes last and is best effort: it must never stand between a deployment and its restart.
+	defer func() {
+		if _, err := h.Tags.TagResource(ctx, &ecs.TagResourceInput{ResourceArn: aws.String(ev.TaskArn),
+			Tags: []ecstypes.Tag{tag(TagInterrupted, or(ev.StopCode, "unknown"))}}); err != nil {
+			log.Warn("marking the stopped task interrupted", "taskArn", ev.TaskArn, "error", err)
+		}
+	}()
 	if TagValue(task.Tags, TagKeepRunning) != "true" {
 		return res, nil
 	}
@@ -133,14 +136,17 @@ func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (I
 		res.Ignored = "the deployment has a live task already"
 		return res, nil
 	}
-	req, why := restartRequest(task, id, remaining)
+	req, why := restartRequest(task, id, ev.StopCode, remaining)
 	if why != "" {
 		res.Ignored = "no restart: " + why
 		log.Warn("deployment not restarted", "why", why)
 		return res, nil
 	}
 	input, _ := json.Marshal(req)
-	name := fmt.Sprintf("%s-r%d", id, req.Restart)
+	// Named after the dead task: a second delivery of its event starts nothing new (same name, same input), and no
+	// other deployment's execution, or an earlier life of this id, can hold the name.
+	taskID := ev.TaskArn[strings.LastIndex(ev.TaskArn, "/")+1:]
+	name := fmt.Sprintf("%s-r%d-%s", id, req.Restart, taskID[:min(8, len(taskID))])
 	started, err := h.Executions.StartExecution(ctx, &sfn.StartExecutionInput{StateMachineArn: aws.String(h.StateMachineArn),
 		Name: aws.String(name), Input: aws.String(string(input))})
 	if err != nil && !isCode(err, "ExecutionAlreadyExists") {
@@ -155,9 +161,10 @@ func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (I
 }
 
 // restartRequest rebuilds a kept-running deployment's request from its dead task: the model and source from the
-// container's overrides, the rest from the tags, the time to live that was left, and the placement it died on
-// added to those to avoid. why says when there is to be no restart.
-func restartRequest(task ecstypes.Task, id string, remaining time.Duration) (req events.DeployRequest, why string) {
+// container's overrides, the rest from the tags, and the time to live that was left. A placement that ran out of
+// capacity (a Spot interruption) is added to those to avoid, so the restart goes to the next candidate; after a
+// crash or an out-of-memory kill the same placements stay open. why says when there is to be no restart.
+func restartRequest(task ecstypes.Task, id, stopCode string, remaining time.Duration) (req events.DeployRequest, why string) {
 	restart, _ := strconv.Atoi(TagValue(task.Tags, TagRestart))
 	if restart >= events.MaxRestarts {
 		return req, fmt.Sprintf("restarted %d times already", restart)
@@ -185,9 +192,11 @@ func restartRequest(task ecstypes.Task, id string, remaining time.Duration) (req
 		req.Requester = ""
 	}
 	if a := TagValue(task.Tags, TagAvoid); a != "" {
-		req.Avoid = strings.Split(a, ",")
+		req.Avoid = strings.Split(a, AvoidSeparator)
 	}
-	req.Avoid = append(req.Avoid, TagValue(task.Tags, TagPlacement))
+	if stopCode == string(ecstypes.TaskStopCodeSpotInterruption) {
+		req.Avoid = append(req.Avoid, TagValue(task.Tags, TagPlacement))
+	}
 	switch {
 	case remaining < 0:
 		req.TTL = "0" // it had no auto-stop

@@ -13,6 +13,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
+	sqtypes "github.com/aws/aws-sdk-go-v2/service/servicequotas/types"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
 )
@@ -75,18 +76,31 @@ func (l *Launches) QuotaRoom(ctx context.Context, instanceType string) (bool, st
 	if !ok || l.Quotas == nil {
 		return true, "no vCPU quota checked for " + instanceType, nil
 	}
+	// The account's applied value; an account that never had one applied has only the default (0 G vCPUs on a
+	// new account, which is the case this check exists for).
+	var quota *sqtypes.ServiceQuota
 	out, err := l.Quotas.GetServiceQuota(ctx, &servicequotas.GetServiceQuotaInput{
 		ServiceCode: aws.String("ec2"), QuotaCode: aws.String(q.code)})
-	if isCode(err, "NoSuchResourceException") {
-		return true, fmt.Sprintf("quota %s (%s) not reported", q.code, q.name), nil
-	}
-	if err != nil {
+	switch {
+	case err == nil:
+		quota = out.Quota
+	case isCode(err, "NoSuchResourceException"):
+		def, derr := l.Quotas.GetAWSDefaultServiceQuota(ctx, &servicequotas.GetAWSDefaultServiceQuotaInput{
+			ServiceCode: aws.String("ec2"), QuotaCode: aws.String(q.code)})
+		if isCode(derr, "NoSuchResourceException") {
+			return true, fmt.Sprintf("quota %s (%s) not reported", q.code, q.name), nil
+		}
+		if derr != nil {
+			return false, "", awsError("servicequotas:GetAWSDefaultServiceQuota", derr)
+		}
+		quota = def.Quota
+	default:
 		return false, "", awsError("servicequotas:GetServiceQuota", err)
 	}
-	if out.Quota == nil || out.Quota.Value == nil {
+	if quota == nil || quota.Value == nil {
 		return true, fmt.Sprintf("quota %s (%s) has no value", q.code, q.name), nil
 	}
-	limit := int(*out.Quota.Value)
+	limit := int(*quota.Value)
 	used, err := l.runningVCPUs(ctx, q.code)
 	if err != nil {
 		return false, "", err
@@ -111,7 +125,9 @@ func (l *Launches) runningVCPUs(ctx context.Context, quotaCode string) (int, err
 		}
 		for _, r := range out.Reservations {
 			for _, inst := range r.Instances {
-				if q, ok := vcpuQuotas[family(string(inst.InstanceType))]; !ok || q.code != quotaCode {
+				// Spot instances count against the Spot quotas, not the On-Demand ones checked here.
+				if q, ok := vcpuQuotas[family(string(inst.InstanceType))]; !ok || q.code != quotaCode ||
+					inst.InstanceLifecycle == ec2types.InstanceLifecycleTypeSpot {
 					continue
 				}
 				if c := inst.CpuOptions; c != nil && c.CoreCount != nil && c.ThreadsPerCore != nil {
@@ -155,17 +171,21 @@ func (l *Launches) Group(ctx context.Context, provider string) (g astypes.AutoSc
 }
 
 // LaunchFailure returns the status message of the group's newest launch activity when it failed or was cancelled
-// at or after since, and "" otherwise (no activity, or the newest one succeeded or is still under way).
+// at or after since, and "" otherwise: no launch since, or the newest one succeeded or is still under way (Auto
+// Scaling often fails in one zone, then launches in another). Scale-in activities are not launches.
 func (l *Launches) LaunchFailure(ctx context.Context, group string, since time.Time) (string, error) {
 	out, err := l.Groups.DescribeScalingActivities(ctx, &autoscaling.DescribeScalingActivitiesInput{
 		AutoScalingGroupName: aws.String(group), MaxRecords: aws.Int32(10)})
 	if err != nil {
 		return "", awsError("autoscaling:DescribeScalingActivities", err)
 	}
-	// Activities come newest first.
+	// Activities come newest first; the newest launch decides.
 	for _, a := range out.Activities {
 		if a.StartTime != nil && a.StartTime.Before(since) {
 			return "", nil
+		}
+		if !strings.HasPrefix(aws.ToString(a.Description), "Launching") {
+			continue
 		}
 		switch a.StatusCode {
 		case astypes.ScalingActivityStatusCodeFailed, astypes.ScalingActivityStatusCodeCancelled:
@@ -174,10 +194,8 @@ func (l *Launches) LaunchFailure(ctx context.Context, group string, since time.T
 				msg = aws.ToString(a.Description)
 			}
 			return fmt.Sprintf("Auto Scaling group %s could not launch an instance: %s", group, msg), nil
-		case astypes.ScalingActivityStatusCodeSuccessful:
-			return "", nil
 		}
-		// In progress (or waiting): look at the one before it.
+		return "", nil
 	}
 	return "", nil
 }

@@ -48,9 +48,10 @@ type TaskTagger interface {
 	TagResource(ctx context.Context, in *ecs.TagResourceInput, opts ...func(*ecs.Options)) (*ecs.TagResourceOutput, error)
 }
 
-// ServiceQuotas reads the account's quotas (the EC2 running-instance vCPU quotas).
+// ServiceQuotas reads the account's quotas (the EC2 running-instance vCPU quotas), applied or default.
 type ServiceQuotas interface {
 	GetServiceQuota(ctx context.Context, in *servicequotas.GetServiceQuotaInput, opts ...func(*servicequotas.Options)) (*servicequotas.GetServiceQuotaOutput, error)
+	GetAWSDefaultServiceQuota(ctx context.Context, in *servicequotas.GetAWSDefaultServiceQuotaInput, opts ...func(*servicequotas.Options)) (*servicequotas.GetAWSDefaultServiceQuotaOutput, error)
 }
 
 // EC2Instances counts the vCPUs of running instances against a quota.

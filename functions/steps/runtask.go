@@ -2,6 +2,8 @@ package steps
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -67,7 +69,7 @@ func (r *RunTask) Handle(ctx context.Context, s State) (TaskInfo, error) {
 	}
 	if len(others) > 0 {
 		return TaskInfo{}, &DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: others,
-			Reason: "a task of this deployment id, started by another request, is still running"}
+			Reason: "a task of this id, started by another request, is still running; stop it first or deploy under another id"}
 	}
 	in := r.input(req, cand, s.Capacity.Cursor)
 	out, err := r.ECS.RunTask(ctx, in)
@@ -76,7 +78,7 @@ func (r *RunTask) Handle(ctx context.Context, s State) (TaskInfo, error) {
 		// The same client token under other parameters: another request (another execution, requester, context
 		// or TTL) used this deployment id within ECS's 24-hour token lifetime.
 		e := &DeploymentExistsError{DeploymentID: req.DeploymentID,
-			Reason: "ECS refused its client token, already used by another request with other parameters"}
+			Reason: "ECS refused its client token, used by another request in the last 24 hours (even if that deployment has stopped since); deploy under another id"}
 		if conflict != nil {
 			e.Tasks = conflict.ResourceIds
 		}
@@ -98,6 +100,14 @@ func (r *RunTask) Handle(ctx context.Context, s State) (TaskInfo, error) {
 		return TaskInfo{}, &CapacityError{Reason: cand.Placement + ": " + reason}
 	}
 	t := out.Tasks[0]
+	// Whether ECS compares tags when it matches a client token is not documented: make sure the task ECS answered
+	// with is this execution's, and never take over another request's.
+	if owner, err := r.owner(ctx, aws.ToString(t.TaskArn)); err != nil {
+		return TaskInfo{}, err
+	} else if owner != req.ExecutionName {
+		return TaskInfo{}, &DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: []string{aws.ToString(t.TaskArn)},
+			Reason: "ECS answered with a task another request started; deploy under another id"}
+	}
 	now := time.Now
 	if r.Now != nil {
 		now = r.Now
@@ -112,21 +122,36 @@ func (r *RunTask) Handle(ctx context.Context, s State) (TaskInfo, error) {
 	return info, nil
 }
 
+// owner is the execution a task's tags name.
+func (r *RunTask) owner(ctx context.Context, taskArn string) (string, error) {
+	out, err := r.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(r.Cluster), Tasks: []string{taskArn},
+		Include: []ecstypes.TaskField{ecstypes.TaskFieldTags}})
+	if err != nil {
+		return "", awsError("ecs:DescribeTasks", err)
+	}
+	if len(out.Tasks) == 0 {
+		return "", &AWSServiceError{Op: "ecs:DescribeTasks", Code: "Missing", Message: "the task RunTask started is not known yet: " + taskArn}
+	}
+	return TagValue(out.Tasks[0].Tags, TagExecution), nil
+}
+
 // TaskDefinitions are the CPU and GPU task definition families of one image.
 type TaskDefinitions struct {
 	CPU string `json:"cpu"`
 	GPU string `json:"gpu"`
 }
 
-// clientToken is RunTask's idempotency token: the deployment, its restart count and the rung of the ladder. A
-// retried step sends the same request for the same rung, so ECS answers with the task it started; another request
-// under the same id conflicts (DeploymentExistsError); the next rung after a refusal, and a restart after an
-// interruption, are different requests with tokens of their own.
-func clientToken(deploymentID string, restart, cursor int) string {
-	if restart > 0 {
-		return fmt.Sprintf("%s-r%d-%d", deploymentID, restart, cursor)
+// clientToken is RunTask's idempotency token: the deployment and the rung of the ladder, joined by ".", which no
+// deployment id contains. A retried step sends the same request for the same rung, so ECS answers with the task it
+// started; another request under the same id conflicts (DeploymentExistsError); the next rung after a refusal is a
+// request of its own. A restart after an interruption (an execution named after the dead task) adds a hash of its
+// execution's name, so no restart ever reuses another's token.
+func clientToken(req *Request, cursor int) string {
+	if req.Restart > 0 {
+		sum := sha256.Sum256([]byte(req.ExecutionName))
+		return fmt.Sprintf("%s.%s.%d", req.DeploymentID, hex.EncodeToString(sum[:4]), cursor)
 	}
-	return deploymentID + "-" + strconv.Itoa(cursor)
+	return req.DeploymentID + "." + strconv.Itoa(cursor)
 }
 
 func (r *RunTask) input(req *Request, cand planner.Candidate, cursor int) *ecs.RunTaskInput {
@@ -156,7 +181,7 @@ func (r *RunTask) input(req *Request, cand planner.Candidate, cursor int) *ecs.R
 		Cluster:        aws.String(r.Cluster),
 		TaskDefinition: aws.String(td),
 		Count:          aws.Int32(1),
-		ClientToken:    aws.String(clientToken(req.DeploymentID, req.Restart, cursor)),
+		ClientToken:    aws.String(clientToken(req, cursor)),
 		StartedBy:      aws.String(req.DeploymentID),
 		Overrides: &ecstypes.TaskOverride{
 			Cpu:              aws.String(strconv.Itoa(cand.CPU)),
@@ -185,7 +210,7 @@ func (r *RunTask) input(req *Request, cand planner.Candidate, cursor int) *ecs.R
 	}
 	if req.KeepRunning {
 		in.Tags = append(in.Tags, tag(TagKeepRunning, "true"), tag(TagRestart, strconv.Itoa(req.Restart)),
-			tag(TagAvoid, strings.Join(req.Avoid, ",")))
+			tag(TagAvoid, strings.Join(req.Avoid, AvoidSeparator)))
 	}
 	for _, pc := range cand.PlacementConstraints {
 		in.PlacementConstraints = append(in.PlacementConstraints, ecstypes.PlacementConstraint{

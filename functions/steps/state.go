@@ -30,6 +30,8 @@ const (
 	TagKeepRunning = "ollama-ecs:keep-running"
 	TagAvoid       = "ollama-ecs:avoid"
 	TagRestart     = "ollama-ecs:restart"
+	// AvoidSeparator joins the avoided placements in TagAvoid: a tag value may hold it, a placement never does.
+	AvoidSeparator = "+"
 	// TagInterrupted marks a ready deployment's task that stopped on its own, with its stop code.
 	TagInterrupted = "ollama-ecs:interrupted"
 	ManagedByValue = "ollama-ecs"

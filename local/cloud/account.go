@@ -32,6 +32,11 @@ func (a *Account) GetServiceQuota(_ context.Context, in *servicequotas.GetServic
 	}}, nil
 }
 
+// GetAWSDefaultServiceQuota answers as an account where only the applied quotas are known: NoSuchResourceException.
+func (a *Account) GetAWSDefaultServiceQuota(_ context.Context, in *servicequotas.GetAWSDefaultServiceQuotaInput, _ ...func(*servicequotas.Options)) (*servicequotas.GetAWSDefaultServiceQuotaOutput, error) {
+	return nil, &sqtypes.NoSuchResourceException{Message: aws.String("The request failed because the specified resource does not exist.")}
+}
+
 // DescribeInstances lists the cluster's container instances as running EC2 instances, filtered by
 // instance-type (with * wildcards) and instance-state-name.
 func (a *Account) DescribeInstances(_ context.Context, in *ec2.DescribeInstancesInput, _ ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {

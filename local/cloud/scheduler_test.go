@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -206,4 +208,47 @@ func TestCleanupStopsOnlyItsOwnExecution(t *testing.T) {
 
 func ecstypesTag(k, v string) ecstypes.Tag {
 	return ecstypes.Tag{Key: aws.String(k), Value: aws.String(v)}
+}
+
+// TestStackDeletionStopsEveryDeployment: the stack's custom resource, deleted before the capacity providers, stops
+// every deployment (dev and prod) and answers CloudFormation at its ResponseURL; creating it stops nothing.
+func TestStackDeletionStopsEveryDeployment(t *testing.T) {
+	e, _ := newTestECS(t, Config{})
+	sched := NewScheduler(SchedulerOptions{ECS: e, Log: quiet})
+	defer sched.Close()
+	ctx := context.Background()
+	for _, env := range []string{"dev", "prod"} {
+		in := gpuRun("dep-"+env, 1024, 1024, 0, "")
+		in.Tags = append(in.Tags, ecstypesTag(steps.TagManagedBy, steps.ManagedByValue), ecstypesTag(steps.TagEnv, env))
+		if _, err := e.RunTask(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var answers []map[string]any
+	cfnEndpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&a)
+		answers = append(answers, a)
+	}))
+	defer cfnEndpoint.Close()
+	teardown := &steps.Teardown{Stopper: &steps.Stopper{ECS: e, Scheduler: sched, Cluster: "ollama-ecs", Group: "ollama-ecs"}}
+	event := func(requestType string) []byte {
+		raw, _ := json.Marshal(map[string]any{"RequestType": requestType, "ResponseURL": cfnEndpoint.URL + "/answer",
+			"StackId": "arn:aws:cloudformation:us-east-1:111122223333:stack/OllamaEcs/1", "RequestId": "r-" + requestType,
+			"LogicalResourceId": "StopDeploymentsOnDelete", "ResourceType": "Custom::StopDeployments",
+			"PhysicalResourceId": steps.StackResourceID})
+		return raw
+	}
+	created, err := teardown.Handle(ctx, event("Create"))
+	if err != nil || len(created.Tasks) != 0 {
+		t.Fatalf("create: %+v %v", created, err)
+	}
+	deleted, err := teardown.Handle(ctx, event("Delete"))
+	if err != nil || len(deleted.Tasks) != 2 {
+		t.Fatalf("delete: %+v %v", deleted, err)
+	}
+	if len(answers) != 2 || answers[0]["Status"] != "SUCCESS" || answers[1]["Status"] != "SUCCESS" ||
+		answers[1]["PhysicalResourceId"] != steps.StackResourceID {
+		t.Errorf("answers to CloudFormation: %+v", answers)
+	}
 }

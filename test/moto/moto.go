@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -57,6 +58,7 @@ func Start(t testing.TB) *Server {
 		resp, err := http.Get(s.URL + "/moto-api/")
 		if err == nil {
 			resp.Body.Close()
+			s.holdTasks(t)
 			return s
 		}
 		if time.Now().After(deadline) {
@@ -86,6 +88,22 @@ func (s *Server) Reset(t testing.TB) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	s.holdTasks(t)
+}
+
+// holdTasks keeps ECS tasks RUNNING until stopped, as ECS does: by default moto moves a task one status on at
+// every DescribeTasks, so a handler that describes a task a few times would see it stop by itself.
+func (s *Server) holdTasks(t testing.TB) {
+	t.Helper()
+	resp, err := http.Post(s.URL+"/moto-api/state-manager/set-transition", "application/json",
+		strings.NewReader(`{"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1000000}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Fatalf("moto state manager: %s", resp.Status)
+	}
 }
 
 // Config is an SDK configuration that sends every service to this server with dummy credentials.

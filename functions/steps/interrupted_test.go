@@ -1,0 +1,44 @@
+package steps
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
+)
+
+// TestRestartRequest: a dead task's tags and overrides become its restart, carrying every placement avoided so
+// far (through the tag, where a "," would become "_"), adding the placement only after a Spot interruption.
+func TestRestartRequest(t *testing.T) {
+	task := ecstypes.Task{
+		Tags: []ecstypes.Tag{
+			tag(TagEnv, "dev"), tag(TagRequester, "alice"), tag(TagPlacement, "EC2 g4dn.xlarge"), tag(TagRestart, "2"),
+			tag(TagAvoid, "Fargate Spot"+AvoidSeparator+"EC2 g5.xlarge"),
+		},
+		Overrides: &ecstypes.TaskOverride{ContainerOverrides: []ecstypes.ContainerOverride{{Name: aws.String(ContainerName),
+			Environment: []ecstypes.KeyValuePair{
+				{Name: aws.String(EnvModel), Value: aws.String("team-a/tiny")},
+				{Name: aws.String(EnvSource), Value: aws.String("s3://b/models/team-a/tiny.gguf")},
+				{Name: aws.String(EnvContextLength), Value: aws.String("8192")},
+			}}}},
+	}
+	req, why := restartRequest(task, "dep-1", string(ecstypes.TaskStopCodeSpotInterruption), 90*time.Minute)
+	if why != "" || req.Restart != 3 || req.Model != "team-a/tiny" || req.Source != "s3://b/models/team-a/tiny.gguf" ||
+		req.ContextLength != 8192 || req.TTL != "1h30m0s" || req.Requester != "alice" || !req.KeepRunning ||
+		!slices.Equal(req.Avoid, []string{"Fargate Spot", "EC2 g5.xlarge", "EC2 g4dn.xlarge"}) {
+		t.Fatalf("after a Spot interruption: %+v (%s)", req, why)
+	}
+	req, why = restartRequest(task, "dep-1", string(ecstypes.TaskStopCodeEssentialContainerExited), -1)
+	if why != "" || req.TTL != "0" || !slices.Equal(req.Avoid, []string{"Fargate Spot", "EC2 g5.xlarge"}) {
+		t.Fatalf("after a crash: %+v (%s)", req, why)
+	}
+	if _, why := restartRequest(task, "dep-1", "EssentialContainerExited", 30*time.Second); why == "" {
+		t.Error("a restart due to stop within a minute should not happen")
+	}
+	task.Tags[3] = tag(TagRestart, "5")
+	if _, why := restartRequest(task, "dep-1", "EssentialContainerExited", time.Hour); why == "" {
+		t.Error("a sixth restart should not happen")
+	}
+}
