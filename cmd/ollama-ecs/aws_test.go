@@ -392,12 +392,21 @@ func TestCommandsAgainstMoto(t *testing.T) {
 		if !strings.Contains(out, "mistral-7b-dev") || !strings.Contains(out, "INTERRUPTED (SpotInterruption)") {
 			t.Errorf("list:\n%s", out)
 		}
+		// history shows it too, under the execution's own.
+		if _, err := sfn.NewFromConfig(m.cfg).StartExecution(ctx, &sfn.StartExecutionInput{StateMachineArn: aws.String(m.stateMachine),
+			Name: aws.String("mistral-7b-dev"), Input: aws.String("{}")}); err != nil {
+			t.Fatal(err)
+		}
+		if out := mustCLI(t, "history", "mistral-7b-dev"); !strings.Contains(out, "deployment now: INTERRUPTED (SpotInterruption) on Fargate") {
+			t.Errorf("history:\n%s", out)
+		}
 		m.startDeployment(t, "mistral-7b-dev", "mistral:7b", "dev", stopAt)
 		out = mustCLI(t, "list", "--output", "json")
 		var ds []deployment
 		if err := json.Unmarshal([]byte(out), &ds); err != nil || len(ds) != 1 || ds[0].Status != "RUNNING" {
 			t.Errorf("after the restart: %v %s", err, out)
 		}
+		m.reset(t) // moto runs one execution per reset: the next test starts its own
 	})
 
 	t.Run("upload puts a GGUF under the prefix, in parts when large, and follows the deployment", func(t *testing.T) {

@@ -36,11 +36,13 @@ func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	arn := pos[0]
 	need := []string{}
+	id := ""
 	if !strings.HasPrefix(arn, "arn:") {
 		if !events.ValidDeploymentID(arn) {
 			return usageError{fmt.Sprintf("%q is neither a deployment id (3-36 of a-z, 0-9, -) nor an execution ARN", arn)}
 		}
-		need = append(need, outStateMachine)
+		id = arn
+		need = append(need, outStateMachine, outCluster, outScheduleGroup)
 	}
 	c, err := connect(ctx, af, need...)
 	if err != nil {
@@ -62,6 +64,20 @@ func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return writeJSON(stdout, historyJSON(x, hist))
 	}
 	writeExecutionHeader(stdout, x)
+	if id != "" {
+		// What became of the deployment since: an interruption (or a restart) is not in this execution's history.
+		ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], id, time.Now(), true)
+		if err != nil {
+			return err
+		}
+		for _, d := range ds {
+			line := fmt.Sprintf("deployment now: %s on %s", d.Status, placementText(d.Placement, d.InstanceType))
+			if d.StoppedReason != "" {
+				line += ": " + d.StoppedReason
+			}
+			fmt.Fprintln(stdout, line)
+		}
+	}
 	fmt.Fprintln(stdout)
 	_, err = io.WriteString(stdout, engine.RenderHistory(hist))
 	return err
