@@ -11,13 +11,14 @@ import (
 	"testing"
 )
 
-// stepsConstants reads the constants of functions/steps from its source: infra is its own module and does not
-// import the functions, so the names both sides must agree on are checked as text.
-func stepsConstants(t *testing.T) map[string]string {
+// contractConstants reads the constants of the deployment package (the contract the functions, the local stack
+// and the command line share) from its source: infra is its own module and does not import it, so the names both
+// sides must agree on are checked as text.
+func contractConstants(t *testing.T) map[string]string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join("..", "functions", "steps", "*.go"))
+	files, err := filepath.Glob(filepath.Join("..", "deployment", "*.go"))
 	if err != nil || len(files) == 0 {
-		t.Fatalf("no functions/steps sources: %v", err)
+		t.Fatalf("no deployment sources: %v", err)
 	}
 	consts := map[string]string{}
 	for _, f := range files {
@@ -55,7 +56,7 @@ func stepsConstants(t *testing.T) map[string]string {
 // TestContractWithFunctions keeps what the stack defines and what the Lambda code assumes equal: container names,
 // the Ollama port, the stop target of the auto-stop schedules and the default task-definition families.
 func TestContractWithFunctions(t *testing.T) {
-	c := stepsConstants(t)
+	c := contractConstants(t)
 	for name, want := range map[string]string{
 		"ContainerName":      OllamaContainer,
 		"FetchContainerName": FetchContainer,
@@ -63,16 +64,47 @@ func TestContractWithFunctions(t *testing.T) {
 		"StopTaskTarget":     StopTaskTarget,
 	} {
 		if got := c[name]; got != want {
-			t.Errorf("functions/steps %s = %q, the stack has %q", name, got, want)
+			t.Errorf("deployment.%s = %q, the stack has %q", name, got, want)
 		}
 	}
-	config, err := os.ReadFile(filepath.Join("..", "functions", "steps", "config.go"))
+	config, err := os.ReadFile(filepath.Join("..", "deployment", "config.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, family := range []string{CpuFamily, GpuFamily} {
 		if !strings.Contains(string(config), strconv.Quote(family)) {
-			t.Errorf("functions/steps/config.go does not default to the stack's family %q", family)
+			t.Errorf("deployment/config.go does not default to the stack's family %q", family)
+		}
+	}
+}
+
+// TestEnvironmentIsTheFunctionsSettings: every environment variable the stack sets on a function is one the
+// functions read (a deployment.Setting* constant), and every setting but the tuning knobs is set somewhere.
+func TestEnvironmentIsTheFunctionsSettings(t *testing.T) {
+	settings := map[string]bool{}
+	for name, v := range contractConstants(t) {
+		if strings.HasPrefix(name, "Setting") {
+			settings[v] = true
+		}
+	}
+	if len(settings) < 10 {
+		t.Fatalf("read %d Setting constants from deployment/: the parse does not work", len(settings))
+	}
+	f := synth(t)
+	set := map[string]bool{}
+	for _, name := range FunctionNames {
+		_, p := f.function(t, name)
+		for key := range p["Environment"].(map[string]interface{})["Variables"].(map[string]interface{}) {
+			if !settings[key] {
+				t.Errorf("the stack sets %s on %s, which no function reads", key, name)
+			}
+			set[key] = true
+		}
+	}
+	tuning := map[string]bool{"HEALTH_WATCH": true, "HEALTH_POLL": true, "PROVISIONING_TIMEOUT": true}
+	for key := range settings {
+		if !set[key] && !tuning[key] {
+			t.Errorf("no function gets %s from the stack", key)
 		}
 	}
 }

@@ -11,8 +11,8 @@ import (
 	sfntypes "github.com/aws/aws-sdk-go-v2/service/sfn/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
 )
 
@@ -21,7 +21,7 @@ import (
 // by an event.
 type executions struct{ s *Stack }
 
-var _ steps.Executions = executions{}
+var _ deployment.Executions = executions{}
 
 func (x executions) DescribeExecution(ctx context.Context, in *sfn.DescribeExecutionInput, _ ...func(*sfn.Options)) (*sfn.DescribeExecutionOutput, error) {
 	ex, err := x.s.Engine.Describe(ctx, aws.ToString(in.ExecutionArn))

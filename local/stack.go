@@ -7,6 +7,7 @@ package local
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -15,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -26,7 +26,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 	"github.com/ollama-ecs/ollama-ecs/local/cloud"
@@ -193,54 +193,45 @@ type handlerSet struct {
 
 // handlers builds the real step handlers on the local cloud's ports, configured as the CDK stack configures them.
 func (s *Stack) handlers() handlerSet {
-	o, cluster, log := s.opts, s.opts.Cluster.Name, s.log
-	var gpuTypes []string
+	o := s.opts
+	cfg := deployment.DefaultConfig()
+	cfg.Cluster, cfg.ModelBucket, cfg.ModelPrefix = o.Cluster.Name, Bucket, ModelPrefix
+	cfg.ScheduleGroup, cfg.SchedulerRoleArn, cfg.StateMachineArn = ScheduleGroup, SchedulerRole, s.StateMachineArn()
+	cfg.Subnets, cfg.SecurityGroups = []string{"subnet-local"}, []string{"sg-local"}
+	cfg.DevTTL, cfg.HealthTimeout, cfg.HealthWatch, cfg.HealthPoll = o.DevTTL, o.HealthTimeout, o.HealthWatch, o.HealthPoll
+	cfg.ProvisioningTimeout = cmp.Or(o.ProvisioningTimeout, cfg.ProvisioningTimeout)
 	for _, g := range o.Cluster.ContainerInstances {
 		if g.GPUs > 0 {
-			gpuTypes = append(gpuTypes, g.InstanceType)
+			cfg.GPUInstanceTypes = append(cfg.GPUInstanceTypes, g.InstanceType)
 		}
 	}
-	providers := map[string]string{}
 	for _, p := range o.Cluster.CapacityProviders {
-		providers[p.Instance.InstanceType] = p.Name
-		gpuTypes = append(gpuTypes, p.Instance.InstanceType)
+		cfg.Providers[p.Instance.InstanceType] = p.Name
+		cfg.GPUInstanceTypes = append(cfg.GPUInstanceTypes, p.Instance.InstanceType)
 	}
-	stopper := &steps.Stopper{ECS: s.ECS, Scheduler: s.Scheduler, Cluster: cluster, Group: ScheduleGroup, Log: log}
-	interrupted := &steps.Interrupted{Stopper: stopper, Tags: s.ECS, Executions: executions{s}, StateMachineArn: s.StateMachineArn(),
-		Now: s.Scheduler.Now}
-	launches := &steps.Launches{ECS: s.ECS, Groups: s.ECS.AutoScaling(), Quotas: s.ECS.Account(), Instances: s.ECS.Account()}
-	gpuRule := "local mode runs GPU placements on the CPU"
-	if o.ApplyGPURule {
-		gpuRule = ""
+	set := steps.Build(cfg, steps.Clients{S3: s.Bucket, ECS: s.ECS, AutoScaling: s.ECS.AutoScaling(), Quotas: s.ECS.Account(),
+		EC2: s.ECS.Account(), Scheduler: s.Scheduler, Executions: executions{s}}, s.log)
+	// What is local by nature: every task answers on 127.0.0.1 at its own port, schedule time may run faster
+	// than real time, and a CPU cannot meet the GPU readiness rule.
+	set.Health.Endpoint = s.ECS.Endpoint
+	set.AutoStop.Now, set.Teardown.Interrupted.Now = s.Scheduler.Now, s.Scheduler.Now
+	if !o.ApplyGPURule {
+		set.Health.GPURuleNotApplicable = "local mode runs GPU placements on the CPU"
 	}
-	teardown := &steps.Teardown{Stopper: stopper, Interrupted: interrupted}
 	fns := map[string]lambda.Handler{
-		"validate": lambdaapi.Func((&steps.Validate{Catalog: catalog.Default(), S3: s.Bucket, Bucket: Bucket,
-			Prefix: ModelPrefix, Log: log}).Handle),
-		"configure": lambdaapi.Func((&steps.Configure{Catalog: catalog.Default(), GPUInstanceTypes: gpuTypes,
-			DevTTL: o.DevTTL, DefaultPolicy: "cost", Log: log}).Handle),
-		"capacity": lambdaapi.Func((&steps.Capacity{ECS: s.ECS, Launches: launches, Cluster: cluster,
-			Providers: providers, Log: log}).Handle),
-		"runtask": lambdaapi.Func((&steps.RunTask{ECS: s.ECS, Cluster: cluster, CPUTaskDefinition: "ollama-cpu",
-			GPUTaskDefinition: "ollama-gpu", Subnets: []string{"subnet-local"}, SecurityGroups: []string{"sg-local"},
-			Providers: providers, Log: log}).Handle),
-		"health": lambdaapi.Func((&steps.Health{ECS: s.ECS, Cluster: cluster, Endpoint: s.ECS.Endpoint,
-			HTTP: &http.Client{Timeout: 5 * time.Second}, Timeout: o.HealthTimeout, Watch: o.HealthWatch,
-			PollInterval: o.HealthPoll, GPURuleNotApplicable: gpuRule, ProvisioningTimeout: o.ProvisioningTimeout,
-			Launches: launches, Log: log}).Handle),
-		"autostop": lambdaapi.Func((&steps.AutoStop{Scheduler: s.Scheduler, ECS: s.ECS, Cluster: cluster, Group: ScheduleGroup,
-			RoleArn: SchedulerRole, Now: s.Scheduler.Now, Log: log}).Handle),
-		"cleanup":  lambdaapi.Func((&steps.Cleanup{Stopper: stopper}).Handle),
-		"teardown": lambdaapi.Func(teardown.Handle),
+		"validate": lambdaapi.Func(set.Validate.Handle), "configure": lambdaapi.Func(set.Configure.Handle),
+		"capacity": lambdaapi.Func(set.Capacity.Handle), "runtask": lambdaapi.Func(set.RunTask.Handle),
+		"health": lambdaapi.Func(set.Health.Handle), "autostop": lambdaapi.Func(set.AutoStop.Handle),
+		"cleanup": lambdaapi.Func(set.Cleanup.Handle), "teardown": lambdaapi.Func(set.Teardown.Handle),
 	}
-	return handlerSet{functions: fns, teardown: teardown}
+	return handlerSet{functions: fns, teardown: set.Teardown}
 }
 
 // Routed says what an event did: started an execution, or ran the teardown function.
 type Routed struct {
 	Kind         events.Kind
-	ExecutionArn string         `json:",omitempty"`
-	Stopped      *steps.Stopped `json:",omitempty"`
+	ExecutionArn string              `json:",omitempty"`
+	Stopped      *deployment.Stopped `json:",omitempty"`
 }
 
 // PutEvent delivers an event as the stack's EventBridge rules do: deploy requests and model uploads start the
@@ -326,7 +317,7 @@ func (s *Stack) StateMachineArn() string {
 }
 
 // invokeTeardown runs the teardown function's handler with the event, as the rules' Lambda target does.
-func (s *Stack) invokeTeardown(ctx context.Context, raw []byte) (steps.Stopped, error) {
+func (s *Stack) invokeTeardown(ctx context.Context, raw []byte) (deployment.Stopped, error) {
 	return s.Teardown.Handle(ctx, raw)
 }
 

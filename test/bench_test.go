@@ -33,6 +33,7 @@ import (
 	"github.com/ollama/ollama/api"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 	"github.com/ollama-ecs/ollama-ecs/local"
@@ -210,13 +211,13 @@ func deployOnce(ctx context.Context, s *local.Stack, clock *loadClock, id string
 
 	var noticed time.Time
 	for _, e := range ex.Events {
-		if e.Type == engine.EventStateEntered {
+		if e.Type == deployment.EventStateEntered {
 			run.transitions++
 			if e.StateName == "Poll health" {
 				run.polls++
 			}
 		}
-		if e.Type == engine.EventStateExited && e.StateName == "Poll health" {
+		if e.Type == deployment.EventStateExited && e.StateName == "Poll health" {
 			noticed = e.Timestamp
 		}
 	}
@@ -224,7 +225,7 @@ func deployOnce(ctx context.Context, s *local.Stack, clock *loadClock, id string
 		run.detection = noticed.Sub(loaded)
 	}
 	run.states = map[string]time.Duration{}
-	for _, r := range engine.StateRuns(ex.Events) {
+	for _, r := range deployment.StateRuns(ex.Events) {
 		run.states[r.Name] += r.Duration
 	}
 	_, err = s.PutEvent(ctx, envelope(events.DetailTypeStop, map[string]any{"deploymentId": id}))
@@ -399,7 +400,7 @@ func (t *simTask) RoundTrip(r *http.Request) (*http.Response, error) {
 		Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
 }
 
-var _ steps.TaskDescriber = (*simTask)(nil)
+var _ deployment.TaskDescriber = (*simTask)(nil)
 
 type pollResult struct {
 	polls, transitions int
@@ -414,8 +415,8 @@ func simulatePolls(b *testing.B, t *simTask, watch, pollInterval time.Duration) 
 		Watch: watch, PollInterval: time.Microsecond, Now: t.Now,
 		Endpoint: func(context.Context, ecstypes.Task) (string, error) { return "http://10.0.0.1:11434", nil }}
 	t.step = pollInterval
-	state := steps.State{Request: &steps.Request{DeploymentID: "sim", ModelName: tinyModel},
-		Task: &steps.TaskInfo{TaskArn: "arn:aws:ecs:us-east-1:111122223333:task/sim/1"}}
+	state := deployment.State{Request: &deployment.Request{DeploymentID: "sim", ModelName: tinyModel},
+		Task: &deployment.TaskInfo{TaskArn: "arn:aws:ecs:us-east-1:111122223333:task/sim/1"}}
 	var res pollResult
 	for {
 		t.firstCall = true

@@ -13,15 +13,15 @@ import (
 
 	"github.com/ollama/ollama/api"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/local"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
 	"github.com/ollama-ecs/ollama-ecs/test/tools"
-	"github.com/ollama-ecs/ollama-ecs/workflow"
 )
 
 // record is the state machine's output.
-type record = workflow.Record
+type record = deployment.Record
 
 func startStack(t *testing.T, opts local.Options) *local.Stack {
 	t.Helper()
@@ -63,7 +63,7 @@ func waitDone(t *testing.T, s *local.Stack, arn string) engine.Execution {
 		t.Fatal(err)
 	}
 	if testing.Verbose() {
-		t.Logf("history of %s:\n%s", ex.Name, engine.RenderHistory(ex.Events))
+		t.Logf("history of %s:\n%s", ex.Name, deployment.RenderHistory(ex.Events))
 	}
 	return ex
 }
@@ -81,7 +81,7 @@ func TestUploadDeploysToCPUAndGenerates(t *testing.T) {
 	}
 	ex := waitDone(t, s, started.ExecutionArn)
 	if ex.Status != engine.StatusSucceeded {
-		t.Fatalf("status %s: %s: %s\n%s", ex.Status, ex.Error, ex.Cause, engine.RenderHistory(ex.Events))
+		t.Fatalf("status %s: %s: %s\n%s", ex.Status, ex.Error, ex.Cause, deployment.RenderHistory(ex.Events))
 	}
 	var rec record
 	if err := json.Unmarshal(ex.Output, &rec); err != nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/local"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
@@ -163,7 +164,7 @@ func TestHostileInputChangesNothing(t *testing.T) {
 			}
 			var failedEvent bool
 			for _, ev := range ex.Events {
-				failedEvent = failedEvent || (ev.Type == engine.EventStateFailed || ev.Type == "ExecutionFailed") && ev.Error == tt.wantError
+				failedEvent = failedEvent || (ev.Type == deployment.EventStateFailed || ev.Type == "ExecutionFailed") && ev.Error == tt.wantError
 			}
 			if !failedEvent {
 				t.Errorf("no history event carries %s", tt.wantError)

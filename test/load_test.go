@@ -17,8 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 	"github.com/ollama-ecs/ollama-ecs/local"
 	"github.com/ollama-ecs/ollama-ecs/local/cloud"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
@@ -168,7 +168,7 @@ func burst(t *testing.T, s *local.Stack, n, slots int) loadResult {
 				t.Errorf("%s: NoCapacityError after %v of %d candidates: %s", ids[i], m, want, ex.Cause)
 			}
 		default:
-			t.Errorf("%s: %s %s: %s\n%s", ids[i], ex.Status, ex.Error, ex.Cause, engine.RenderHistory(ex.Events))
+			t.Errorf("%s: %s %s: %s\n%s", ids[i], ex.Status, ex.Error, ex.Cause, deployment.RenderHistory(ex.Events))
 		}
 	}
 	res.wall = time.Since(start)
@@ -249,8 +249,8 @@ func burst(t *testing.T, s *local.Stack, n, slots int) loadResult {
 // planSize is how many candidates the execution's plan had.
 func planSize(ex engine.Execution) int {
 	for _, ev := range ex.Events {
-		if ev.StateName == "Choose configuration" && ev.Type == engine.EventStateExited {
-			var st steps.State
+		if ev.StateName == "Choose configuration" && ev.Type == deployment.EventStateExited {
+			var st deployment.State
 			if json.Unmarshal(ev.Output, &st) == nil && st.Plan != nil {
 				return len(st.Plan.Candidates)
 			}

@@ -10,10 +10,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/local"
 	"github.com/ollama-ecs/ollama-ecs/local/cloud"
-	"github.com/ollama-ecs/ollama-ecs/local/engine"
 )
 
 // These tests show, on the real engine, handlers and Ollama, the behaviours of a real account that moto and a
@@ -169,7 +169,7 @@ func TestModelNotWhollyInGPUMemory(t *testing.T) {
 			t.Errorf("fallback %d: %+v, want %s refused for GPU memory", i, f, want)
 		}
 	}
-	if runs := engine.StateRuns(ex.Events); countRuns(runs, "Release placement") != 2 {
+	if runs := deployment.StateRuns(ex.Events); countRuns(runs, "Release placement") != 2 {
 		t.Errorf("Release placement ran %d times, want 2", countRuns(runs, "Release placement"))
 	}
 	if live := tasksOf(t, s, "not-on-gpu"); len(live) != 1 || aws.ToString(live[0].TaskArn) != rec.TaskArn {
@@ -178,7 +178,7 @@ func TestModelNotWhollyInGPUMemory(t *testing.T) {
 	stopDeployment(t, s, "not-on-gpu")
 }
 
-func countRuns(runs []engine.StateRun, name string) int {
+func countRuns(runs []deployment.StateRun, name string) int {
 	n := 0
 	for _, r := range runs {
 		if r.Name == name {

@@ -17,8 +17,8 @@ import (
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 	"github.com/ollama-ecs/ollama-ecs/local"
 	"github.com/ollama-ecs/ollama-ecs/local/cloud"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
@@ -35,13 +35,13 @@ import (
 type faultyLambda struct {
 	mu    sync.Mutex
 	fails map[string]int
-	hooks map[string]func(ctx context.Context, st steps.State)
+	hooks map[string]func(ctx context.Context, st deployment.State)
 	// failed counts the calls failed so far, by function.
 	failed map[string]int
 }
 
 func newFaultyLambda() *faultyLambda {
-	return &faultyLambda{fails: map[string]int{}, hooks: map[string]func(context.Context, steps.State){}, failed: map[string]int{}}
+	return &faultyLambda{fails: map[string]int{}, hooks: map[string]func(context.Context, deployment.State){}, failed: map[string]int{}}
 }
 
 func (f *faultyLambda) failNext(function string, n int) {
@@ -50,7 +50,7 @@ func (f *faultyLambda) failNext(function string, n int) {
 	f.fails[function] += n
 }
 
-func (f *faultyLambda) before(function string, hook func(ctx context.Context, st steps.State)) {
+func (f *faultyLambda) before(function string, hook func(ctx context.Context, st deployment.State)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.hooks[function] = hook
@@ -74,7 +74,7 @@ func (f *faultyLambda) intercept(ctx context.Context, function string, payload [
 	}
 	f.mu.Unlock()
 	if hook != nil {
-		var st steps.State
+		var st deployment.State
 		_ = json.Unmarshal(payload, &st)
 		hook(ctx, st)
 	}
@@ -129,7 +129,7 @@ func retried(ex engine.Execution, state string) []string {
 		if ev.Error != "" {
 			last = ev.Error
 		}
-		if ev.Type == engine.EventStateRetried {
+		if ev.Type == deployment.EventStateRetried {
 			e := ev.Error
 			if e == "" {
 				e = last
@@ -142,7 +142,7 @@ func retried(ex engine.Execution, state string) []string {
 
 // ranState reports whether the execution visited a state.
 func ranState(ex engine.Execution, state string) bool {
-	for _, r := range engine.StateRuns(ex.Events) {
+	for _, r := range deployment.StateRuns(ex.Events) {
 		if r.Name == state {
 			return true
 		}
@@ -296,7 +296,7 @@ func TestTransientFaultsAreRetried(t *testing.T) {
 			t.Logf("%s: succeeded in %s on %s", tt.name, time.Since(start).Round(time.Millisecond), rec.Placement)
 			if tt.state != "" {
 				if got := retried(ex, tt.state); strings.Join(got, ",") != strings.Join(tt.want, ",") {
-					t.Errorf("%s retried on %v, want %v\n%s", tt.state, got, tt.want, engine.RenderHistory(ex.Events))
+					t.Errorf("%s retried on %v, want %v\n%s", tt.state, got, tt.want, deployment.RenderHistory(ex.Events))
 				}
 			}
 			if tt.check != nil {
@@ -438,7 +438,7 @@ func TestProcessKilledAndHungHealth(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			id := fmt.Sprintf("process-%d", i)
 			pids := make(chan int, 1)
-			faults.before("health", func(ctx context.Context, st steps.State) {
+			faults.before("health", func(ctx context.Context, st deployment.State) {
 				pid, err := processOf(ctx, s, st.Task.TaskArn)
 				if err == nil {
 					err = tt.act(pid, st.Task.TaskArn)
@@ -499,7 +499,7 @@ func TestSpotInterruptionAfterDeployment(t *testing.T) {
 			t.Errorf("schedules after the interruption: %v", got)
 		}
 		for _, task := range allTasks(t, s) {
-			if aws.ToString(task.TaskArn) == rec.TaskArn && steps.TagValue(task.Tags, steps.TagInterrupted) != "SpotInterruption" {
+			if aws.ToString(task.TaskArn) == rec.TaskArn && deployment.TagValue(task.Tags, deployment.TagInterrupted) != "SpotInterruption" {
 				t.Errorf("the stopped task is not marked interrupted: %+v", task.Tags)
 			}
 		}
@@ -586,8 +586,8 @@ func TestOutOfOrderAndDuplicateEvents(t *testing.T) {
 	}
 	for _, tt := range midway {
 		t.Run(tt.name, func(t *testing.T) {
-			var stopped *steps.Stopped
-			faults.before("health", func(ctx context.Context, st steps.State) {
+			var stopped *deployment.Stopped
+			faults.before("health", func(ctx context.Context, st deployment.State) {
 				if _, err := processOf(ctx, s, st.Task.TaskArn); err != nil {
 					t.Error(err)
 				}
@@ -612,7 +612,7 @@ func TestOutOfOrderAndDuplicateEvents(t *testing.T) {
 	}
 
 	t.Run("stop request between health and auto-stop leaves no schedule", func(t *testing.T) {
-		faults.before("autostop", func(ctx context.Context, st steps.State) {
+		faults.before("autostop", func(ctx context.Context, st deployment.State) {
 			if _, err := s.PutEvent(ctx, stopEvent("stop-late")); err != nil {
 				t.Error(err)
 			}

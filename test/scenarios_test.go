@@ -15,8 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	schedtypes "github.com/aws/aws-sdk-go-v2/service/scheduler/types"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 	"github.com/ollama-ecs/ollama-ecs/local"
 	"github.com/ollama-ecs/ollama-ecs/local/cloud"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
@@ -54,7 +54,7 @@ func deploy(t *testing.T, s *local.Stack, req events.DeployRequest) engine.Execu
 func succeeded(t *testing.T, ex engine.Execution) record {
 	t.Helper()
 	if ex.Status != engine.StatusSucceeded {
-		t.Fatalf("%s: status %s: %s: %s\n%s", ex.Name, ex.Status, ex.Error, ex.Cause, engine.RenderHistory(ex.Events))
+		t.Fatalf("%s: status %s: %s: %s\n%s", ex.Name, ex.Status, ex.Error, ex.Cause, deployment.RenderHistory(ex.Events))
 	}
 	var rec record
 	if err := json.Unmarshal(ex.Output, &rec); err != nil {
@@ -67,9 +67,9 @@ func failedWith(t *testing.T, ex engine.Execution, errorName, lastState string) 
 	t.Helper()
 	if ex.Status != engine.StatusFailed || ex.Error != errorName {
 		t.Fatalf("%s: status %s error %q, want FAILED with %s: %s\n%s", ex.Name, ex.Status, ex.Error, errorName, ex.Cause,
-			engine.RenderHistory(ex.Events))
+			deployment.RenderHistory(ex.Events))
 	}
-	runs := engine.StateRuns(ex.Events)
+	runs := deployment.StateRuns(ex.Events)
 	if got := runs[len(runs)-1].Name; got != lastState {
 		t.Errorf("ended in %q, want %q", got, lastState)
 	}
@@ -110,7 +110,7 @@ func assertNothingLeft(t *testing.T, s *local.Stack, deploymentID string) {
 		t.Errorf("deployment %s still has %d task(s)", deploymentID, len(live))
 	}
 	_, err := s.Scheduler.GetSchedule(ctxFor(t, 5*time.Second), &scheduler.GetScheduleInput{
-		Name: aws.String(steps.ScheduleName(deploymentID)), GroupName: aws.String(local.ScheduleGroup)})
+		Name: aws.String(deployment.ScheduleName(deploymentID)), GroupName: aws.String(local.ScheduleGroup)})
 	var missing *schedtypes.ResourceNotFoundException
 	if !errors.As(err, &missing) {
 		t.Errorf("deployment %s: its schedule is not gone (GetSchedule: %v)", deploymentID, err)
@@ -219,7 +219,7 @@ func TestFailuresAfterStartCleanUp(t *testing.T) {
 			ex := deploy(t, s, events.DeployRequest{Model: "tiny", DeploymentID: id})
 			failedWith(t, ex, tt.wantError, "Deployment failed")
 			var cleaned bool
-			for _, r := range engine.StateRuns(ex.Events) {
+			for _, r := range deployment.StateRuns(ex.Events) {
 				cleaned = cleaned || r.Name == "Clean up"
 			}
 			if !cleaned {
@@ -303,7 +303,7 @@ func TestModelfileUploadDeploysItsFrom(t *testing.T) {
 	task := tasksOf(t, s, rec.DeploymentID)[0]
 	source := ""
 	for _, kv := range task.Overrides.ContainerOverrides[0].Environment {
-		if aws.ToString(kv.Name) == steps.EnvSource {
+		if aws.ToString(kv.Name) == deployment.EnvSource {
 			source = aws.ToString(kv.Value)
 		}
 	}

@@ -21,8 +21,8 @@ import (
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/ollama/ollama/api"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 	"github.com/ollama-ecs/ollama-ecs/local"
 	"github.com/ollama-ecs/ollama-ecs/local/cloud"
 )
@@ -56,19 +56,19 @@ func TestStopTouchesOnlyOwnTasks(t *testing.T) {
 		tags            []ecstypes.Tag
 	}{
 		{"same startedBy, no tags", "sec-victim", nil},
-		{"same startedBy, look-alike managed-by", "sec-victim", []ecstypes.Tag{tag(steps.TagManagedBy, "ollama-ecs-evil"),
-			tag(steps.TagDeploymentID, "sec-victim"), tag(steps.TagEnv, "dev")}},
-		{"right tags, startedBy not the deployment id", "sec-victim-2", []ecstypes.Tag{tag(steps.TagManagedBy, steps.ManagedByValue),
-			tag(steps.TagDeploymentID, "sec-victim"), tag(steps.TagEnv, "dev")}},
+		{"same startedBy, look-alike managed-by", "sec-victim", []ecstypes.Tag{tag(deployment.TagManagedBy, "ollama-ecs-evil"),
+			tag(deployment.TagDeploymentID, "sec-victim"), tag(deployment.TagEnv, "dev")}},
+		{"right tags, startedBy not the deployment id", "sec-victim-2", []ecstypes.Tag{tag(deployment.TagManagedBy, deployment.ManagedByValue),
+			tag(deployment.TagDeploymentID, "sec-victim"), tag(deployment.TagEnv, "dev")}},
 	}
 	var arns []string
 	for _, f := range foreign {
 		out, err := s.ECS.RunTask(ctxFor(t, 10*time.Second), &ecs.RunTaskInput{
 			Cluster: aws.String(s.ECS.Config().Name), TaskDefinition: aws.String("someone-else"), Count: aws.Int32(1),
 			LaunchType: ecstypes.LaunchTypeFargate, StartedBy: aws.String(f.startedBy), Tags: f.tags,
-			Overrides: &ecstypes.TaskOverride{ContainerOverrides: []ecstypes.ContainerOverride{{Name: aws.String(steps.ContainerName),
-				Environment: []ecstypes.KeyValuePair{{Name: aws.String(steps.EnvModel), Value: aws.String("tiny")},
-					{Name: aws.String(steps.EnvSource), Value: aws.String(tinySource)}}}}},
+			Overrides: &ecstypes.TaskOverride{ContainerOverrides: []ecstypes.ContainerOverride{{Name: aws.String(deployment.ContainerName),
+				Environment: []ecstypes.KeyValuePair{{Name: aws.String(deployment.EnvModel), Value: aws.String("tiny")},
+					{Name: aws.String(deployment.EnvSource), Value: aws.String(tinySource)}}}}},
 		})
 		if err != nil || len(out.Tasks) != 1 {
 			t.Fatalf("%s: %v %+v", f.name, err, out)

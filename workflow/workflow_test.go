@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
 type state struct {
@@ -89,7 +89,7 @@ func TestErrorNamesAreGoTypes(t *testing.T) {
 			asl = append(asl, e)
 		}
 	}
-	for _, e := range steps.ErrorTypes {
+	for _, e := range deployment.ErrorTypes {
 		goTypes = append(goTypes, reflect.TypeOf(e).Elem().Name())
 	}
 	sort.Strings(asl)
@@ -189,7 +189,7 @@ func TestRecordMatchesDefinition(t *testing.T) {
 	for k := range d.States["Deployment ready"].Parameters {
 		inASL = append(inASL, strings.TrimSuffix(k, ".$"))
 	}
-	rt := reflect.TypeOf(Record{})
+	rt := reflect.TypeOf(deployment.Record{})
 	for i := range rt.NumField() {
 		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
 		inGo = append(inGo, name)

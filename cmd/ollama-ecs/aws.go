@@ -17,8 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 	"github.com/aws/smithy-go"
-
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
 // The stack's outputs the commands read (infra/stack.go names them).
@@ -65,12 +64,12 @@ type ObjectUploader interface {
 }
 
 var (
-	_ StackDescriber    = (*cloudformation.Client)(nil)
-	_ Executions        = (*sfn.Client)(nil)
-	_ EventPutter       = (*eventbridge.Client)(nil)
-	_ ObjectUploader    = (*s3.Client)(nil)
-	_ steps.TaskStopper = (*ecs.Client)(nil)
-	_ steps.Schedules   = (*scheduler.Client)(nil)
+	_ StackDescriber         = (*cloudformation.Client)(nil)
+	_ Executions             = (*sfn.Client)(nil)
+	_ EventPutter            = (*eventbridge.Client)(nil)
+	_ ObjectUploader         = (*s3.Client)(nil)
+	_ deployment.TaskStopper = (*ecs.Client)(nil)
+	_ deployment.Schedules   = (*scheduler.Client)(nil)
 )
 
 // awsFlags are the flags every command that talks to AWS shares: how to sign in and where the system is.
@@ -128,8 +127,8 @@ type cloud struct {
 	SFN       Executions
 	Events    EventPutter
 	S3        ObjectUploader
-	ECS       steps.TaskStopper
-	Scheduler steps.Schedules
+	ECS       deployment.TaskStopper
+	Scheduler deployment.Schedules
 	// Outputs are the system's locations by stack output name.
 	Outputs map[string]string
 }

@@ -21,10 +21,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 	"github.com/ollama-ecs/ollama-ecs/test/moto"
-	"github.com/ollama-ecs/ollama-ecs/workflow"
 )
 
 // motoWorkflow stands in for workflow/deploy.asl.json in moto, which runs Pass, Choice, Wait and Fail states
@@ -169,9 +169,9 @@ func (m *motoEnv) startDeployment(t *testing.T, id, model, env string, stopAt ti
 			cand = c
 		}
 	}
-	st := steps.State{
-		Request: &steps.Request{DeploymentID: id, ModelName: model, Source: "ollama://" + model, Env: env, Requester: "tester"},
-		Plan:    &p, Capacity: &steps.CapacityState{Available: true, Candidate: &cand},
+	st := deployment.State{
+		Request: &deployment.Request{DeploymentID: id, ModelName: model, Source: "ollama://" + model, Env: env, Requester: "tester"},
+		Plan:    &p, Capacity: &deployment.CapacityState{Available: true, Candidate: &cand},
 	}
 	task, err := m.runner.Handle(ctx, st)
 	if err != nil {
@@ -240,7 +240,7 @@ func TestCommandsAgainstMoto(t *testing.T) {
 		out = mustCLI(t, "deploy", "mistral:7b", "--prefer", "cpu", "--follow", "--output", "json")
 		var res struct {
 			startResult
-			Deployment workflow.Record
+			Deployment deployment.Record
 		}
 		if err := json.Unmarshal([]byte(out), &res); err != nil || !res.AlreadyStarted || res.DeploymentID != "mistral-7b-dev" ||
 			res.Status != "SUCCEEDED" || res.Deployment.Endpoint != "http://10.0.1.23:11434" || len(res.Deployment.Fallbacks) != 1 {
@@ -339,7 +339,7 @@ func TestCommandsAgainstMoto(t *testing.T) {
 			}
 		}
 		out = mustCLI(t, "list", "--output", "json", "--cluster", "ollama", "--schedule-group", "ollama-ecs")
-		var ds []deployment
+		var ds []listedDeployment
 		if err := json.Unmarshal([]byte(out), &ds); err != nil || len(ds) != 2 {
 			t.Fatalf("%v: %s", err, out)
 		}
@@ -357,7 +357,7 @@ func TestCommandsAgainstMoto(t *testing.T) {
 			t.Errorf("output:\n%s", out)
 		}
 		out = mustCLI(t, "list", "--output", "json")
-		var ds []deployment
+		var ds []listedDeployment
 		if err := json.Unmarshal([]byte(out), &ds); err != nil || len(ds) != 1 || ds[0].DeploymentID != "llama2-7b-prod" {
 			t.Errorf("after stop: %v %s", err, out)
 		}
@@ -385,7 +385,7 @@ func TestCommandsAgainstMoto(t *testing.T) {
 		}
 		// What the teardown function does on the task's ECS Task State Change.
 		if _, err := ecsc.TagResource(ctx, &ecs.TagResourceInput{ResourceArn: aws.String(arn),
-			Tags: []ecstypes.Tag{{Key: aws.String(steps.TagInterrupted), Value: aws.String("SpotInterruption")}}}); err != nil {
+			Tags: []ecstypes.Tag{{Key: aws.String(deployment.TagInterrupted), Value: aws.String("SpotInterruption")}}}); err != nil {
 			t.Fatal(err)
 		}
 		out := mustCLI(t, "list")
@@ -402,7 +402,7 @@ func TestCommandsAgainstMoto(t *testing.T) {
 		}
 		m.startDeployment(t, "mistral-7b-dev", "mistral:7b", "dev", stopAt)
 		out = mustCLI(t, "list", "--output", "json")
-		var ds []deployment
+		var ds []listedDeployment
 		if err := json.Unmarshal([]byte(out), &ds); err != nil || len(ds) != 1 || ds[0].Status != "RUNNING" {
 			t.Errorf("after the restart: %v %s", err, out)
 		}

@@ -19,9 +19,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/planner"
-	"github.com/ollama-ecs/ollama-ecs/workflow"
 )
 
 func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -124,9 +124,9 @@ func followToEnd(ctx context.Context, f *follower, res startResult, asJSON bool,
 	if asJSON {
 		out := struct {
 			startResult
-			Error      string           `json:"error,omitempty"`
-			Cause      string           `json:"cause,omitempty"`
-			Deployment *workflow.Record `json:"deployment,omitempty"`
+			Error      string             `json:"error,omitempty"`
+			Cause      string             `json:"cause,omitempty"`
+			Deployment *deployment.Record `json:"deployment,omitempty"`
 		}{startResult: res, Error: x.Error, Cause: x.Cause}
 		if ferr == nil {
 			out.Deployment = &rec

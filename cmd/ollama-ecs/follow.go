@@ -9,9 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
-	"github.com/ollama-ecs/ollama-ecs/local/engine"
-	"github.com/ollama-ecs/ollama-ecs/workflow"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
 // pollInterval is how often --follow asks Step Functions for news.
@@ -29,7 +27,7 @@ func (e *deploymentFailedError) Error() string {
 		msg += ": " + e.ErrorName
 	}
 	if e.Cause != "" {
-		msg += ": " + oneLine(engine.ReadableCause(e.Cause))
+		msg += ": " + oneLine(deployment.ReadableCause(e.Cause))
 	}
 	return msg
 }
@@ -86,7 +84,7 @@ func (f *follower) follow(ctx context.Context, arn string) (execution, error) {
 }
 
 // show prints the history events not printed yet.
-func (f *follower) show(x execution, hist []engine.HistoryEvent) {
+func (f *follower) show(x execution, hist []deployment.HistoryEvent) {
 	for _, ev := range hist[min(f.printed, len(hist)):] {
 		if line := followLine(x.StartDate, ev, hist); line != "" {
 			f.clearSpinner()
@@ -97,30 +95,30 @@ func (f *follower) show(x execution, hist []engine.HistoryEvent) {
 }
 
 // followLine is one live line for a history event, or "" for events people need not see.
-func followLine(start time.Time, ev engine.HistoryEvent, hist []engine.HistoryEvent) string {
+func followLine(start time.Time, ev deployment.HistoryEvent, hist []deployment.HistoryEvent) string {
 	at := "+" + elapsed(ev.Timestamp.Sub(start))
 	var what string
 	switch ev.Type {
-	case engine.EventExecutionStarted:
+	case deployment.EventExecutionStarted:
 		return fmt.Sprintf("%8s  execution started", at)
-	case engine.EventStateEntered:
+	case deployment.EventStateEntered:
 		what = "entered"
-	case engine.EventStateExited:
+	case deployment.EventStateExited:
 		what = "done"
 		for i := ev.Index - 2; i >= 0; i-- {
-			if hist[i].Type == engine.EventStateEntered && hist[i].StateName == ev.StateName {
+			if hist[i].Type == deployment.EventStateEntered && hist[i].StateName == ev.StateName {
 				what = "done in " + elapsed(ev.Timestamp.Sub(hist[i].Timestamp))
 				break
 			}
 		}
-	case engine.EventStateFailed:
+	case deployment.EventStateFailed:
 		what = "failed: " + ev.Error
 		if ev.Cause != "" {
-			what += ": " + shorten(oneLine(engine.ReadableCause(ev.Cause)), 100)
+			what += ": " + shorten(oneLine(deployment.ReadableCause(ev.Cause)), 100)
 		}
-	case engine.EventStateRetried:
+	case deployment.EventStateRetried:
 		what = fmt.Sprintf("retry %d after %s", ev.RetryAttempt, ev.Error)
-	case engine.EventStateCaught:
+	case deployment.EventStateCaught:
 		what = "caught " + ev.Error
 	case "ExecutionSucceeded":
 		return fmt.Sprintf("%8s  execution succeeded", at)
@@ -138,10 +136,10 @@ func followLine(start time.Time, ev engine.HistoryEvent, hist []engine.HistoryEv
 
 var spinnerFrames = []string{"|", "/", "-", "\\"}
 
-func (f *follower) spin(x execution, hist []engine.HistoryEvent, now time.Time) {
+func (f *follower) spin(x execution, hist []deployment.HistoryEvent, now time.Time) {
 	state := "starting"
 	for i := len(hist) - 1; i >= 0; i-- {
-		if hist[i].Type == engine.EventStateEntered {
+		if hist[i].Type == deployment.EventStateEntered {
 			state = hist[i].StateName
 			break
 		}
@@ -159,22 +157,22 @@ func (f *follower) clearSpinner() {
 }
 
 // finish turns a finished execution into the deployment record, or the error that ended it.
-func finish(x execution) (workflow.Record, error) {
+func finish(x execution) (deployment.Record, error) {
 	if x.Status != "SUCCEEDED" {
-		return workflow.Record{}, &deploymentFailedError{Name: x.Name, Status: x.Status, ErrorName: x.Error, Cause: x.Cause}
+		return deployment.Record{}, &deploymentFailedError{Name: x.Name, Status: x.Status, ErrorName: x.Error, Cause: x.Cause}
 	}
-	var rec workflow.Record
+	var rec deployment.Record
 	if err := json.Unmarshal(x.Output, &rec); err != nil {
 		return rec, fmt.Errorf("execution %s succeeded but its output is not a deployment record: %v", x.Name, err)
 	}
 	if rec.Fallbacks == nil {
-		rec.Fallbacks = []steps.Attempt{}
+		rec.Fallbacks = []deployment.Attempt{}
 	}
 	return rec, nil
 }
 
 // writeRecord prints a ready deployment for people.
-func writeRecord(w io.Writer, x execution, rec workflow.Record, now time.Time) {
+func writeRecord(w io.Writer, x execution, rec deployment.Record, now time.Time) {
 	fmt.Fprintf(w, "\nready: %s (%s, %s) after %s\n", rec.DeploymentID, rec.Model, rec.Env, elapsed(x.StopDate.Sub(x.StartDate)))
 	fmt.Fprintf(w, "  endpoint   %s\n", rec.Endpoint)
 	fmt.Fprintf(w, "  placement  %s\n", placementText(rec.Placement, rec.InstanceType))

@@ -15,9 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 	sfntypes "github.com/aws/aws-sdk-go-v2/service/sfn/types"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
-	"github.com/ollama-ecs/ollama-ecs/local/engine"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -130,11 +129,11 @@ func TestHistoryGolden(t *testing.T) {
 		Cause: "not healthy in time: still pulling (model not present)"}
 	var b bytes.Buffer
 	writeExecutionHeader(&b, x)
-	b.WriteString("\n" + engine.RenderHistory(hist))
+	b.WriteString("\n" + deployment.RenderHistory(hist))
 	golden(t, "history.golden", b.String())
 
-	runs := engine.StateRuns(hist)
-	byName := map[string]engine.StateRun{}
+	runs := deployment.StateRuns(hist)
+	byName := map[string]deployment.StateRun{}
 	for _, r := range runs {
 		byName[r.Name] = r
 	}
@@ -236,7 +235,7 @@ func TestReadyGolden(t *testing.T) {
 
 func TestListGolden(t *testing.T) {
 	now := t0.Add(3 * time.Hour)
-	ds := []deployment{
+	ds := []listedDeployment{
 		{DeploymentID: "codellama-prod-1", Model: "codellama:13b", Env: "prod", Placement: "EC2 g4dn.2xlarge", InstanceType: "g4dn.2xlarge",
 			Status: "RUNNING", HourlyUSD: 0.752, StartedAt: t0, UptimeSeconds: 3 * 3600, CostSoFarUSD: 0.752 * 3},
 		{DeploymentID: "mistral-7b-dev", Model: "mistral:7b", Env: "dev", Placement: "Fargate Spot", InstanceType: "m5.large",
@@ -250,7 +249,7 @@ func TestListGolden(t *testing.T) {
 	b.WriteString("\n")
 	_ = writeDeployments(&b, nil, now)
 	b.WriteString("\n")
-	_ = writeStopped(&b, "mistral-7b-dev", steps.Stopped{Tasks: []string{"arn:aws:ecs:us-east-1:111122223333:task/ollama/0f3c"},
+	_ = writeStopped(&b, "mistral-7b-dev", deployment.Stopped{Tasks: []string{"arn:aws:ecs:us-east-1:111122223333:task/ollama/0f3c"},
 		Schedules: []string{"ollama-ecs-mistral-7b-dev"}})
 	golden(t, "list.golden", b.String())
 }

@@ -14,8 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 	sfntypes "github.com/aws/aws-sdk-go-v2/service/sfn/types"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
-	"github.com/ollama-ecs/ollama-ecs/local/engine"
 )
 
 func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -79,7 +79,7 @@ func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	fmt.Fprintln(stdout)
-	_, err = io.WriteString(stdout, engine.RenderHistory(hist))
+	_, err = io.WriteString(stdout, deployment.RenderHistory(hist))
 	return err
 }
 
@@ -159,8 +159,8 @@ func executionARN(stateMachineARN, name string) string {
 // AWS. Step Functions has no retry or catch events: a task that fails and is scheduled again within the same
 // state visit was retried; a state that exits after a failure caught it; a Fail state ends in the execution's
 // failure.
-func convertHistory(in []sfntypes.HistoryEvent) []engine.HistoryEvent {
-	var out []engine.HistoryEvent
+func convertHistory(in []sfntypes.HistoryEvent) []deployment.HistoryEvent {
+	var out []deployment.HistoryEvent
 	var cur struct {
 		name, typ string
 		open      bool
@@ -168,22 +168,22 @@ func convertHistory(in []sfntypes.HistoryEvent) []engine.HistoryEvent {
 		lastError string
 		retries   int
 	}
-	add := func(ev sfntypes.HistoryEvent, typ string, f func(*engine.HistoryEvent)) {
-		h := engine.HistoryEvent{Index: len(out) + 1, Type: typ, Timestamp: aws.ToTime(ev.Timestamp)}
+	add := func(ev sfntypes.HistoryEvent, typ string, f func(*deployment.HistoryEvent)) {
+		h := deployment.HistoryEvent{Index: len(out) + 1, Type: typ, Timestamp: aws.ToTime(ev.Timestamp)}
 		if f != nil {
 			f(&h)
 		}
 		out = append(out, h)
 	}
-	inState := func(h *engine.HistoryEvent) { h.StateName, h.StateType = cur.name, cur.typ }
+	inState := func(h *deployment.HistoryEvent) { h.StateName, h.StateType = cur.name, cur.typ }
 	fail := func(ev sfntypes.HistoryEvent, errName, cause *string) {
 		if !cur.open {
 			return
 		}
 		// A Go Lambda's cause is aws-lambda-go's JSON error; its message is what people read.
-		cause = aws.String(engine.ReadableCause(aws.ToString(cause)))
+		cause = aws.String(deployment.ReadableCause(aws.ToString(cause)))
 		cur.failed, cur.lastError = true, aws.ToString(errName)
-		add(ev, engine.EventStateFailed, func(h *engine.HistoryEvent) {
+		add(ev, deployment.EventStateFailed, func(h *deployment.HistoryEvent) {
 			inState(h)
 			h.Error, h.Cause = aws.ToString(errName), aws.ToString(cause)
 		})
@@ -192,7 +192,7 @@ func convertHistory(in []sfntypes.HistoryEvent) []engine.HistoryEvent {
 		t := string(ev.Type)
 		switch {
 		case ev.Type == sfntypes.HistoryEventTypeExecutionStarted:
-			add(ev, engine.EventExecutionStarted, func(h *engine.HistoryEvent) {
+			add(ev, deployment.EventExecutionStarted, func(h *deployment.HistoryEvent) {
 				if d := ev.ExecutionStartedEventDetails; d != nil && json.Valid([]byte(aws.ToString(d.Input))) {
 					h.Input = json.RawMessage(aws.ToString(d.Input))
 				}
@@ -200,12 +200,12 @@ func convertHistory(in []sfntypes.HistoryEvent) []engine.HistoryEvent {
 		case strings.HasSuffix(t, "StateEntered") && ev.StateEnteredEventDetails != nil:
 			cur.name, cur.typ = aws.ToString(ev.StateEnteredEventDetails.Name), strings.TrimSuffix(t, "StateEntered")
 			cur.open, cur.failed, cur.lastError, cur.retries = true, false, "", 0
-			add(ev, engine.EventStateEntered, inState)
+			add(ev, deployment.EventStateEntered, inState)
 		case strings.HasSuffix(t, "StateExited") && ev.StateExitedEventDetails != nil:
 			if cur.failed {
-				add(ev, engine.EventStateCaught, func(h *engine.HistoryEvent) { inState(h); h.Error = cur.lastError })
+				add(ev, deployment.EventStateCaught, func(h *deployment.HistoryEvent) { inState(h); h.Error = cur.lastError })
 			}
-			add(ev, engine.EventStateExited, func(h *engine.HistoryEvent) {
+			add(ev, deployment.EventStateExited, func(h *deployment.HistoryEvent) {
 				h.StateName, h.StateType = aws.ToString(ev.StateExitedEventDetails.Name), strings.TrimSuffix(t, "StateExited")
 				if o := aws.ToString(ev.StateExitedEventDetails.Output); json.Valid([]byte(o)) {
 					h.Output = json.RawMessage(o)
@@ -217,7 +217,7 @@ func convertHistory(in []sfntypes.HistoryEvent) []engine.HistoryEvent {
 			if cur.open && cur.failed {
 				cur.failed = false
 				cur.retries++
-				add(ev, engine.EventStateRetried, func(h *engine.HistoryEvent) {
+				add(ev, deployment.EventStateRetried, func(h *deployment.HistoryEvent) {
 					inState(h)
 					h.Error, h.RetryAttempt = cur.lastError, cur.retries
 				})
@@ -253,7 +253,7 @@ func convertHistory(in []sfntypes.HistoryEvent) []engine.HistoryEvent {
 			if cur.open && !cur.failed {
 				fail(ev, d.Error, d.Cause)
 			}
-			add(ev, "ExecutionFailed", func(h *engine.HistoryEvent) { h.Error, h.Cause = aws.ToString(d.Error), aws.ToString(d.Cause) })
+			add(ev, "ExecutionFailed", func(h *deployment.HistoryEvent) { h.Error, h.Cause = aws.ToString(d.Error), aws.ToString(d.Cause) })
 		case ev.Type == sfntypes.HistoryEventTypeExecutionSucceeded:
 			add(ev, "ExecutionSucceeded", nil)
 		case ev.Type == sfntypes.HistoryEventTypeExecutionAborted:
@@ -275,7 +275,7 @@ func writeExecutionHeader(w io.Writer, x execution) {
 	}
 	fmt.Fprintln(w, line)
 	if x.Error != "" || x.Cause != "" {
-		fmt.Fprintf(w, "error: %s: %s\n", x.Error, oneLine(engine.ReadableCause(x.Cause)))
+		fmt.Fprintf(w, "error: %s: %s\n", x.Error, oneLine(deployment.ReadableCause(x.Cause)))
 	}
 }
 
@@ -292,21 +292,21 @@ type stateRunJSON struct {
 	Cause        string `json:"cause,omitempty"`
 }
 
-func historyJSON(x execution, hist []engine.HistoryEvent) any {
+func historyJSON(x execution, hist []deployment.HistoryEvent) any {
 	runs := []stateRunJSON{}
-	for _, r := range engine.StateRuns(hist) {
+	for _, r := range deployment.StateRuns(hist) {
 		runs = append(runs, stateRunJSON{
 			Name: r.Name, Type: r.Type, MapIteration: r.MapIteration, StartMs: r.Start.Milliseconds(),
 			DurationMs: r.Duration.Milliseconds(), Retries: r.Retries, Status: r.Status, Error: r.Error, Cause: r.Cause,
 		})
 	}
 	if hist == nil {
-		hist = []engine.HistoryEvent{}
+		hist = []deployment.HistoryEvent{}
 	}
 	return struct {
 		execution
-		States []stateRunJSON        `json:"states"`
-		Events []engine.HistoryEvent `json:"events"`
+		States []stateRunJSON            `json:"states"`
+		Events []deployment.HistoryEvent `json:"events"`
 	}{x, runs, hist}
 }
 

@@ -15,8 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
-
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
 func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -50,8 +49,8 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return writeDeployments(stdout, ds, now)
 }
 
-// deployment is one running (or starting, or stopping) deployment as ECS records it.
-type deployment struct {
+// listedDeployment is one running (or starting, or stopping) deployment as ECS records it.
+type listedDeployment struct {
 	DeploymentID string  `json:"deploymentId"`
 	Model        string  `json:"model"`
 	Env          string  `json:"env"`
@@ -76,12 +75,12 @@ type deployment struct {
 // deployment id as startedBy; startedBy, when not empty, narrows the list to one deployment. With interrupted, a
 // deployment whose ready task stopped on its own (the teardown function tagged it interrupted, with its stop
 // code) and that has no live task shows as INTERRUPTED while ECS still describes the stopped task (about an hour).
-func listDeployments(ctx context.Context, tasks steps.TaskStopper, sched steps.Schedules, cluster, group, startedBy string, now time.Time, interrupted bool) ([]deployment, error) {
+func listDeployments(ctx context.Context, tasks deployment.TaskStopper, sched deployment.Schedules, cluster, group, startedBy string, now time.Time, interrupted bool) ([]listedDeployment, error) {
 	statuses := []ecstypes.DesiredStatus{ecstypes.DesiredStatusRunning}
 	if interrupted {
 		statuses = append(statuses, ecstypes.DesiredStatusStopped)
 	}
-	ds := []deployment{}
+	ds := []listedDeployment{}
 	live := map[string]bool{}
 	for _, desired := range statuses {
 		in := &ecs.ListTasksInput{Cluster: aws.String(cluster), DesiredStatus: desired}
@@ -112,31 +111,31 @@ func listDeployments(ctx context.Context, tasks steps.TaskStopper, sched steps.S
 				return nil, awsErr("ecs:DescribeTasks", err)
 			}
 			for _, t := range out.Tasks {
-				id := steps.TagValue(t.Tags, steps.TagDeploymentID)
-				if steps.TagValue(t.Tags, steps.TagManagedBy) != steps.ManagedByValue || id == "" || aws.ToString(t.StartedBy) != id {
+				id := deployment.TagValue(t.Tags, deployment.TagDeploymentID)
+				if deployment.TagValue(t.Tags, deployment.TagManagedBy) != deployment.ManagedByValue || id == "" || aws.ToString(t.StartedBy) != id {
 					continue
 				}
 				stopped := aws.ToString(t.LastStatus) == "STOPPED"
 				switch {
 				case desired == ecstypes.DesiredStatusRunning && stopped:
 					continue
-				case desired == ecstypes.DesiredStatusStopped && (live[id] || steps.TagValue(t.Tags, steps.TagInterrupted) == ""):
+				case desired == ecstypes.DesiredStatusStopped && (live[id] || deployment.TagValue(t.Tags, deployment.TagInterrupted) == ""):
 					continue
 				}
-				d := deployment{
-					DeploymentID: id, Model: steps.TagValue(t.Tags, steps.TagModel), Env: steps.TagValue(t.Tags, steps.TagEnv),
-					Requester: steps.TagValue(t.Tags, steps.TagRequester), Placement: steps.TagValue(t.Tags, steps.TagPlacement),
-					InstanceType: steps.TagValue(t.Tags, steps.TagInstanceType), Status: aws.ToString(t.LastStatus),
+				d := listedDeployment{
+					DeploymentID: id, Model: deployment.TagValue(t.Tags, deployment.TagModel), Env: deployment.TagValue(t.Tags, deployment.TagEnv),
+					Requester: deployment.TagValue(t.Tags, deployment.TagRequester), Placement: deployment.TagValue(t.Tags, deployment.TagPlacement),
+					InstanceType: deployment.TagValue(t.Tags, deployment.TagInstanceType), Status: aws.ToString(t.LastStatus),
 					TaskArn: aws.ToString(t.TaskArn),
 				}
 				end := now
 				if desired == ecstypes.DesiredStatusStopped {
-					d.Status = "INTERRUPTED (" + steps.TagValue(t.Tags, steps.TagInterrupted) + ")"
+					d.Status = "INTERRUPTED (" + deployment.TagValue(t.Tags, deployment.TagInterrupted) + ")"
 					d.StoppedReason = aws.ToString(t.StoppedReason)
 					end = aws.ToTime(t.StoppedAt)
 				}
 				live[id] = true
-				d.HourlyUSD, _ = strconv.ParseFloat(steps.TagValue(t.Tags, steps.TagHourlyUSD), 64)
+				d.HourlyUSD, _ = strconv.ParseFloat(deployment.TagValue(t.Tags, deployment.TagHourlyUSD), 64)
 				d.StartedAt = aws.ToTime(t.StartedAt)
 				if d.StartedAt.IsZero() {
 					d.StartedAt = aws.ToTime(t.CreatedAt)
@@ -167,8 +166,8 @@ func listDeployments(ctx context.Context, tasks steps.TaskStopper, sched steps.S
 }
 
 // autoStopAt reads the deployment's auto-stop schedule; zero when it has none.
-func autoStopAt(ctx context.Context, sched steps.Schedules, group, id string) (time.Time, error) {
-	out, err := sched.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(steps.ScheduleName(id)), GroupName: aws.String(group)})
+func autoStopAt(ctx context.Context, sched deployment.Schedules, group, id string) (time.Time, error) {
+	out, err := sched.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(deployment.ScheduleName(id)), GroupName: aws.String(group)})
 	if isCode(err, "ResourceNotFoundException") {
 		return time.Time{}, nil
 	}
@@ -190,7 +189,7 @@ func autoStopAt(ctx context.Context, sched steps.Schedules, group, id string) (t
 }
 
 // writeDeployments prints the deployments as a table.
-func writeDeployments(w io.Writer, ds []deployment, now time.Time) error {
+func writeDeployments(w io.Writer, ds []listedDeployment, now time.Time) error {
 	if len(ds) == 0 {
 		_, err := fmt.Fprintln(w, "no deployments running")
 		return err

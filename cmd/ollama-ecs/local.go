@@ -20,12 +20,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	"github.com/ollama/ollama/api"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/local"
 	localcloud "github.com/ollama-ecs/ollama-ecs/local/cloud"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
-	"github.com/ollama-ecs/ollama-ecs/workflow"
 )
 
 func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -203,21 +203,21 @@ func (d *demo) run() error {
 }
 
 // wait waits for an execution and returns its deployment record, or its error name and cause.
-func (d *demo) wait(arn string) (workflow.Record, error) {
+func (d *demo) wait(arn string) (deployment.Record, error) {
 	ex, err := d.s.Engine.Wait(d.ctx, arn)
 	if err != nil {
-		return workflow.Record{}, err
+		return deployment.Record{}, err
 	}
 	d.execs = append(d.execs, ex)
 	if ex.Status != engine.StatusSucceeded {
-		return workflow.Record{}, fmt.Errorf("%s %s: %s", ex.Status, ex.Error, ex.Cause)
+		return deployment.Record{}, fmt.Errorf("%s %s: %s", ex.Status, ex.Error, ex.Cause)
 	}
-	var rec workflow.Record
+	var rec deployment.Record
 	err = json.Unmarshal(ex.Output, &rec)
 	return rec, err
 }
 
-func (d *demo) generate(rec workflow.Record) error {
+func (d *demo) generate(rec deployment.Record) error {
 	base, err := url.Parse(rec.Endpoint)
 	if err != nil {
 		return err
@@ -274,18 +274,18 @@ func (d *demo) summary(total time.Duration) {
 	fmt.Fprintln(d.out, "\nexecution history (as the Step Functions console shows it):")
 	for _, ex := range d.execs {
 		fmt.Fprintf(d.out, "\n%s  %s  %s\n", ex.Name, ex.Status, ex.StopDate.Sub(ex.StartDate).Round(time.Millisecond))
-		fmt.Fprint(d.out, indent(engine.RenderHistory(ex.Events), "  "))
+		fmt.Fprint(d.out, indent(deployment.RenderHistory(ex.Events), "  "))
 	}
 	fmt.Fprintln(d.out, "\nsummary:")
 	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  EXECUTION\tSTATUS\tSTATES\tDURATION\tRESULT")
 	for _, ex := range d.execs {
 		result := ex.Error
-		var rec workflow.Record
+		var rec deployment.Record
 		if json.Unmarshal(ex.Output, &rec) == nil && rec.DeploymentID != "" {
 			result = fmt.Sprintf("%s %s on %s at $%.4f/h", rec.DeploymentID, rec.Model, rec.Placement, rec.HourlyCostUSD)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\n", short(ex.Name), ex.Status, len(engine.StateRuns(ex.Events)),
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\n", short(ex.Name), ex.Status, len(deployment.StateRuns(ex.Events)),
 			ex.StopDate.Sub(ex.StartDate).Round(time.Millisecond), result)
 	}
 	tw.Flush()
@@ -298,7 +298,7 @@ func (d *demo) summary(total time.Duration) {
 	fmt.Fprintf(d.out, "\n%d of %d steps happened in %s\n", ok, len(d.steps), total.Round(time.Millisecond))
 }
 
-func describe(r workflow.Record) string {
+func describe(r deployment.Record) string {
 	if r.DeploymentID == "" {
 		return ""
 	}

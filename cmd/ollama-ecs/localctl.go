@@ -16,12 +16,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 	"github.com/ollama-ecs/ollama-ecs/local"
 	localcloud "github.com/ollama-ecs/ollama-ecs/local/cloud"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
-	"github.com/ollama-ecs/ollama-ecs/workflow"
 )
 
 // localStack is what the local commands need from a stack: a running one reached through its control API
@@ -265,8 +264,8 @@ func followLocal(ctx context.Context, ls localStack, arn string, asJSON bool, st
 			rec, ferr := finish(x)
 			if asJSON {
 				out := struct {
-					Execution  execution        `json:"execution"`
-					Deployment *workflow.Record `json:"deployment,omitempty"`
+					Execution  execution          `json:"execution"`
+					Deployment *deployment.Record `json:"deployment,omitempty"`
 				}{Execution: x}
 				if ferr == nil {
 					out.Deployment = &rec
@@ -298,7 +297,7 @@ func runLocalList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	var ds []deployment
+	var ds []listedDeployment
 	if err := ls.Do(ctx, http.MethodGet, "/deployments", nil, &ds); err != nil {
 		return err
 	}
@@ -313,7 +312,7 @@ func runLocalStop(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	var res steps.Stopped
+	var res deployment.Stopped
 	if err := ls.Do(ctx, http.MethodPost, "/stop", events.StopRequest{DeploymentID: pos[0]}, &res); err != nil {
 		return err
 	}
@@ -362,7 +361,7 @@ func runLocalHistory(ctx context.Context, args []string, stdout, stderr io.Write
 		if err := ls.Do(ctx, http.MethodGet, "/executions/"+started[i].ExecutionArn, nil, &ex); err != nil {
 			return err
 		}
-		var rec workflow.Record
+		var rec deployment.Record
 		_ = json.Unmarshal(ex.Output, &rec)
 		if ex.ExecutionArn != pos[0] && ex.Name != pos[0] && rec.DeploymentID != pos[0] &&
 			!strings.Contains(string(ex.Input), `"`+pos[0]+`"`) {
@@ -375,7 +374,7 @@ func runLocalHistory(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 		writeExecutionHeader(stdout, x)
 		fmt.Fprintln(stdout)
-		fmt.Fprint(stdout, engine.RenderHistory(ex.Events))
+		fmt.Fprint(stdout, deployment.RenderHistory(ex.Events))
 		return nil
 	}
 	return fmt.Errorf("no execution for %q on the local stack", pos[0])

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 )
 
 func runStop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -77,7 +77,7 @@ func runStop(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		_, err = fmt.Fprintf(stdout, "stop request for %s put on bus %s (event %s)\n", id, c.Outputs[outEventBus], evID)
 		return err
 	}
-	s := &steps.Stopper{ECS: c.ECS, Scheduler: c.Scheduler, Cluster: cluster, Group: group}
+	s := &deployment.Stopper{ECS: c.ECS, Scheduler: c.Scheduler, Cluster: cluster, Group: group}
 	res, err := s.StopDeployment(ctx, id, shorten(why, 255))
 	if err != nil {
 		return err
@@ -88,7 +88,7 @@ func runStop(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return writeStopped(stdout, id, res)
 }
 
-func writeStopped(w io.Writer, id string, res steps.Stopped) error {
+func writeStopped(w io.Writer, id string, res deployment.Stopped) error {
 	fmt.Fprintf(w, "stopped %s\n", id)
 	tasks, schedules := "none", "none"
 	if len(res.Tasks) > 0 {

@@ -1,24 +1,6 @@
-// Command cleanup is the "Clean up" step: after a failure it stops the deployment's task and deletes its schedule.
+// Command cleanup is the "Clean up" and "Release placement" steps.
 package main
 
-import (
-	"context"
-	"fmt"
-	"os"
+import "github.com/ollama-ecs/ollama-ecs/functions/steps"
 
-	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-sdk-go-v2/service/ecs"
-	"github.com/aws/aws-sdk-go-v2/service/scheduler"
-
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
-)
-
-func main() {
-	cfg, awsCfg, log, err := steps.Boot(context.Background())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "cleanup:", err)
-		os.Exit(1)
-	}
-	h := &steps.Cleanup{Stopper: &steps.Stopper{ECS: ecs.NewFromConfig(awsCfg), Scheduler: scheduler.NewFromConfig(awsCfg), Cluster: cfg.Cluster, Group: cfg.ScheduleGroup, Log: log}}
-	lambda.Start(h.Handle)
-}
+func main() { steps.Start("cleanup", func(s *steps.Set) any { return s.Cleanup.Handle }) }

@@ -12,34 +12,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	schedtypes "github.com/aws/aws-sdk-go-v2/service/scheduler/types"
-	"github.com/aws/smithy-go"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
-
-// StopTaskTarget is EventBridge Scheduler's universal target for ECS StopTask: the schedule stops the task itself,
-// with no Lambda in between.
-const StopTaskTarget = "arn:aws:scheduler:::aws-sdk:ecs:stopTask"
-
-// AutoStopResult says when the deployment stops by itself.
-type AutoStopResult struct {
-	ScheduleName string `json:"scheduleName"`
-	// StopAt is the schedule's time, RFC 3339 in UTC.
-	StopAt string `json:"stopAt"`
-}
-
-// StopTaskInput is the schedule's payload: the StopTask request, in the API's own field names.
-type StopTaskInput struct {
-	Cluster string `json:"Cluster"`
-	Task    string `json:"Task"`
-	Reason  string `json:"Reason"`
-}
 
 // AutoStop creates a one-time schedule, named after the deployment and deleted after it fires, that stops the
 // deployment's task when its time to live is up.
 type AutoStop struct {
-	Scheduler Schedules
+	Scheduler deployment.Schedules
 	// ECS is asked, once the schedule exists, whether the task is still wanted: a stop that landed between the
 	// last health poll and this step would otherwise leave a schedule and a successful record behind.
-	ECS     TaskDescriber
+	ECS     deployment.TaskDescriber
 	Cluster string
 	Group   string
 	RoleArn string
@@ -47,9 +29,9 @@ type AutoStop struct {
 	Log     *slog.Logger
 }
 
-func (a *AutoStop) Handle(ctx context.Context, s State) (AutoStopResult, error) {
+func (a *AutoStop) Handle(ctx context.Context, s deployment.State) (deployment.AutoStopResult, error) {
 	if s.Request == nil || s.Task == nil || s.Plan == nil {
-		return AutoStopResult{}, &IncompleteStateError{Step: "Schedule auto-stop", Missing: "its task"}
+		return deployment.AutoStopResult{}, &deployment.IncompleteStateError{Step: "Schedule auto-stop", Missing: "its task"}
 	}
 	now := time.Now
 	if a.Now != nil {
@@ -58,8 +40,8 @@ func (a *AutoStop) Handle(ctx context.Context, s State) (AutoStopResult, error) 
 	ttl := time.Duration(s.Plan.AutoStopSeconds) * time.Second
 	// The scheduler has one-minute precision: round up, so a deployment never stops early.
 	at := now().UTC().Add(ttl).Add(time.Minute - time.Nanosecond).Truncate(time.Minute)
-	name := ScheduleName(s.Request.DeploymentID)
-	payload, _ := json.Marshal(StopTaskInput{
+	name := deployment.ScheduleName(s.Request.DeploymentID)
+	payload, _ := json.Marshal(deployment.StopTaskInput{
 		Cluster: a.Cluster, Task: s.Task.TaskArn,
 		Reason: fmt.Sprintf("ollama-ecs auto-stop after %s", ttl),
 	})
@@ -73,7 +55,7 @@ func (a *AutoStop) Handle(ctx context.Context, s State) (AutoStopResult, error) 
 			ActionAfterCompletion:      schedtypes.ActionAfterCompletionDelete,
 			Description:                aws.String("auto-stop of ollama-ecs deployment " + s.Request.DeploymentID),
 			Target: &schedtypes.Target{
-				Arn: aws.String(StopTaskTarget), RoleArn: aws.String(a.RoleArn), Input: aws.String(string(payload)),
+				Arn: aws.String(deployment.StopTaskTarget), RoleArn: aws.String(a.RoleArn), Input: aws.String(string(payload)),
 				RetryPolicy: &schedtypes.RetryPolicy{MaximumRetryAttempts: aws.Int32(10)},
 			},
 		})
@@ -81,12 +63,12 @@ func (a *AutoStop) Handle(ctx context.Context, s State) (AutoStopResult, error) 
 	}
 	err := create()
 	var conflict *schedtypes.ConflictException
-	if errors.As(err, &conflict) || isCode(err, "ConflictException") {
+	if errors.As(err, &conflict) || deployment.IsCode(err, "ConflictException") {
 		got, gerr := a.Scheduler.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(name), GroupName: aws.String(a.Group)})
 		if gerr != nil {
-			return AutoStopResult{}, awsError("scheduler:GetSchedule", gerr)
+			return deployment.AutoStopResult{}, deployment.AWSError("scheduler:GetSchedule", gerr)
 		}
-		if scheduleTarget(got) == s.Task.TaskArn {
+		if deployment.ScheduleTarget(got) == s.Task.TaskArn {
 			// A retried step: the schedule is already there. Report the time it actually has.
 			if t, perr := time.Parse("at(2006-01-02T15:04:05)", aws.ToString(got.ScheduleExpression)); perr == nil {
 				at = t
@@ -96,55 +78,38 @@ func (a *AutoStop) Handle(ctx context.Context, s State) (AutoStopResult, error) 
 			// A schedule of another task of this id. If that task still runs, the schedule is another request's:
 			// leave it (Clean up then stops only this execution's task). If it is gone, the schedule would stop
 			// nothing: replace it.
-			if target := scheduleTarget(got); target != "" {
+			if target := deployment.ScheduleTarget(got); target != "" {
 				live, lerr := a.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(a.Cluster), Tasks: []string{target}})
 				if lerr != nil {
-					return AutoStopResult{}, awsError("ecs:DescribeTasks", lerr)
+					return deployment.AutoStopResult{}, deployment.AWSError("ecs:DescribeTasks", lerr)
 				}
 				if len(live.Tasks) > 0 && aws.ToString(live.Tasks[0].DesiredStatus) != "STOPPED" {
-					return AutoStopResult{}, &DeploymentExistsError{DeploymentID: s.Request.DeploymentID, Tasks: []string{target},
+					return deployment.AutoStopResult{}, &deployment.DeploymentExistsError{DeploymentID: s.Request.DeploymentID, Tasks: []string{target},
 						Reason: "another request's running task holds the auto-stop schedule"}
 				}
 			}
-			if _, derr := a.Scheduler.DeleteSchedule(ctx, &scheduler.DeleteScheduleInput{Name: aws.String(name), GroupName: aws.String(a.Group)}); derr != nil && !isNotFound(derr) {
-				return AutoStopResult{}, awsError("scheduler:DeleteSchedule", derr)
+			if _, derr := a.Scheduler.DeleteSchedule(ctx, &scheduler.DeleteScheduleInput{Name: aws.String(name), GroupName: aws.String(a.Group)}); derr != nil && !deployment.IsNotFound(derr) {
+				return deployment.AutoStopResult{}, deployment.AWSError("scheduler:DeleteSchedule", derr)
 			}
 			err = create()
 		}
 	}
 	if err != nil {
-		return AutoStopResult{}, awsError("scheduler:CreateSchedule", err)
+		return deployment.AutoStopResult{}, deployment.AWSError("scheduler:CreateSchedule", err)
 	}
 	out, err := a.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(a.Cluster), Tasks: []string{s.Task.TaskArn}})
 	if err != nil {
-		return AutoStopResult{}, awsError("ecs:DescribeTasks", err)
+		return deployment.AutoStopResult{}, deployment.AWSError("ecs:DescribeTasks", err)
 	}
 	if len(out.Tasks) == 0 || aws.ToString(out.Tasks[0].DesiredStatus) == "STOPPED" {
 		// Clean up (next) deletes the schedule just made.
-		e := &TaskStoppedError{TaskArn: s.Task.TaskArn, StopCode: "Missing", Reason: "the task is no longer known to ECS"}
+		e := &deployment.TaskStoppedError{TaskArn: s.Task.TaskArn, StopCode: "Missing", Reason: "the task is no longer known to ECS"}
 		if len(out.Tasks) > 0 {
 			e.StopCode, e.Reason = string(out.Tasks[0].StopCode), aws.ToString(out.Tasks[0].StoppedReason)
 		}
-		return AutoStopResult{}, e
+		return deployment.AutoStopResult{}, e
 	}
-	res := AutoStopResult{ScheduleName: name, StopAt: at.Format(time.RFC3339)}
-	logger(a.Log, s.Request.DeploymentID).Info("auto-stop scheduled", "schedule", name, "stopAt", res.StopAt)
+	res := deployment.AutoStopResult{ScheduleName: name, StopAt: at.Format(time.RFC3339)}
+	deployment.Logger(a.Log, s.Request.DeploymentID).Info("auto-stop scheduled", "schedule", name, "stopAt", res.StopAt)
 	return res, nil
-}
-
-// scheduleTarget is the task an auto-stop schedule stops, read from its StopTask payload ("" if unreadable).
-func scheduleTarget(got *scheduler.GetScheduleOutput) string {
-	if got == nil || got.Target == nil {
-		return ""
-	}
-	var in StopTaskInput
-	if json.Unmarshal([]byte(aws.ToString(got.Target.Input)), &in) != nil {
-		return ""
-	}
-	return in.Task
-}
-
-func isCode(err error, code string) bool {
-	var api smithy.APIError
-	return errors.As(err, &api) && api.ErrorCode() == code
 }

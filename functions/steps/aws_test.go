@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 	"github.com/ollama-ecs/ollama-ecs/test/moto"
@@ -48,14 +49,14 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		}
 		return &p
 	}
-	request := &Request{DeploymentID: "d-moto-1", ModelName: "mistral:7b", Source: "ollama://mistral:7b", Env: "dev", Requester: "tester"}
+	request := &deployment.Request{DeploymentID: "d-moto-1", ModelName: "mistral:7b", Source: "ollama://mistral:7b", Env: "dev", Requester: "tester"}
 
 	t.Run("run a Fargate task with tags, startedBy and overrides", func(t *testing.T) {
 		setupCluster(t)
 		ctx := moto.Context(t)
 		p := plan(t, "mistral:7b", planner.PreferCPU)
 		cand := p.Candidates[1] // on-demand Fargate: moto has no Fargate Spot provider
-		info, err := runner.Handle(ctx, State{Request: request, Plan: p, Capacity: &CapacityState{Available: true, Candidate: &cand}})
+		info, err := runner.Handle(ctx, deployment.State{Request: request, Plan: p, Capacity: &deployment.CapacityState{Available: true, Candidate: &cand}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,8 +66,8 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 			t.Fatalf("describe: %v %+v", err, out)
 		}
 		task := out.Tasks[0]
-		if aws.ToString(task.StartedBy) != "d-moto-1" || TagValue(task.Tags, TagDeploymentID) != "d-moto-1" ||
-			TagValue(task.Tags, TagManagedBy) != ManagedByValue || TagValue(task.Tags, TagModel) != "mistral:7b" {
+		if aws.ToString(task.StartedBy) != "d-moto-1" || deployment.TagValue(task.Tags, deployment.TagDeploymentID) != "d-moto-1" ||
+			deployment.TagValue(task.Tags, deployment.TagManagedBy) != deployment.ManagedByValue || deployment.TagValue(task.Tags, deployment.TagModel) != "mistral:7b" {
 			t.Errorf("startedBy %q tags %+v", aws.ToString(task.StartedBy), task.Tags)
 		}
 		if !strings.Contains(aws.ToString(task.TaskDefinitionArn), "ollama-cpu") {
@@ -94,7 +95,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		}
 		p := plan(t, "mistral:7b", planner.PreferGPU)
 		cand := p.Candidates[0]
-		info, err := runner.Handle(ctx, State{Request: request, Plan: p, Capacity: &CapacityState{Available: true, Candidate: &cand}})
+		info, err := runner.Handle(ctx, deployment.State{Request: request, Plan: p, Capacity: &deployment.CapacityState{Available: true, Candidate: &cand}})
 		if err != nil || !info.GPU || info.InstanceType != "g4dn.xlarge" {
 			t.Fatalf("GPU run: %+v %v", info, err)
 		}
@@ -102,17 +103,17 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		if _, err := ecsc.RegisterTaskDefinition(ctx, &ecs.RegisterTaskDefinitionInput{
 			Family: aws.String("ollama-gpu-huge"), NetworkMode: ecstypes.NetworkModeAwsvpc,
 			RequiresCompatibilities: []ecstypes.Compatibility{ecstypes.CompatibilityEc2},
-			ContainerDefinitions:    []ecstypes.ContainerDefinition{{Name: aws.String(ContainerName), Image: aws.String("x"), Memory: aws.Int32(400000)}},
+			ContainerDefinitions:    []ecstypes.ContainerDefinition{{Name: aws.String(deployment.ContainerName), Image: aws.String("x"), Memory: aws.Int32(400000)}},
 		}); err != nil {
 			t.Fatal(err)
 		}
 		huge := *runner
 		huge.GPUTaskDefinition = "ollama-gpu-huge"
-		_, err = huge.Handle(ctx, State{Request: &Request{DeploymentID: "d-moto-2", ModelName: "mistral:7b", Env: "dev"}, Plan: p,
-			Capacity: &CapacityState{Available: true, Candidate: &cand}})
-		var capErr *CapacityError
+		_, err = huge.Handle(ctx, deployment.State{Request: &deployment.Request{DeploymentID: "d-moto-2", ModelName: "mistral:7b", Env: "dev"}, Plan: p,
+			Capacity: &deployment.CapacityState{Available: true, Candidate: &cand}})
+		var capErr *deployment.CapacityError
 		if !errors.As(err, &capErr) {
-			t.Fatalf("got %T %v, want *CapacityError", err, err)
+			t.Fatalf("got %T %v, want *deployment.CapacityError", err, err)
 		}
 	})
 
@@ -124,9 +125,9 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		// to the default quota) and does not implement GetAWSDefaultServiceQuota: its 500 must come back as a
 		// retryable AWSServiceError, never as room.
 		_, _, err := l.QuotaRoom(ctx, "g4dn.xlarge")
-		var svc *AWSServiceError
+		var svc *deployment.AWSServiceError
 		if !errors.As(err, &svc) || !strings.Contains(svc.Op, "GetAWSDefaultServiceQuota") {
-			t.Fatalf("quota: %T %v, want an AWSServiceError from the default quota", err, err)
+			t.Fatalf("quota: %T %v, want an deployment.AWSServiceError from the default quota", err, err)
 		}
 		images, err := ec2c.DescribeImages(ctx, &ec2.DescribeImagesInput{})
 		if err != nil || len(images.Images) == 0 {
@@ -160,13 +161,13 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		ctx := moto.Context(t)
 		c := &Capacity{ECS: ecsc, Launches: &Launches{ECS: ecsc, Groups: asg}, Cluster: "ollama"}
 		p := plan(t, "mistral:7b", planner.PreferGPU)
-		st, err := c.Handle(ctx, State{Request: request, Plan: p})
+		st, err := c.Handle(ctx, deployment.State{Request: request, Plan: p})
 		if err != nil || st.Available || len(st.Attempts) != 1 || !strings.Contains(st.Attempts[0].Reason, "no g4dn.xlarge container instance") {
 			t.Fatalf("first GPU candidate: %+v %v", st, err)
 		}
 		// Walk the ladder to the end: every GPU type refused, then the Fargate rungs pass.
 		for !st.Available {
-			st, err = c.Handle(ctx, State{Request: request, Plan: p, Capacity: &st})
+			st, err = c.Handle(ctx, deployment.State{Request: request, Plan: p, Capacity: &st})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,8 +177,8 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		}
 		gpuOnly := *p
 		gpuOnly.Candidates = p.Candidates[:1]
-		_, err = c.Handle(ctx, State{Request: request, Plan: &gpuOnly, Capacity: &CapacityState{Attempts: []Attempt{{Reason: "x"}}}})
-		var none *NoCapacityError
+		_, err = c.Handle(ctx, deployment.State{Request: request, Plan: &gpuOnly, Capacity: &deployment.CapacityState{Attempts: []deployment.Attempt{{Reason: "x"}}}})
+		var none *deployment.NoCapacityError
 		if !errors.As(err, &none) {
 			t.Errorf("past the last candidate: %T %v", err, err)
 		}
@@ -188,7 +189,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		ctx := moto.Context(t)
 		p := plan(t, "mistral:7b", planner.PreferCPU)
 		fargate := p.Candidates[1]
-		info, err := runner.Handle(ctx, State{Request: request, Plan: p, Capacity: &CapacityState{Available: true, Candidate: &fargate}})
+		info, err := runner.Handle(ctx, deployment.State{Request: request, Plan: p, Capacity: &deployment.CapacityState{Available: true, Candidate: &fargate}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,7 +198,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		}
 		now := time.Date(2026, 11, 27, 10, 0, 30, 0, time.UTC)
 		a := &AutoStop{Scheduler: sched, ECS: ecsc, Cluster: "ollama", Group: "ollama-ecs", RoleArn: "arn:aws:iam::123456789012:role/sched", Now: func() time.Time { return now }}
-		st := State{Request: request, Plan: &planner.Plan{AutoStopSeconds: 3600}, Task: &TaskInfo{TaskArn: info.TaskArn}}
+		st := deployment.State{Request: request, Plan: &planner.Plan{AutoStopSeconds: 3600}, Task: &deployment.TaskInfo{TaskArn: info.TaskArn}}
 		res, err := a.Handle(ctx, st)
 		if err != nil {
 			t.Fatal(err)
@@ -209,9 +210,9 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var input StopTaskInput
+		var input deployment.StopTaskInput
 		_ = json.Unmarshal([]byte(aws.ToString(got.Target.Input)), &input)
-		if aws.ToString(got.ScheduleExpression) != "at(2026-11-27T11:01:00)" || aws.ToString(got.Target.Arn) != StopTaskTarget ||
+		if aws.ToString(got.ScheduleExpression) != "at(2026-11-27T11:01:00)" || aws.ToString(got.Target.Arn) != deployment.StopTaskTarget ||
 			got.ActionAfterCompletion != "DELETE" || input.Task != st.Task.TaskArn {
 			t.Errorf("schedule %s target %s action %s input %+v", aws.ToString(got.ScheduleExpression), aws.ToString(got.Target.Arn), got.ActionAfterCompletion, input)
 		}
@@ -219,7 +220,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 			t.Errorf("retried create: %v", err)
 		}
 		// Cleanup stops the task and deletes the schedule; a second cleanup finds nothing and is fine.
-		s := &Stopper{ECS: ecsc, Scheduler: sched, Cluster: "ollama", Group: "ollama-ecs"}
+		s := &deployment.Stopper{ECS: ecsc, Scheduler: sched, Cluster: "ollama", Group: "ollama-ecs"}
 		for i, want := range []int{1, 0} {
 			res, err := s.StopDeployment(ctx, "d-moto-1", "test")
 			if err != nil || len(res.Schedules) != want || len(res.Tasks) != want {
@@ -228,7 +229,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		}
 		// A task stopped before the step runs: the step reports it, so the state machine cleans up.
 		_, err = a.Handle(ctx, st)
-		var stopped *TaskStoppedError
+		var stopped *deployment.TaskStoppedError
 		if !errors.As(err, &stopped) {
 			t.Errorf("auto-stop of a stopped task: %T %v", err, err)
 		}
@@ -243,12 +244,12 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		p := plan(t, "mistral:7b", planner.PreferCPU)
 		cand := p.Candidates[1]
 		var arns []string
-		for _, r := range []Request{
+		for _, r := range []deployment.Request{
 			{DeploymentID: "dev-one", ModelName: "mistral:7b", Env: "dev"},
 			{DeploymentID: "dev-two", ModelName: "mistral:7b", Env: "dev"},
 			{DeploymentID: "prod-one", ModelName: "mistral:7b", Env: "prod"},
 		} {
-			info, err := runner.Handle(ctx, State{Request: &r, Plan: p, Capacity: &CapacityState{Available: true, Candidate: &cand}})
+			info, err := runner.Handle(ctx, deployment.State{Request: &r, Plan: p, Capacity: &deployment.CapacityState{Available: true, Candidate: &cand}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -261,7 +262,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		td := &Teardown{Stopper: &Stopper{ECS: ecsc, Scheduler: sched, Cluster: "ollama", Group: "ollama-ecs"}}
+		td := &Teardown{Stopper: &deployment.Stopper{ECS: ecsc, Scheduler: sched, Cluster: "ollama", Group: "ollama-ecs"}}
 		raw, _ := json.Marshal(map[string]any{"version": "0", "id": "x", "source": "aws.events", "detail-type": "Scheduled Event", "detail": map[string]any{}})
 		res, err := td.Handle(ctx, raw)
 		if err != nil {
@@ -319,9 +320,9 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		}
 		for _, key := range []string{"models/notes.gguf", "models/hostile.gguf"} {
 			_, err := v.Handle(ctx, ValidateInput{Event: event(key, 1200)})
-			var notGGUF *NotGGUFError
+			var notGGUF *deployment.NotGGUFError
 			if !errors.As(err, &notGGUF) {
-				t.Errorf("%s: got %T %v, want *NotGGUFError", key, err, err)
+				t.Errorf("%s: got %T %v, want *deployment.NotGGUFError", key, err, err)
 			}
 		}
 	})
@@ -333,7 +334,7 @@ func TestConfigFromEnv(t *testing.T) {
 		"MODEL_TASK_DEFINITIONS": `{"llama3.1:8b":{"cpu":"ollama-cpu-llama3-1-8b","gpu":"ollama-gpu-llama3-1-8b"}}`,
 		"DEV_TTL":                "90m", "SUBNETS": "subnet-a,subnet-b",
 	}
-	c, err := ConfigFromEnv(func(k string) string { return env[k] })
+	c, err := deployment.ConfigFromEnv(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,14 +344,14 @@ func TestConfigFromEnv(t *testing.T) {
 	}
 	r := &RunTask{CPUTaskDefinition: "ollama-cpu", GPUTaskDefinition: "ollama-gpu", ModelTaskDefinitions: c.ModelTaskDefinitions}
 	gpu := planner.Candidate{TaskDefinition: planner.TaskDefinitionGPU, LaunchType: "EC2", GPUCount: 1}
-	if td := aws.ToString(r.input(&Request{ModelName: "llama3.1:8b", DeploymentID: "x"}, gpu, 0).TaskDefinition); td != "ollama-gpu-llama3-1-8b" {
+	if td := aws.ToString(r.input(&deployment.Request{ModelName: "llama3.1:8b", DeploymentID: "x"}, gpu, 0).TaskDefinition); td != "ollama-gpu-llama3-1-8b" {
 		t.Errorf("model image family %s", td)
 	}
-	if td := aws.ToString(r.input(&Request{ModelName: "mistral:7b", DeploymentID: "x"}, gpu, 0).TaskDefinition); td != "ollama-gpu" {
+	if td := aws.ToString(r.input(&deployment.Request{ModelName: "mistral:7b", DeploymentID: "x"}, gpu, 0).TaskDefinition); td != "ollama-gpu" {
 		t.Errorf("default family %s", td)
 	}
 	for _, bad := range []map[string]string{{"GPU_CAPACITY_PROVIDERS": "nope"}, {"DEV_TTL": "soon"}, {"MODEL_TASK_DEFINITIONS": "[1]"}} {
-		if _, err := ConfigFromEnv(func(k string) string { return bad[k] }); err == nil {
+		if _, err := deployment.ConfigFromEnv(func(k string) string { return bad[k] }); err == nil {
 			t.Errorf("accepted %v", bad)
 		}
 	}

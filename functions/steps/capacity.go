@@ -9,22 +9,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
-
-// CapacityState is where the walk down the fallback ladder stands.
-type CapacityState struct {
-	// Cursor indexes the plan's candidates.
-	Cursor int `json:"cursor"`
-	// Available is true when Candidate has room.
-	Available bool `json:"available"`
-	// Candidate is the one to run when Available.
-	Candidate *planner.Candidate `json:"candidate,omitempty"`
-	// Attempts are the rungs tried and refused, with why.
-	Attempts []Attempt `json:"attempts"`
-	// LastError is set by the state machine when RunTask refused the candidate for lack of capacity.
-	LastError *StateError `json:"lastError,omitempty"`
-}
 
 // Capacity checks one candidate per call, so each rung shows in the execution history. Fargate always passes
 // (RunTask reports Fargate capacity shortfalls itself); EC2 needs a container instance of the type with enough
@@ -32,7 +19,7 @@ type CapacityState struct {
 // within the account's vCPU quota for the family, and with no recent failed launch. After a model did not fit
 // wholly in one GPU type's memory, GPU candidates with no more GPU memory than that type are passed over.
 type Capacity struct {
-	ECS ContainerInstances
+	ECS deployment.ContainerInstances
 	// Launches checks that an instance a capacity provider must add can come: quota and recent launch failures.
 	Launches *Launches
 	Cluster  string
@@ -41,18 +28,18 @@ type Capacity struct {
 	Log       *slog.Logger
 }
 
-func (c *Capacity) Handle(ctx context.Context, s State) (CapacityState, error) {
+func (c *Capacity) Handle(ctx context.Context, s deployment.State) (deployment.CapacityState, error) {
 	if s.Plan == nil || s.Request == nil {
-		return CapacityState{}, &IncompleteStateError{Step: "Check EC2 capacity", Missing: "a plan"}
+		return deployment.CapacityState{}, &deployment.IncompleteStateError{Step: "Check EC2 capacity", Missing: "a plan"}
 	}
-	log := logger(c.Log, s.Request.DeploymentID)
-	st := CapacityState{Attempts: []Attempt{}}
+	log := deployment.Logger(c.Log, s.Request.DeploymentID)
+	st := deployment.CapacityState{Attempts: []deployment.Attempt{}}
 	var notOnGPU *planner.Candidate // the GPU type the model did not wholly fit in
 	if prev := s.Capacity; prev != nil {
 		st.Cursor, st.Attempts = prev.Cursor, prev.Attempts
 		if prev.LastError != nil && prev.Cursor < len(s.Plan.Candidates) {
 			failed := s.Plan.Candidates[prev.Cursor]
-			st.Attempts = append(st.Attempts, Attempt{failed.Placement, failed.InstanceType, prev.LastError.Cause})
+			st.Attempts = append(st.Attempts, deployment.Attempt{Placement: failed.Placement, InstanceType: failed.InstanceType, Reason: prev.LastError.Cause})
 			if prev.LastError.Error == "ModelNotOnGPUError" && failed.IsGPU() {
 				notOnGPU = &failed
 			}
@@ -65,21 +52,21 @@ func (c *Capacity) Handle(ctx context.Context, s State) (CapacityState, error) {
 		if !next.IsGPU() || gpuPoolMiB(next) > gpuPoolMiB(*notOnGPU) {
 			break
 		}
-		st.Attempts = append(st.Attempts, Attempt{next.Placement, next.InstanceType, fmt.Sprintf(
+		st.Attempts = append(st.Attempts, deployment.Attempt{Placement: next.Placement, InstanceType: next.InstanceType, Reason: fmt.Sprintf(
 			"passed over: %d MiB of GPU memory is no more than %s's, which did not hold the model", gpuPoolMiB(next), notOnGPU.InstanceType)})
 		st.Cursor++
 	}
 	if st.Cursor >= len(s.Plan.Candidates) {
-		return CapacityState{}, &NoCapacityError{Attempts: st.Attempts}
+		return deployment.CapacityState{}, &deployment.NoCapacityError{Attempts: st.Attempts}
 	}
 	cand := s.Plan.Candidates[st.Cursor]
 	ok, reason, err := c.check(ctx, cand)
 	if err != nil {
-		return CapacityState{}, err
+		return deployment.CapacityState{}, err
 	}
 	log.Info("capacity checked", "candidate", st.Cursor, "placement", cand.Placement, "available", ok, "reason", reason)
 	if !ok {
-		st.Attempts = append(st.Attempts, Attempt{cand.Placement, cand.InstanceType, reason})
+		st.Attempts = append(st.Attempts, deployment.Attempt{Placement: cand.Placement, InstanceType: cand.InstanceType, Reason: reason})
 		return st, nil
 	}
 	st.Available, st.Candidate = true, &cand
@@ -128,7 +115,7 @@ func (c *Capacity) freeInstances(ctx context.Context, cand planner.Candidate) (f
 	for {
 		out, err := c.ECS.ListContainerInstances(ctx, in)
 		if err != nil {
-			return 0, 0, awsError("ecs:ListContainerInstances", err)
+			return 0, 0, deployment.AWSError("ecs:ListContainerInstances", err)
 		}
 		arns = append(arns, out.ContainerInstanceArns...)
 		if out.NextToken == nil {
@@ -141,7 +128,7 @@ func (c *Capacity) freeInstances(ctx context.Context, cand planner.Candidate) (f
 			Cluster: aws.String(c.Cluster), ContainerInstances: arns[start:min(start+100, len(arns))],
 		})
 		if err != nil {
-			return 0, 0, awsError("ecs:DescribeContainerInstances", err)
+			return 0, 0, deployment.AWSError("ecs:DescribeContainerInstances", err)
 		}
 		for _, ci := range out.ContainerInstances {
 			checked++

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
 
@@ -25,9 +26,9 @@ type Configure struct {
 	Log          *slog.Logger
 }
 
-func (c *Configure) Handle(_ context.Context, s State) (planner.Plan, error) {
+func (c *Configure) Handle(_ context.Context, s deployment.State) (planner.Plan, error) {
 	if s.Request == nil {
-		return planner.Plan{}, &IncompleteStateError{Step: "Choose configuration", Missing: "a request"}
+		return planner.Plan{}, &deployment.IncompleteStateError{Step: "Choose configuration", Missing: "a request"}
 	}
 	r := s.Request
 	policy := r.Policy
@@ -47,7 +48,7 @@ func (c *Configure) Handle(_ context.Context, s State) (planner.Plan, error) {
 	if r.TTLSeconds >= 0 {
 		plan.AutoStopSeconds = r.TTLSeconds
 	}
-	log := logger(c.Log, r.DeploymentID)
+	log := deployment.Logger(c.Log, r.DeploymentID)
 	first := plan.Candidates[0]
 	log.Info("placement planned", "candidates", len(plan.Candidates), "rejected", len(plan.Rejected),
 		"first", first.Placement, "instanceType", first.InstanceType, "hourlyUSD", first.HourlyCostUSD)

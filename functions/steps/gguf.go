@@ -13,6 +13,7 @@ import (
 	"github.com/ollama/ollama/fs/ggml"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
 const (
@@ -35,7 +36,7 @@ type rangeReader struct {
 	// state machine as the retryable error it is, not as a bad file.
 	awsErr error
 	ctx    context.Context
-	s3     ObjectReader
+	s3     deployment.ObjectReader
 	bucket string
 	key    string
 	size   int64
@@ -60,7 +61,7 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 			Bucket: aws.String(r.bucket), Key: aws.String(r.key), Range: aws.String(fmt.Sprintf("bytes=%d-%d", start, end)),
 		})
 		if err != nil {
-			r.awsErr = awsError("s3:GetObject", err)
+			r.awsErr = deployment.AWSError("s3:GetObject", err)
 			return 0, r.awsErr
 		}
 		blk, err = io.ReadAll(io.LimitReader(out.Body, end-start+1))
@@ -95,9 +96,9 @@ func (r *rangeReader) Seek(offset int64, whence int) (int64, error) {
 }
 
 // readGGUFModel sizes an uploaded GGUF from its header alone, read with ranged GETs.
-func readGGUFModel(ctx context.Context, s3c ObjectReader, bucket, key string, size int64, name string) (catalog.Model, error) {
+func readGGUFModel(ctx context.Context, s3c deployment.ObjectReader, bucket, key string, size int64, name string) (catalog.Model, error) {
 	bad := func(format string, args ...any) error {
-		return &NotGGUFError{Key: key, Reason: fmt.Sprintf(format, args...)}
+		return &deployment.NotGGUFError{Key: key, Reason: fmt.Sprintf(format, args...)}
 	}
 	if size < 32 {
 		return catalog.Model{}, bad("%d bytes is too small for a GGUF header", size)

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
 )
 
@@ -26,7 +27,7 @@ type memObject struct {
 	err       error
 }
 
-var _ ObjectReader = (*memObject)(nil)
+var _ deployment.ObjectReader = (*memObject)(nil)
 
 func (m *memObject) GetObject(_ context.Context, in *s3.GetObjectInput, _ ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
 	start, end := 0, len(m.data)-1
@@ -94,8 +95,8 @@ func TestReadGGUFModel(t *testing.T) {
 	for name, data := range hostile {
 		t.Run(name, func(t *testing.T) {
 			_, err := readGGUFModel(context.Background(), &memObject{data: data}, "b", "models/x.gguf", int64(len(data)), "x")
-			if _, ok := err.(*NotGGUFError); !ok {
-				t.Fatalf("got %T %v, want *NotGGUFError", err, err)
+			if _, ok := err.(*deployment.NotGGUFError); !ok {
+				t.Fatalf("got %T %v, want *deployment.NotGGUFError", err, err)
 			}
 		})
 	}
@@ -108,8 +109,8 @@ func TestReadGGUFModel(t *testing.T) {
 		u64(1), []byte("b"), u32(8), u64(900000), make([]byte, 900000))
 	throttled.data = bigHeader
 	_, err = readGGUFModel(context.Background(), throttled, "b", "models/x.gguf", int64(len(bigHeader)), "x")
-	if _, ok := err.(*ThrottlingError); !ok {
-		t.Errorf("throttled read: got %T %v, want *ThrottlingError", err, err)
+	if _, ok := err.(*deployment.ThrottlingError); !ok {
+		t.Errorf("throttled read: got %T %v, want *deployment.ThrottlingError", err, err)
 	}
 }
 
@@ -142,7 +143,7 @@ func FuzzGGUFHeader(f *testing.F) {
 			return
 		}
 		// Unwrapped: the state machine matches the error's own type name.
-		if _, ok := err.(*NotGGUFError); !ok {
+		if _, ok := err.(*deployment.NotGGUFError); !ok {
 			t.Fatalf("got %T %v", err, err)
 		}
 	})

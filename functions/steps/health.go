@@ -12,39 +12,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama/ollama/api"
 )
-
-// Phases of a deployment on its way to healthy, as the console shows them.
-const (
-	PhaseProvisioning = "PROVISIONING"
-	PhasePending      = "PENDING"
-	PhaseStarting     = "STARTING_SERVER"
-	PhasePulling      = "PULLING_MODEL"
-	PhaseLoading      = "LOADING_MODEL"
-	PhaseReady        = "READY"
-)
-
-// HealthState is one poll's answer; the state machine keeps it between polls.
-type HealthState struct {
-	Ready bool `json:"ready"`
-	// TaskArn is the task these polls watch: a new task (the next rung of the ladder) starts a new count.
-	TaskArn string `json:"taskArn"`
-	// Phase is where the deployment stands; Detail says more.
-	Phase  string `json:"phase"`
-	Detail string `json:"detail"`
-	// Polls counts the polls so far.
-	Polls int `json:"polls"`
-	// WaitSeconds is how long the state machine waits before the next poll.
-	WaitSeconds int `json:"waitSeconds"`
-	// Endpoint is Ollama's base URL once the task is running.
-	Endpoint string `json:"endpoint,omitempty"`
-	// FirstPollAt and Deadline bound the whole wait.
-	FirstPollAt string `json:"firstPollAt"`
-	Deadline    string `json:"deadline"`
-	// GPU is the GPU readiness rule's verdict: "met", "not applicable: <why>", or "" on a CPU placement.
-	GPU string `json:"gpu"`
-}
 
 // Health polls a deployment: the task RUNNING (a STOPPED task fails with its stop reason and exit code), then
 // Ollama answering, the model present, and the model loaded (on a GPU placement wholly in GPU memory, else it
@@ -52,7 +22,7 @@ type HealthState struct {
 // Watch, so readiness is noticed within PollInterval without paying for state transitions; then it returns with
 // the next wait, which grows with the time already waited.
 type Health struct {
-	ECS     TaskDescriber
+	ECS     deployment.TaskDescriber
 	Cluster string
 	// Endpoint finds a running task's Ollama base URL; on AWS, PrivateEndpoint(OLLAMA_PORT).
 	Endpoint func(ctx context.Context, task ecstypes.Task) (string, error)
@@ -79,12 +49,12 @@ func (h *Health) now() time.Time {
 	return time.Now()
 }
 
-func (h *Health) Handle(ctx context.Context, s State) (HealthState, error) {
+func (h *Health) Handle(ctx context.Context, s deployment.State) (deployment.HealthState, error) {
 	if s.Request == nil || s.Task == nil {
-		return HealthState{}, &IncompleteStateError{Step: "Poll health", Missing: "its task"}
+		return deployment.HealthState{}, &deployment.IncompleteStateError{Step: "Poll health", Missing: "its task"}
 	}
-	log := logger(h.Log, s.Request.DeploymentID)
-	st := HealthState{Polls: 1, TaskArn: s.Task.TaskArn}
+	log := deployment.Logger(h.Log, s.Request.DeploymentID)
+	st := deployment.HealthState{Polls: 1, TaskArn: s.Task.TaskArn}
 	start := h.now()
 	if prev := s.Health; prev != nil && prev.TaskArn == s.Task.TaskArn {
 		st.Polls = prev.Polls + 1
@@ -98,7 +68,7 @@ func (h *Health) Handle(ctx context.Context, s State) (HealthState, error) {
 	for {
 		if err := h.observe(ctx, s, &st); err != nil {
 			log.Warn("deployment unhealthy", "error", err)
-			return HealthState{}, err
+			return deployment.HealthState{}, err
 		}
 		if st.Ready {
 			log.Info("deployment healthy", "endpoint", st.Endpoint, "polls", st.Polls, "gpu", st.GPU)
@@ -106,17 +76,17 @@ func (h *Health) Handle(ctx context.Context, s State) (HealthState, error) {
 		}
 		now := h.now()
 		if now.After(deadline) {
-			return HealthState{}, &HealthTimeoutError{Phase: st.Phase, Detail: st.Detail}
+			return deployment.HealthState{}, &deployment.HealthTimeoutError{Phase: st.Phase, Detail: st.Detail}
 		}
 		// Only a task still waiting for an instance (PROVISIONING: an Auto Scaling scale-out takes minutes) is
 		// left to the state machine's Wait; any later phase is watched, so readiness is seen within PollInterval.
-		if st.Phase == PhaseProvisioning || now.Add(h.PollInterval).After(watchUntil) {
+		if st.Phase == deployment.PhaseProvisioning || now.Add(h.PollInterval).After(watchUntil) {
 			break
 		}
 		select {
 		case <-ctx.Done():
 			// The invocation ran out of time: a typed error, so the history names it.
-			return HealthState{}, &HealthTimeoutError{Phase: st.Phase, Detail: "the poll was cancelled: " + ctx.Err().Error()}
+			return deployment.HealthState{}, &deployment.HealthTimeoutError{Phase: st.Phase, Detail: "the poll was cancelled: " + ctx.Err().Error()}
 		case <-time.After(h.PollInterval):
 		}
 	}
@@ -132,20 +102,20 @@ func (h *Health) Handle(ctx context.Context, s State) (HealthState, error) {
 }
 
 // observe fills in the phase; an error means the deployment cannot become healthy.
-func (h *Health) observe(ctx context.Context, s State, st *HealthState) error {
+func (h *Health) observe(ctx context.Context, s deployment.State, st *deployment.HealthState) error {
 	out, err := h.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(h.Cluster), Tasks: []string{s.Task.TaskArn}})
 	if err != nil {
-		return awsError("ecs:DescribeTasks", err)
+		return deployment.AWSError("ecs:DescribeTasks", err)
 	}
 	if len(out.Tasks) == 0 {
-		return &TaskStoppedError{TaskArn: s.Task.TaskArn, StopCode: "Missing", Reason: "the task is no longer known to ECS"}
+		return &deployment.TaskStoppedError{TaskArn: s.Task.TaskArn, StopCode: "Missing", Reason: "the task is no longer known to ECS"}
 	}
 	task := out.Tasks[0]
 	status := aws.ToString(task.LastStatus)
 	if status == "STOPPED" || aws.ToString(task.DesiredStatus) == "STOPPED" {
-		e := &TaskStoppedError{TaskArn: s.Task.TaskArn, StopCode: string(task.StopCode), Reason: aws.ToString(task.StoppedReason)}
+		e := &deployment.TaskStoppedError{TaskArn: s.Task.TaskArn, StopCode: string(task.StopCode), Reason: aws.ToString(task.StoppedReason)}
 		for _, c := range task.Containers {
-			if aws.ToString(c.Name) == ContainerName {
+			if aws.ToString(c.Name) == deployment.ContainerName {
 				e.ExitCode = c.ExitCode
 				if r := aws.ToString(c.Reason); r != "" && e.Reason == "" {
 					e.Reason = r
@@ -155,36 +125,36 @@ func (h *Health) observe(ctx context.Context, s State, st *HealthState) error {
 		return e
 	}
 	if status == "PROVISIONING" {
-		st.Phase, st.Detail = PhaseProvisioning, "task is waiting for an instance"
+		st.Phase, st.Detail = deployment.PhaseProvisioning, "task is waiting for an instance"
 		return h.provisioning(ctx, s.Task, task)
 	}
 	if status != "RUNNING" {
-		st.Phase, st.Detail = PhasePending, "task is "+status
+		st.Phase, st.Detail = deployment.PhasePending, "task is "+status
 		return nil
 	}
 	if st.Endpoint == "" {
 		ep, err := h.Endpoint(ctx, task)
 		if err != nil {
-			st.Phase, st.Detail = PhaseStarting, err.Error()
+			st.Phase, st.Detail = deployment.PhaseStarting, err.Error()
 			return nil
 		}
 		st.Endpoint = ep
 	}
 	base, err := url.Parse(st.Endpoint)
 	if err != nil {
-		return &IncompleteStateError{Step: "Poll health", Missing: "a valid endpoint (got " + st.Endpoint + ")"}
+		return &deployment.IncompleteStateError{Step: "Poll health", Missing: "a valid endpoint (got " + st.Endpoint + ")"}
 	}
 	client := api.NewClient(base, h.HTTP)
 	callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if _, err := client.Version(callCtx); err != nil {
-		st.Phase, st.Detail = PhaseStarting, "ollama not answering yet"
+		st.Phase, st.Detail = deployment.PhaseStarting, "ollama not answering yet"
 		return nil
 	}
 	want := s.Request.ModelName
 	list, err := client.List(callCtx)
 	if err != nil {
-		st.Phase, st.Detail = PhaseStarting, "listing models: "+err.Error()
+		st.Phase, st.Detail = deployment.PhaseStarting, "listing models: "+err.Error()
 		return nil
 	}
 	present := false
@@ -192,12 +162,12 @@ func (h *Health) observe(ctx context.Context, s State, st *HealthState) error {
 		present = present || sameModel(m.Name, want) || sameModel(m.Model, want)
 	}
 	if !present {
-		st.Phase, st.Detail = PhasePulling, want+" not present yet"
+		st.Phase, st.Detail = deployment.PhasePulling, want+" not present yet"
 		return nil
 	}
 	ps, err := client.ListRunning(callCtx)
 	if err != nil {
-		st.Phase, st.Detail = PhaseLoading, "listing loaded models: "+err.Error()
+		st.Phase, st.Detail = deployment.PhaseLoading, "listing loaded models: "+err.Error()
 		return nil
 	}
 	for _, m := range ps.Models {
@@ -209,36 +179,30 @@ func (h *Health) observe(ctx context.Context, s State, st *HealthState) error {
 			case h.GPURuleNotApplicable != "":
 				st.GPU = "not applicable: " + h.GPURuleNotApplicable
 			case m.SizeVRAM < m.Size:
-				return &ModelNotOnGPUError{Model: want, Size: m.Size, SizeVRAM: m.SizeVRAM}
+				return &deployment.ModelNotOnGPUError{Model: want, Size: m.Size, SizeVRAM: m.SizeVRAM}
 			default:
 				st.GPU = "met"
 			}
 		}
-		st.Ready, st.Phase, st.Detail = true, PhaseReady, fmt.Sprintf("%s loaded (%d bytes)", want, m.Size)
+		st.Ready, st.Phase, st.Detail = true, deployment.PhaseReady, fmt.Sprintf("%s loaded (%d bytes)", want, m.Size)
 		return nil
 	}
-	st.Phase, st.Detail = PhaseLoading, want+" present, not loaded yet"
+	st.Phase, st.Detail = deployment.PhaseLoading, want+" present, not loaded yet"
 	return nil
 }
 
-// DefaultProvisioningTimeout is how long a task may wait for its instance. ECS managed scaling reacts to a
-// one-minute metric, then a GPU instance boots the ECS GPU AMI and registers its agent: three to five minutes
-// usually (the capacity provider's default instance warm-up is 300 s). Ten minutes is twice that, and leaves two
-// more rungs of the ladder inside the default 30-minute health timeout.
-const DefaultProvisioningTimeout = 10 * time.Minute
-
 // provisioning refuses the placement of a task that waits for an instance that does not come.
-func (h *Health) provisioning(ctx context.Context, info *TaskInfo, task ecstypes.Task) error {
+func (h *Health) provisioning(ctx context.Context, info *deployment.TaskInfo, task ecstypes.Task) error {
 	created := h.now()
 	if task.CreatedAt != nil {
 		created = *task.CreatedAt
 	}
 	bound := h.ProvisioningTimeout
 	if bound <= 0 {
-		bound = DefaultProvisioningTimeout
+		bound = deployment.DefaultProvisioningTimeout
 	}
 	if waited := h.now().Sub(created); waited > bound {
-		return &CapacityError{Reason: fmt.Sprintf("%s: the task waited %s in PROVISIONING for an instance (bound %s)",
+		return &deployment.CapacityError{Reason: fmt.Sprintf("%s: the task waited %s in PROVISIONING for an instance (bound %s)",
 			info.Placement, waited.Round(time.Second), bound)}
 	}
 	provider := aws.ToString(task.CapacityProviderName)
@@ -254,7 +218,7 @@ func (h *Health) provisioning(ctx context.Context, info *TaskInfo, task ecstypes
 		return err
 	}
 	if failure != "" {
-		return &CapacityError{Reason: info.Placement + ": " + failure}
+		return &deployment.CapacityError{Reason: info.Placement + ": " + failure}
 	}
 	return nil
 }

@@ -14,13 +14,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
 
 // describer answers DescribeTasks with one task.
 type describer struct{ task ecstypes.Task }
 
-var _ TaskDescriber = (*describer)(nil)
+var _ deployment.TaskDescriber = (*describer)(nil)
 
 func (d *describer) DescribeTasks(_ context.Context, in *ecs.DescribeTasksInput, _ ...func(*ecs.Options)) (*ecs.DescribeTasksOutput, error) {
 	return &ecs.DescribeTasksOutput{Tasks: []ecstypes.Task{d.task}}, nil
@@ -57,7 +58,7 @@ func TestHealthRules(t *testing.T) {
 	provisioning.LastStatus = aws.String("PROVISIONING")
 	stopped := running
 	stopped.LastStatus, stopped.StopCode, stopped.StoppedReason = aws.String("STOPPED"), ecstypes.TaskStopCodeEssentialContainerExited, aws.String("Essential container in task exited")
-	stopped.Containers = []ecstypes.Container{{Name: aws.String(ContainerName), ExitCode: &exit}}
+	stopped.Containers = []ecstypes.Container{{Name: aws.String(deployment.ContainerName), ExitCode: &exit}}
 	longProvisioning := provisioning
 	longProvisioning.CreatedAt = aws.Time(now.Add(-11 * time.Minute))
 
@@ -67,55 +68,55 @@ func TestHealthRules(t *testing.T) {
 		gpu     bool
 		loaded  bool
 		vram    int64
-		prev    *HealthState
+		prev    *deployment.HealthState
 		wantErr any
-		check   func(t *testing.T, st HealthState)
+		check   func(t *testing.T, st deployment.HealthState)
 	}{
 		{name: "GPU rule met: wholly in GPU memory", task: running, gpu: true, loaded: true, vram: 1000,
-			check: func(t *testing.T, st HealthState) {
-				if !st.Ready || st.GPU != "met" || st.Phase != PhaseReady {
+			check: func(t *testing.T, st deployment.HealthState) {
+				if !st.Ready || st.GPU != "met" || st.Phase != deployment.PhaseReady {
 					t.Errorf("%+v", st)
 				}
 			}},
-		{name: "GPU rule not met: part on the CPU", task: running, gpu: true, loaded: true, vram: 400, wantErr: new(*ModelNotOnGPUError)},
+		{name: "GPU rule not met: part on the CPU", task: running, gpu: true, loaded: true, vram: 400, wantErr: new(*deployment.ModelNotOnGPUError)},
 		{name: "CPU placement: no GPU verdict", task: running, loaded: true,
-			check: func(t *testing.T, st HealthState) {
+			check: func(t *testing.T, st deployment.HealthState) {
 				if !st.Ready || st.GPU != "" {
 					t.Errorf("%+v", st)
 				}
 			}},
 		{name: "present, not loaded yet", task: running, gpu: true,
-			check: func(t *testing.T, st HealthState) {
-				if st.Ready || st.Phase != PhaseLoading || st.WaitSeconds < 1 {
+			check: func(t *testing.T, st deployment.HealthState) {
+				if st.Ready || st.Phase != deployment.PhaseLoading || st.WaitSeconds < 1 {
 					t.Errorf("%+v", st)
 				}
 			}},
-		{name: "stopped task: stop code and exit code", task: stopped, wantErr: new(*TaskStoppedError),
+		{name: "stopped task: stop code and exit code", task: stopped, wantErr: new(*deployment.TaskStoppedError),
 			check: nil},
 		{name: "provisioning within the bound waits", task: provisioning, gpu: true,
-			check: func(t *testing.T, st HealthState) {
-				if st.Ready || st.Phase != PhaseProvisioning || st.WaitSeconds != 1 {
+			check: func(t *testing.T, st deployment.HealthState) {
+				if st.Ready || st.Phase != deployment.PhaseProvisioning || st.WaitSeconds != 1 {
 					t.Errorf("%+v", st)
 				}
 			}},
-		{name: "provisioning past the bound is a capacity refusal", task: longProvisioning, gpu: true, wantErr: new(*CapacityError)},
+		{name: "provisioning past the bound is a capacity refusal", task: longProvisioning, gpu: true, wantErr: new(*deployment.CapacityError)},
 		{name: "waits grow with the time waited", task: provisioning, gpu: true,
-			prev: &HealthState{TaskArn: "arn:task/1", Polls: 4, FirstPollAt: now.Add(-30 * time.Second).Format(time.RFC3339Nano)},
-			check: func(t *testing.T, st HealthState) {
+			prev: &deployment.HealthState{TaskArn: "arn:task/1", Polls: 4, FirstPollAt: now.Add(-30 * time.Second).Format(time.RFC3339Nano)},
+			check: func(t *testing.T, st deployment.HealthState) {
 				if st.Polls != 5 || st.WaitSeconds != 30 {
 					t.Errorf("%+v", st)
 				}
 			}},
 		{name: "a new task starts a new count", task: provisioning, gpu: true,
-			prev: &HealthState{TaskArn: "arn:task/0", Polls: 4, FirstPollAt: now.Add(-time.Hour).Format(time.RFC3339Nano)},
-			check: func(t *testing.T, st HealthState) {
+			prev: &deployment.HealthState{TaskArn: "arn:task/0", Polls: 4, FirstPollAt: now.Add(-time.Hour).Format(time.RFC3339Nano)},
+			check: func(t *testing.T, st deployment.HealthState) {
 				if st.Polls != 1 || st.TaskArn != "arn:task/1" {
 					t.Errorf("%+v", st)
 				}
 			}},
 		{name: "past the deadline", task: running, gpu: true,
-			prev:    &HealthState{TaskArn: "arn:task/1", Polls: 9, FirstPollAt: now.Add(-31 * time.Minute).Format(time.RFC3339Nano)},
-			wantErr: new(*HealthTimeoutError)},
+			prev:    &deployment.HealthState{TaskArn: "arn:task/1", Polls: 9, FirstPollAt: now.Add(-31 * time.Minute).Format(time.RFC3339Nano)},
+			wantErr: new(*deployment.HealthTimeoutError)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,9 +124,9 @@ func TestHealthRules(t *testing.T) {
 			h := &Health{ECS: &describer{task: tt.task}, Cluster: "c", HTTP: http.DefaultClient,
 				Endpoint: func(context.Context, ecstypes.Task) (string, error) { return url, nil },
 				Timeout:  30 * time.Minute, PollInterval: time.Millisecond, Now: func() time.Time { return now }}
-			st, err := h.Handle(context.Background(), State{
-				Request: &Request{DeploymentID: "d", ModelName: "tiny"},
-				Task:    &TaskInfo{TaskArn: "arn:task/1", GPU: tt.gpu, Placement: "EC2 g4dn.xlarge"},
+			st, err := h.Handle(context.Background(), deployment.State{
+				Request: &deployment.Request{DeploymentID: "d", ModelName: "tiny"},
+				Task:    &deployment.TaskInfo{TaskArn: "arn:task/1", GPU: tt.gpu, Placement: "EC2 g4dn.xlarge"},
 				Health:  tt.prev,
 			})
 			switch want := tt.wantErr.(type) {
@@ -134,19 +135,19 @@ func TestHealthRules(t *testing.T) {
 					t.Fatalf("error %v", err)
 				}
 				tt.check(t, st)
-			case **ModelNotOnGPUError:
+			case **deployment.ModelNotOnGPUError:
 				if !errors.As(err, want) || (*want).SizeVRAM != 400 {
 					t.Fatalf("error %T %v", err, err)
 				}
-			case **TaskStoppedError:
+			case **deployment.TaskStoppedError:
 				if !errors.As(err, want) || (*want).ExitCode == nil || *(*want).ExitCode != 137 {
 					t.Fatalf("error %T %v", err, err)
 				}
-			case **CapacityError:
+			case **deployment.CapacityError:
 				if !errors.As(err, want) {
 					t.Fatalf("error %T %v", err, err)
 				}
-			case **HealthTimeoutError:
+			case **deployment.HealthTimeoutError:
 				if !errors.As(err, want) {
 					t.Fatalf("error %T %v", err, err)
 				}
@@ -165,8 +166,8 @@ func TestCapacityPassesOverSmallerGPUs(t *testing.T) {
 	fargate := planner.Candidate{Placement: "Fargate", LaunchType: planner.LaunchTypeFargate, TaskDefinition: planner.TaskDefinitionCPU}
 	plan := &planner.Plan{Candidates: []planner.Candidate{gpu("g4dn.xlarge", 15000), gpu("g6.xlarge", 15000), fargate}}
 	c := &Capacity{} // neither step below needs AWS: a passed-over GPU and Fargate
-	st, err := c.Handle(context.Background(), State{Request: &Request{DeploymentID: "d"}, Plan: plan, Capacity: &CapacityState{
-		Cursor: 0, Attempts: []Attempt{}, LastError: &StateError{Error: "ModelNotOnGPUError", Cause: "tiny loaded with 0 of 9 bytes in GPU memory"}}})
+	st, err := c.Handle(context.Background(), deployment.State{Request: &deployment.Request{DeploymentID: "d"}, Plan: plan, Capacity: &deployment.CapacityState{
+		Cursor: 0, Attempts: []deployment.Attempt{}, LastError: &deployment.StateError{Error: "ModelNotOnGPUError", Cause: "tiny loaded with 0 of 9 bytes in GPU memory"}}})
 	if err != nil || !st.Available || st.Cursor != 2 || len(st.Attempts) != 2 ||
 		!strings.Contains(st.Attempts[1].Reason, "no more than g4dn.xlarge's") {
 		t.Fatalf("%+v %v", st, err)
@@ -177,7 +178,7 @@ func TestCapacityPassesOverSmallerGPUs(t *testing.T) {
 // start without them rather than fall back to anything else.
 func TestLambdaAWSConfig(t *testing.T) {
 	env := map[string]string{"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token"}
-	cfg, err := LambdaAWSConfig(func(k string) string { return env[k] })
+	cfg, err := deployment.LambdaAWSConfig(func(k string) string { return env[k] })
 	if err != nil || cfg.Region != "eu-west-1" {
 		t.Fatalf("%+v %v", cfg, err)
 	}
@@ -186,7 +187,7 @@ func TestLambdaAWSConfig(t *testing.T) {
 		t.Errorf("credentials %+v %v", creds, err)
 	}
 	delete(env, "AWS_REGION")
-	if _, err := LambdaAWSConfig(func(k string) string { return env[k] }); err == nil {
+	if _, err := deployment.LambdaAWSConfig(func(k string) string { return env[k] }); err == nil {
 		t.Error("no region: want an error")
 	}
 }

@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 	sfntypes "github.com/aws/aws-sdk-go-v2/service/sfn/types"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 )
 
@@ -25,27 +27,14 @@ import (
 // and, when the request asked to be kept running, starts the deployment again under the same id, avoiding the
 // placement the task died on. The stopped task, with its stop code, is what `list` shows as interrupted.
 type Interrupted struct {
-	Stopper *Stopper
+	Stopper *deployment.Stopper
 	// Tags marks the stopped task as interrupted, which is how `list` tells an interruption from a stop.
-	Tags TaskTagger
+	Tags deployment.TaskTagger
 	// Executions reads the execution that started the task and starts the restart; StateMachineArn is the deploy
 	// state machine.
-	Executions      Executions
+	Executions      deployment.Executions
 	StateMachineArn string
 	Now             func() time.Time
-}
-
-// InterruptedResult says what was done about one stopped task.
-type InterruptedResult struct {
-	DeploymentID string `json:"deploymentId,omitempty"`
-	TaskArn      string `json:"taskArn"`
-	StopCode     string `json:"stopCode,omitempty"`
-	// Ignored says why nothing was done, when nothing was.
-	Ignored string `json:"ignored,omitempty"`
-	// ScheduleDeleted is the auto-stop schedule deleted with the task.
-	ScheduleDeleted string `json:"scheduleDeleted,omitempty"`
-	// Restarted is the execution that starts the deployment again.
-	Restarted string `json:"restarted,omitempty"`
 }
 
 func (h *Interrupted) now() time.Time {
@@ -55,8 +44,8 @@ func (h *Interrupted) now() time.Time {
 	return time.Now()
 }
 
-func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (InterruptedResult, error) {
-	res := InterruptedResult{TaskArn: ev.TaskArn, StopCode: ev.StopCode}
+func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (deployment.InterruptedResult, error) {
+	res := deployment.InterruptedResult{TaskArn: ev.TaskArn, StopCode: ev.StopCode}
 	switch {
 	case ev.LastStatus != "STOPPED":
 		res.Ignored = "the task is " + ev.LastStatus + ", not stopped"
@@ -72,7 +61,7 @@ func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (I
 	out, err := s.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(s.Cluster), Tasks: []string{ev.TaskArn},
 		Include: []ecstypes.TaskField{ecstypes.TaskFieldTags}})
 	if err != nil {
-		return res, awsError("ecs:DescribeTasks", err)
+		return res, deployment.AWSError("ecs:DescribeTasks", err)
 	}
 	if len(out.Tasks) == 0 {
 		res.Ignored = "the task is no longer known to ECS"
@@ -80,17 +69,17 @@ func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (I
 	}
 	task := out.Tasks[0]
 	id := ev.StartedBy
-	if TagValue(task.Tags, TagManagedBy) != ManagedByValue || TagValue(task.Tags, TagDeploymentID) != id {
+	if deployment.TagValue(task.Tags, deployment.TagManagedBy) != deployment.ManagedByValue || deployment.TagValue(task.Tags, deployment.TagDeploymentID) != id {
 		res.Ignored = "not a task of this system"
 		return res, nil
 	}
 	res.DeploymentID = id
-	log := logger(s.Log, id)
+	log := deployment.Logger(s.Log, id)
 	// A task that dies while its deployment starts is its execution's business (health sees it, Clean up runs).
-	if name := TagValue(task.Tags, TagExecution); name != "" {
+	if name := deployment.TagValue(task.Tags, deployment.TagExecution); name != "" {
 		x, err := h.Executions.DescribeExecution(ctx, &sfn.DescribeExecutionInput{ExecutionArn: aws.String(executionArn(h.StateMachineArn, name))})
-		if err != nil && !isCode(err, "ExecutionDoesNotExist") {
-			return res, awsError("states:DescribeExecution", err)
+		if err != nil && !deployment.IsCode(err, "ExecutionDoesNotExist") {
+			return res, deployment.AWSError("states:DescribeExecution", err)
 		}
 		if err == nil && x.Status != sfntypes.ExecutionStatusSucceeded {
 			res.Ignored = "its deployment did not become ready (execution " + string(x.Status) + ")"
@@ -99,21 +88,21 @@ func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (I
 	}
 	// The auto-stop schedule of the dead task: its remaining time carries over to a restart.
 	remaining := time.Duration(-1)
-	got, err := s.Scheduler.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(ScheduleName(id)), GroupName: aws.String(s.Group)})
+	got, err := s.Scheduler.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(deployment.ScheduleName(id)), GroupName: aws.String(s.Group)})
 	switch {
-	case isNotFound(err):
+	case deployment.IsNotFound(err):
 	case err != nil:
-		return res, awsError("scheduler:GetSchedule", err)
-	case scheduleTarget(got) == ev.TaskArn:
+		return res, deployment.AWSError("scheduler:GetSchedule", err)
+	case deployment.ScheduleTarget(got) == ev.TaskArn:
 		if at, perr := time.Parse("at(2006-01-02T15:04:05)", aws.ToString(got.ScheduleExpression)); perr == nil {
 			remaining = at.Sub(h.now())
 		}
-		deleted, err := s.deleteSchedule(ctx, ScheduleName(id), func(string) bool { return true })
+		deleted, err := s.DeleteSchedule(ctx, deployment.ScheduleName(id), func(string) bool { return true })
 		if err != nil {
 			return res, err
 		}
 		if deleted {
-			res.ScheduleDeleted = ScheduleName(id)
+			res.ScheduleDeleted = deployment.ScheduleName(id)
 		}
 	}
 	log.Warn("deployment interrupted", "taskArn", ev.TaskArn, "stopCode", ev.StopCode, "reason", ev.StoppedReason,
@@ -121,14 +110,14 @@ func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (I
 	// The mark `list` shows comes last and is best effort: it must never stand between a deployment and its restart.
 	defer func() {
 		if _, err := h.Tags.TagResource(ctx, &ecs.TagResourceInput{ResourceArn: aws.String(ev.TaskArn),
-			Tags: []ecstypes.Tag{tag(TagInterrupted, or(ev.StopCode, "unknown"))}}); err != nil {
+			Tags: []ecstypes.Tag{tag(deployment.TagInterrupted, cmp.Or(ev.StopCode, "unknown"))}}); err != nil {
 			log.Warn("marking the stopped task interrupted", "taskArn", ev.TaskArn, "error", err)
 		}
 	}()
-	if TagValue(task.Tags, TagKeepRunning) != "true" {
+	if deployment.TagValue(task.Tags, deployment.TagKeepRunning) != "true" {
 		return res, nil
 	}
-	live, err := DeploymentTasks(ctx, s.ECS, s.Cluster, id)
+	live, err := deployment.DeploymentTasks(ctx, s.ECS, s.Cluster, id)
 	if err != nil {
 		return res, err
 	}
@@ -149,8 +138,8 @@ func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (I
 	name := fmt.Sprintf("%s-r%d-%s", id, req.Restart, taskID[:min(8, len(taskID))])
 	started, err := h.Executions.StartExecution(ctx, &sfn.StartExecutionInput{StateMachineArn: aws.String(h.StateMachineArn),
 		Name: aws.String(name), Input: aws.String(string(input))})
-	if err != nil && !isCode(err, "ExecutionAlreadyExists") {
-		return res, awsError("states:StartExecution", err)
+	if err != nil && !deployment.IsCode(err, "ExecutionAlreadyExists") {
+		return res, deployment.AWSError("states:StartExecution", err)
 	}
 	res.Restarted = executionArn(h.StateMachineArn, name)
 	if started != nil {
@@ -165,14 +154,14 @@ func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (I
 // capacity (a Spot interruption) is added to those to avoid, so the restart goes to the next candidate; after a
 // crash or an out-of-memory kill the same placements stay open. why says when there is to be no restart.
 func restartRequest(task ecstypes.Task, id, stopCode string, remaining time.Duration) (req events.DeployRequest, why string) {
-	restart, _ := strconv.Atoi(TagValue(task.Tags, TagRestart))
+	restart, _ := strconv.Atoi(deployment.TagValue(task.Tags, deployment.TagRestart))
 	if restart >= events.MaxRestarts {
 		return req, fmt.Sprintf("restarted %d times already", restart)
 	}
 	env := map[string]string{}
 	if task.Overrides != nil {
 		for _, c := range task.Overrides.ContainerOverrides {
-			if aws.ToString(c.Name) != ContainerName {
+			if aws.ToString(c.Name) != deployment.ContainerName {
 				continue
 			}
 			for _, kv := range c.Environment {
@@ -180,22 +169,22 @@ func restartRequest(task ecstypes.Task, id, stopCode string, remaining time.Dura
 			}
 		}
 	}
-	req = events.DeployRequest{Model: env[EnvModel], Env: TagValue(task.Tags, TagEnv), DeploymentID: id, KeepRunning: true,
-		Requester: TagValue(task.Tags, TagRequester), Restart: restart + 1}
-	if src := env[EnvSource]; strings.HasPrefix(src, "s3://") {
+	req = events.DeployRequest{Model: env[deployment.EnvModel], Env: deployment.TagValue(task.Tags, deployment.TagEnv), DeploymentID: id, KeepRunning: true,
+		Requester: deployment.TagValue(task.Tags, deployment.TagRequester), Restart: restart + 1}
+	if src := env[deployment.EnvSource]; strings.HasPrefix(src, "s3://") {
 		req.Source = src
 	}
-	if n, err := strconv.Atoi(env[EnvContextLength]); err == nil {
+	if n, err := strconv.Atoi(env[deployment.EnvContextLength]); err == nil {
 		req.ContextLength = n
 	}
 	if req.Requester == "unknown" {
 		req.Requester = ""
 	}
-	if a := TagValue(task.Tags, TagAvoid); a != "" {
-		req.Avoid = strings.Split(a, AvoidSeparator)
+	if a := deployment.TagValue(task.Tags, deployment.TagAvoid); a != "" {
+		req.Avoid = strings.Split(a, deployment.AvoidSeparator)
 	}
 	if stopCode == string(ecstypes.TaskStopCodeSpotInterruption) {
-		req.Avoid = append(req.Avoid, TagValue(task.Tags, TagPlacement))
+		req.Avoid = append(req.Avoid, deployment.TagValue(task.Tags, deployment.TagPlacement))
 	}
 	switch {
 	case remaining < 0:

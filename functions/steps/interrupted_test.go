@@ -7,6 +7,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
 // TestRestartRequest: a dead task's tags and overrides become its restart, carrying every placement avoided so
@@ -14,14 +15,14 @@ import (
 func TestRestartRequest(t *testing.T) {
 	task := ecstypes.Task{
 		Tags: []ecstypes.Tag{
-			tag(TagEnv, "dev"), tag(TagRequester, "alice"), tag(TagPlacement, "EC2 g4dn.xlarge"), tag(TagRestart, "2"),
-			tag(TagAvoid, "Fargate Spot"+AvoidSeparator+"EC2 g5.xlarge"),
+			tag(deployment.TagEnv, "dev"), tag(deployment.TagRequester, "alice"), tag(deployment.TagPlacement, "EC2 g4dn.xlarge"), tag(deployment.TagRestart, "2"),
+			tag(deployment.TagAvoid, "Fargate Spot"+deployment.AvoidSeparator+"EC2 g5.xlarge"),
 		},
-		Overrides: &ecstypes.TaskOverride{ContainerOverrides: []ecstypes.ContainerOverride{{Name: aws.String(ContainerName),
+		Overrides: &ecstypes.TaskOverride{ContainerOverrides: []ecstypes.ContainerOverride{{Name: aws.String(deployment.ContainerName),
 			Environment: []ecstypes.KeyValuePair{
-				{Name: aws.String(EnvModel), Value: aws.String("team-a/tiny")},
-				{Name: aws.String(EnvSource), Value: aws.String("s3://b/models/team-a/tiny.gguf")},
-				{Name: aws.String(EnvContextLength), Value: aws.String("8192")},
+				{Name: aws.String(deployment.EnvModel), Value: aws.String("team-a/tiny")},
+				{Name: aws.String(deployment.EnvSource), Value: aws.String("s3://b/models/team-a/tiny.gguf")},
+				{Name: aws.String(deployment.EnvContextLength), Value: aws.String("8192")},
 			}}}},
 	}
 	req, why := restartRequest(task, "dep-1", string(ecstypes.TaskStopCodeSpotInterruption), 90*time.Minute)
@@ -37,7 +38,7 @@ func TestRestartRequest(t *testing.T) {
 	if _, why := restartRequest(task, "dep-1", "EssentialContainerExited", 30*time.Second); why == "" {
 		t.Error("a restart due to stop within a minute should not happen")
 	}
-	task.Tags[3] = tag(TagRestart, "5")
+	task.Tags[3] = tag(deployment.TagRestart, "5")
 	if _, why := restartRequest(task, "dep-1", "EssentialContainerExited", time.Hour); why == "" {
 		t.Error("a sixth restart should not happen")
 	}

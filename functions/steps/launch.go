@@ -16,6 +16,7 @@ import (
 	sqtypes "github.com/aws/aws-sdk-go-v2/service/servicequotas/types"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
 // Launches tells whether a GPU instance that a capacity provider must add can come at all. "The Auto Scaling group
@@ -23,11 +24,11 @@ import (
 // used up, or the zone may have no capacity (InsufficientInstanceCapacity), and then the group records a failed
 // launch activity and the task waits in PROVISIONING for an instance that never comes.
 type Launches struct {
-	ECS    CapacityProviders
-	Groups AutoScalingGroups
+	ECS    deployment.CapacityProviders
+	Groups deployment.AutoScalingGroups
 	// Quotas and Instances check the account's running-instance vCPU quota; nil Quotas skips the check.
-	Quotas    ServiceQuotas
-	Instances EC2Instances
+	Quotas    deployment.ServiceQuotas
+	Instances deployment.EC2Instances
 	// VCPUs is an instance type's vCPU count; nil means the catalog's.
 	VCPUs func(instanceType string) int
 	// FailureWindow is how far back a failed launch activity still refuses a group (default 15 minutes): a later
@@ -84,18 +85,18 @@ func (l *Launches) QuotaRoom(ctx context.Context, instanceType string) (bool, st
 	switch {
 	case err == nil:
 		quota = out.Quota
-	case isCode(err, "NoSuchResourceException"):
+	case deployment.IsCode(err, "NoSuchResourceException"):
 		def, derr := l.Quotas.GetAWSDefaultServiceQuota(ctx, &servicequotas.GetAWSDefaultServiceQuotaInput{
 			ServiceCode: aws.String("ec2"), QuotaCode: aws.String(q.code)})
-		if isCode(derr, "NoSuchResourceException") {
+		if deployment.IsCode(derr, "NoSuchResourceException") {
 			return true, fmt.Sprintf("quota %s (%s) not reported", q.code, q.name), nil
 		}
 		if derr != nil {
-			return false, "", awsError("servicequotas:GetAWSDefaultServiceQuota", derr)
+			return false, "", deployment.AWSError("servicequotas:GetAWSDefaultServiceQuota", derr)
 		}
 		quota = def.Quota
 	default:
-		return false, "", awsError("servicequotas:GetServiceQuota", err)
+		return false, "", deployment.AWSError("servicequotas:GetServiceQuota", err)
 	}
 	if quota == nil || quota.Value == nil {
 		return true, fmt.Sprintf("quota %s (%s) has no value", q.code, q.name), nil
@@ -121,7 +122,7 @@ func (l *Launches) runningVCPUs(ctx context.Context, quotaCode string) (int, err
 	for {
 		out, err := l.Instances.DescribeInstances(ctx, in)
 		if err != nil {
-			return 0, awsError("ec2:DescribeInstances", err)
+			return 0, deployment.AWSError("ec2:DescribeInstances", err)
 		}
 		for _, r := range out.Reservations {
 			for _, inst := range r.Instances {
@@ -148,7 +149,7 @@ func (l *Launches) runningVCPUs(ctx context.Context, quotaCode string) (int, err
 func (l *Launches) Group(ctx context.Context, provider string) (g astypes.AutoScalingGroup, why string, err error) {
 	out, err := l.ECS.DescribeCapacityProviders(ctx, &ecs.DescribeCapacityProvidersInput{CapacityProviders: []string{provider}})
 	if err != nil {
-		return g, "", awsError("ecs:DescribeCapacityProviders", err)
+		return g, "", deployment.AWSError("ecs:DescribeCapacityProviders", err)
 	}
 	if len(out.CapacityProviders) == 0 || out.CapacityProviders[0].AutoScalingGroupProvider == nil {
 		return g, "capacity provider not found", nil
@@ -162,7 +163,7 @@ func (l *Launches) Group(ctx context.Context, provider string) (g astypes.AutoSc
 	}
 	groups, err := l.Groups.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{name}})
 	if err != nil {
-		return g, "", awsError("autoscaling:DescribeAutoScalingGroups", err)
+		return g, "", deployment.AWSError("autoscaling:DescribeAutoScalingGroups", err)
 	}
 	if len(groups.AutoScalingGroups) == 0 {
 		return g, "Auto Scaling group " + name + " not found", nil
@@ -177,7 +178,7 @@ func (l *Launches) LaunchFailure(ctx context.Context, group string, since time.T
 	out, err := l.Groups.DescribeScalingActivities(ctx, &autoscaling.DescribeScalingActivitiesInput{
 		AutoScalingGroupName: aws.String(group), MaxRecords: aws.Int32(10)})
 	if err != nil {
-		return "", awsError("autoscaling:DescribeScalingActivities", err)
+		return "", deployment.AWSError("autoscaling:DescribeScalingActivities", err)
 	}
 	// Activities come newest first; the newest launch decides.
 	for _, a := range out.Activities {

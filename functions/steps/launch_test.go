@@ -13,12 +13,13 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 	sqtypes "github.com/aws/aws-sdk-go-v2/service/servicequotas/types"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
 // activities answers DescribeScalingActivities with a fixed list, newest first.
 type activities struct{ list []astypes.Activity }
 
-var _ AutoScalingGroups = (*activities)(nil)
+var _ deployment.AutoScalingGroups = (*activities)(nil)
 
 func (a *activities) DescribeAutoScalingGroups(context.Context, *autoscaling.DescribeAutoScalingGroupsInput, ...func(*autoscaling.Options)) (*autoscaling.DescribeAutoScalingGroupsOutput, error) {
 	return &autoscaling.DescribeAutoScalingGroupsOutput{}, nil
@@ -61,7 +62,7 @@ func TestLaunchFailure(t *testing.T) {
 // quotas answers the applied quota (or NoSuchResourceException when applied < 0) and the default.
 type quotas struct{ applied, def float64 }
 
-var _ ServiceQuotas = quotas{}
+var _ deployment.ServiceQuotas = quotas{}
 
 func (q quotas) GetServiceQuota(context.Context, *servicequotas.GetServiceQuotaInput, ...func(*servicequotas.Options)) (*servicequotas.GetServiceQuotaOutput, error) {
 	if q.applied < 0 {

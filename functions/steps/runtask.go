@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,104 +16,91 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
-
-// TaskInfo is what the state machine keeps about the started task.
-type TaskInfo struct {
-	TaskArn       string  `json:"taskArn"`
-	ClusterArn    string  `json:"clusterArn"`
-	Placement     string  `json:"placement"`
-	LaunchType    string  `json:"launchType"`
-	InstanceType  string  `json:"instanceType"`
-	GPU           bool    `json:"gpu"`
-	CPU           int     `json:"cpu"`
-	MemoryMiB     int     `json:"memoryMiB"`
-	HourlyCostUSD float64 `json:"hourlyCostUSD"`
-	StartedAt     string  `json:"startedAt"`
-}
 
 // RunTask starts the deployment's task on the chosen candidate. The deployment id and the candidate's rung make the
 // client token, so a redelivered event or a retried step never starts a second task, and the deployment id is the
 // task's startedBy, so cleanup can always find it.
 type RunTask struct {
-	ECS     TaskRunner
+	ECS     deployment.TaskRunner
 	Cluster string
 	// CPUTaskDefinition and GPUTaskDefinition are the two task definition families (or ARNs).
 	CPUTaskDefinition, GPUTaskDefinition string
 	Subnets, SecurityGroups              []string
 	// ModelTaskDefinitions overrides the two families for models that have their own image.
-	ModelTaskDefinitions map[string]TaskDefinitions
+	ModelTaskDefinitions map[string]deployment.TaskDefinitions
 	// Providers maps a GPU instance type to its capacity provider, which RunTask then uses so ECS can scale out.
 	Providers map[string]string
 	Now       func() time.Time
 	Log       *slog.Logger
 }
 
-func (r *RunTask) Handle(ctx context.Context, s State) (TaskInfo, error) {
+func (r *RunTask) Handle(ctx context.Context, s deployment.State) (deployment.TaskInfo, error) {
 	if s.Request == nil || s.Capacity == nil || s.Capacity.Candidate == nil {
-		return TaskInfo{}, &IncompleteStateError{Step: "Run ECS task", Missing: "a chosen candidate"}
+		return deployment.TaskInfo{}, &deployment.IncompleteStateError{Step: "Run ECS task", Missing: "a chosen candidate"}
 	}
 	req, cand := s.Request, *s.Capacity.Candidate
-	log := logger(r.Log, req.DeploymentID)
+	log := deployment.Logger(r.Log, req.DeploymentID)
 	// ECS's client token protects a deployment id for about 24 hours; after that a second request with the same
 	// id would start a second task. A live task of the id from another execution means the id is taken.
-	live, err := DeploymentTasks(ctx, r.ECS, r.Cluster, req.DeploymentID)
+	live, err := deployment.DeploymentTasks(ctx, r.ECS, r.Cluster, req.DeploymentID)
 	if err != nil {
-		return TaskInfo{}, err
+		return deployment.TaskInfo{}, err
 	}
 	var others []string
 	for _, t := range live {
-		if TagValue(t.Tags, TagExecution) != req.ExecutionName || req.ExecutionName == "" {
+		if deployment.TagValue(t.Tags, deployment.TagExecution) != req.ExecutionName || req.ExecutionName == "" {
 			others = append(others, aws.ToString(t.TaskArn))
 		}
 	}
 	if len(others) > 0 {
-		return TaskInfo{}, &DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: others,
+		return deployment.TaskInfo{}, &deployment.DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: others,
 			Reason: "a task of this id, started by another request, is still running; stop it first or deploy under another id"}
 	}
 	in := r.input(req, cand, s.Capacity.Cursor)
 	out, err := r.ECS.RunTask(ctx, in)
 	var conflict *ecstypes.ConflictException
-	if errors.As(err, &conflict) || isCode(err, "ConflictException") {
+	if errors.As(err, &conflict) || deployment.IsCode(err, "ConflictException") {
 		// The same client token under other parameters: another request (another execution, requester, context
 		// or TTL) used this deployment id within ECS's 24-hour token lifetime.
-		e := &DeploymentExistsError{DeploymentID: req.DeploymentID,
+		e := &deployment.DeploymentExistsError{DeploymentID: req.DeploymentID,
 			Reason: "ECS refused its client token, used by another request in the last 24 hours (even if that deployment has stopped since); deploy under another id"}
 		if conflict != nil {
 			e.Tasks = conflict.ResourceIds
 		}
-		return TaskInfo{}, e
+		return deployment.TaskInfo{}, e
 	}
 	if err != nil {
-		return TaskInfo{}, awsError("ecs:RunTask", err)
+		return deployment.TaskInfo{}, deployment.AWSError("ecs:RunTask", err)
 	}
 	if len(out.Failures) > 0 || len(out.Tasks) == 0 {
 		if len(out.Tasks) > 0 {
 			// A task did start: it must be accounted for, so this is not a clean capacity miss.
-			return TaskInfo{}, &AWSRequestError{Op: "ecs:RunTask", Code: "PartialFailure", Message: describeFailures(out.Failures)}
+			return deployment.TaskInfo{}, &deployment.AWSRequestError{Op: "ecs:RunTask", Code: "PartialFailure", Message: describeFailures(out.Failures)}
 		}
 		reason := describeFailures(out.Failures)
 		if reason == "" {
 			reason = "ECS placed no task and gave no reason"
 		}
 		log.Warn("run task refused", "placement", cand.Placement, "reason", reason)
-		return TaskInfo{}, &CapacityError{Reason: cand.Placement + ": " + reason}
+		return deployment.TaskInfo{}, &deployment.CapacityError{Reason: cand.Placement + ": " + reason}
 	}
 	t := out.Tasks[0]
 	// Whether ECS compares tags when it matches a client token is not documented: make sure the task ECS answered
 	// with is this execution's, and never take over another request's.
 	if owner, err := r.owner(ctx, aws.ToString(t.TaskArn)); err != nil {
-		return TaskInfo{}, err
+		return deployment.TaskInfo{}, err
 	} else if owner != req.ExecutionName {
-		return TaskInfo{}, &DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: []string{aws.ToString(t.TaskArn)},
+		return deployment.TaskInfo{}, &deployment.DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: []string{aws.ToString(t.TaskArn)},
 			Reason: "ECS answered with a task another request started; deploy under another id"}
 	}
 	now := time.Now
 	if r.Now != nil {
 		now = r.Now
 	}
-	info := TaskInfo{
+	info := deployment.TaskInfo{
 		TaskArn: aws.ToString(t.TaskArn), ClusterArn: aws.ToString(t.ClusterArn),
 		Placement: cand.Placement, LaunchType: cand.LaunchType, InstanceType: cand.InstanceType, GPU: cand.IsGPU(),
 		CPU: cand.CPU, MemoryMiB: cand.MemoryMiB, HourlyCostUSD: cand.HourlyCostUSD,
@@ -127,18 +115,12 @@ func (r *RunTask) owner(ctx context.Context, taskArn string) (string, error) {
 	out, err := r.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(r.Cluster), Tasks: []string{taskArn},
 		Include: []ecstypes.TaskField{ecstypes.TaskFieldTags}})
 	if err != nil {
-		return "", awsError("ecs:DescribeTasks", err)
+		return "", deployment.AWSError("ecs:DescribeTasks", err)
 	}
 	if len(out.Tasks) == 0 {
-		return "", &AWSServiceError{Op: "ecs:DescribeTasks", Code: "Missing", Message: "the task RunTask started is not known yet: " + taskArn}
+		return "", &deployment.AWSServiceError{Op: "ecs:DescribeTasks", Code: "Missing", Message: "the task RunTask started is not known yet: " + taskArn}
 	}
-	return TagValue(out.Tasks[0].Tags, TagExecution), nil
-}
-
-// TaskDefinitions are the CPU and GPU task definition families of one image.
-type TaskDefinitions struct {
-	CPU string `json:"cpu"`
-	GPU string `json:"gpu"`
+	return deployment.TagValue(out.Tasks[0].Tags, deployment.TagExecution), nil
 }
 
 // clientToken is RunTask's idempotency token: the deployment and the rung of the ladder, joined by ".", which no
@@ -146,7 +128,7 @@ type TaskDefinitions struct {
 // started; another request under the same id conflicts (DeploymentExistsError); the next rung after a refusal is a
 // request of its own. A restart after an interruption (an execution named after the dead task) adds a hash of its
 // execution's name, so no restart ever reuses another's token.
-func clientToken(req *Request, cursor int) string {
+func clientToken(req *deployment.Request, cursor int) string {
 	if req.Restart > 0 {
 		sum := sha256.Sum256([]byte(req.ExecutionName))
 		return fmt.Sprintf("%s.%s.%d", req.DeploymentID, hex.EncodeToString(sum[:4]), cursor)
@@ -154,8 +136,8 @@ func clientToken(req *Request, cursor int) string {
 	return req.DeploymentID + "." + strconv.Itoa(cursor)
 }
 
-func (r *RunTask) input(req *Request, cand planner.Candidate, cursor int) *ecs.RunTaskInput {
-	families := TaskDefinitions{CPU: r.CPUTaskDefinition, GPU: r.GPUTaskDefinition}
+func (r *RunTask) input(req *deployment.Request, cand planner.Candidate, cursor int) *ecs.RunTaskInput {
+	families := deployment.TaskDefinitions{CPU: r.CPUTaskDefinition, GPU: r.GPUTaskDefinition}
 	if own, ok := r.ModelTaskDefinitions[req.ModelName]; ok {
 		families = own
 	}
@@ -164,14 +146,14 @@ func (r *RunTask) input(req *Request, cand planner.Candidate, cursor int) *ecs.R
 		td = families.GPU
 	}
 	env := []ecstypes.KeyValuePair{
-		{Name: aws.String(EnvModel), Value: aws.String(req.ModelName)},
-		{Name: aws.String(EnvSource), Value: aws.String(req.Source)},
-		{Name: aws.String(EnvKeepAlive), Value: aws.String("-1")},
+		{Name: aws.String(deployment.EnvModel), Value: aws.String(req.ModelName)},
+		{Name: aws.String(deployment.EnvSource), Value: aws.String(req.Source)},
+		{Name: aws.String(deployment.EnvKeepAlive), Value: aws.String("-1")},
 	}
 	if req.ContextLength > 0 {
-		env = append(env, ecstypes.KeyValuePair{Name: aws.String(EnvContextLength), Value: aws.String(strconv.Itoa(req.ContextLength))})
+		env = append(env, ecstypes.KeyValuePair{Name: aws.String(deployment.EnvContextLength), Value: aws.String(strconv.Itoa(req.ContextLength))})
 	}
-	ollama := ecstypes.ContainerOverride{Name: aws.String(ContainerName), Environment: env}
+	ollama := ecstypes.ContainerOverride{Name: aws.String(deployment.ContainerName), Environment: env}
 	if cand.GPUCount > 0 {
 		ollama.ResourceRequirements = []ecstypes.ResourceRequirement{{
 			Type: ecstypes.ResourceTypeGpu, Value: aws.String(strconv.Itoa(cand.GPUCount)),
@@ -188,8 +170,8 @@ func (r *RunTask) input(req *Request, cand planner.Candidate, cursor int) *ecs.R
 			Memory:           aws.String(strconv.Itoa(cand.MemoryMiB)),
 			EphemeralStorage: ephemeralStorage(cand),
 			ContainerOverrides: []ecstypes.ContainerOverride{ollama, {
-				Name:        aws.String(FetchContainerName),
-				Environment: []ecstypes.KeyValuePair{{Name: aws.String(EnvSource), Value: aws.String(req.Source)}},
+				Name:        aws.String(deployment.FetchContainerName),
+				Environment: []ecstypes.KeyValuePair{{Name: aws.String(deployment.EnvSource), Value: aws.String(req.Source)}},
 			}},
 		},
 		NetworkConfiguration: &ecstypes.NetworkConfiguration{AwsvpcConfiguration: &ecstypes.AwsVpcConfiguration{
@@ -197,20 +179,20 @@ func (r *RunTask) input(req *Request, cand planner.Candidate, cursor int) *ecs.R
 		}},
 		EnableECSManagedTags: true,
 		Tags: []ecstypes.Tag{
-			tag(TagManagedBy, ManagedByValue),
-			tag(TagDeploymentID, req.DeploymentID),
-			tag(TagExecution, req.ExecutionName),
-			tag(TagModel, req.ModelName),
-			tag(TagEnv, req.Env),
-			tag(TagRequester, or(req.Requester, "unknown")),
-			tag(TagPlacement, cand.Placement),
-			tag(TagInstanceType, cand.InstanceType),
-			tag(TagHourlyUSD, strconv.FormatFloat(cand.HourlyCostUSD, 'f', 4, 64)),
+			tag(deployment.TagManagedBy, deployment.ManagedByValue),
+			tag(deployment.TagDeploymentID, req.DeploymentID),
+			tag(deployment.TagExecution, req.ExecutionName),
+			tag(deployment.TagModel, req.ModelName),
+			tag(deployment.TagEnv, req.Env),
+			tag(deployment.TagRequester, cmp.Or(req.Requester, "unknown")),
+			tag(deployment.TagPlacement, cand.Placement),
+			tag(deployment.TagInstanceType, cand.InstanceType),
+			tag(deployment.TagHourlyUSD, strconv.FormatFloat(cand.HourlyCostUSD, 'f', 4, 64)),
 		},
 	}
 	if req.KeepRunning {
-		in.Tags = append(in.Tags, tag(TagKeepRunning, "true"), tag(TagRestart, strconv.Itoa(req.Restart)),
-			tag(TagAvoid, strings.Join(req.Avoid, AvoidSeparator)))
+		in.Tags = append(in.Tags, tag(deployment.TagKeepRunning, "true"), tag(deployment.TagRestart, strconv.Itoa(req.Restart)),
+			tag(deployment.TagAvoid, strings.Join(req.Avoid, deployment.AvoidSeparator)))
 	}
 	for _, pc := range cand.PlacementConstraints {
 		in.PlacementConstraints = append(in.PlacementConstraints, ecstypes.PlacementConstraint{
@@ -267,14 +249,4 @@ func describeFailures(fs []ecstypes.Failure) string {
 		parts = append(parts, p)
 	}
 	return strings.Join(parts, "; ")
-}
-
-// TagValue finds a tag on a task.
-func TagValue(tags []ecstypes.Tag, key string) string {
-	for _, t := range tags {
-		if aws.ToString(t.Key) == key {
-			return aws.ToString(t.Value)
-		}
-	}
-	return ""
 }

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 )
 
@@ -27,14 +29,14 @@ type ValidateInput struct {
 
 // ValidateOutput replaces the state: from here on, only the normalised request travels.
 type ValidateOutput struct {
-	Request Request `json:"request"`
+	Request deployment.Request `json:"request"`
 }
 
 // Validate normalises the three input shapes (deploy event, S3 upload, direct request) into one Request, checks
 // the model and overrides, and sizes an uploaded GGUF from its header. It starts nothing.
 type Validate struct {
 	Catalog *catalog.Catalog
-	S3      ObjectReader
+	S3      deployment.ObjectReader
 	// Bucket and Prefix are where uploads are accepted.
 	Bucket, Prefix string
 	Log            *slog.Logger
@@ -46,11 +48,11 @@ const maxModelfileBytes = 64 << 10
 func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput, error) {
 	parsed, err := events.Parse(in.Event, events.Config{ModelPrefix: v.Prefix, Bucket: v.Bucket}, in.ExecutionName)
 	if err != nil {
-		return ValidateOutput{}, &InvalidEventError{Reason: err.Error()}
+		return ValidateOutput{}, &deployment.InvalidEventError{Reason: err.Error()}
 	}
-	log := logger(v.Log, parsed.DeploymentID)
+	log := deployment.Logger(v.Log, parsed.DeploymentID)
 	// Policy stays empty unless the request names one: the configure step then applies the stack's default.
-	req := Request{DeploymentID: parsed.DeploymentID, ExecutionName: in.ExecutionName, Env: "dev", Prefer: "auto", TTLSeconds: -1}
+	req := deployment.Request{DeploymentID: parsed.DeploymentID, ExecutionName: in.ExecutionName, Env: "dev", Prefer: "auto", TTLSeconds: -1}
 	switch parsed.Kind {
 	case events.KindDeploy, events.KindDirect:
 		d := parsed.Deploy
@@ -63,8 +65,8 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 		req.ModelName = m.Name
 		req.Source = source
 		req.Model = m
-		req.Env = or(d.Env, req.Env)
-		req.Prefer = or(d.Prefer, req.Prefer)
+		req.Env = cmp.Or(d.Env, req.Env)
+		req.Prefer = cmp.Or(d.Prefer, req.Prefer)
 		req.Policy = d.Policy
 		req.InstanceType = d.InstanceType
 		req.LaunchType = strings.ToUpper(d.LaunchType)
@@ -88,7 +90,7 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 		req.Env = up.Env
 		req.Requester = "s3:" + parsed.Envelope.Account
 	default:
-		return ValidateOutput{}, &InvalidEventError{Reason: fmt.Sprintf(
+		return ValidateOutput{}, &deployment.InvalidEventError{Reason: fmt.Sprintf(
 			"a %s event does not start a deployment: it goes to the teardown function", parsed.Kind)}
 	}
 	log.Info("request validated", "trigger", req.Trigger, "model", req.ModelName, "env", req.Env,
@@ -105,11 +107,11 @@ func (v *Validate) deployModel(ctx context.Context, d *events.DeployRequest) (ca
 	}
 	bucket, key, _ := strings.Cut(strings.TrimPrefix(d.Source, "s3://"), "/")
 	if bucket != v.Bucket || !strings.HasPrefix(key, v.Prefix) {
-		return catalog.Model{}, "", &InvalidEventError{Reason: fmt.Sprintf("source %s is not under s3://%s/%s", d.Source, v.Bucket, v.Prefix)}
+		return catalog.Model{}, "", &deployment.InvalidEventError{Reason: fmt.Sprintf("source %s is not under s3://%s/%s", d.Source, v.Bucket, v.Prefix)}
 	}
 	name := strings.ToLower(d.Model)
 	if !events.ValidModelName(name) {
-		return catalog.Model{}, "", &InvalidEventError{Reason: fmt.Sprintf("%q cannot name an uploaded model (a-z, 0-9, . _ -)", d.Model)}
+		return catalog.Model{}, "", &deployment.InvalidEventError{Reason: fmt.Sprintf("%q cannot name an uploaded model (a-z, 0-9, . _ -)", d.Model)}
 	}
 	size, err := v.objectSize(ctx, bucket, key)
 	if err != nil {
@@ -125,14 +127,14 @@ func (v *Validate) objectSize(ctx context.Context, bucket, key string) (int64, e
 	if err != nil {
 		// Without s3:ListBucket (the function has only GetObject on the prefix), S3 answers a missing key with
 		// AccessDenied rather than NoSuchKey.
-		if isNotFound(err) || isCode(err, "NoSuchKey") || isCode(err, "AccessDenied") {
-			return 0, &NotGGUFError{Key: key, Reason: "no such object (or not readable under the model prefix)"}
+		if deployment.IsNotFound(err) || deployment.IsCode(err, "NoSuchKey") || deployment.IsCode(err, "AccessDenied") {
+			return 0, &deployment.NotGGUFError{Key: key, Reason: "no such object (or not readable under the model prefix)"}
 		}
-		if isCode(err, "InvalidRange") {
+		if deployment.IsCode(err, "InvalidRange") {
 			// S3 cannot serve byte 0 of an empty object.
-			return 0, &NotGGUFError{Key: key, Reason: "the object is empty (0 bytes)"}
+			return 0, &deployment.NotGGUFError{Key: key, Reason: "the object is empty (0 bytes)"}
 		}
-		return 0, awsError("s3:GetObject", err)
+		return 0, deployment.AWSError("s3:GetObject", err)
 	}
 	out.Body.Close()
 	return objectSize(out), nil
@@ -154,7 +156,7 @@ func (v *Validate) sizeUpload(ctx context.Context, up *events.Upload) (catalog.M
 	if strings.HasSuffix(from, ".gguf") {
 		key := path.Join(path.Dir(up.Key), from)
 		if path.IsAbs(from) || !strings.HasPrefix(key, v.Prefix) {
-			return catalog.Model{}, "", &InvalidEventError{Reason: fmt.Sprintf("Modelfile FROM %q leaves the model prefix %q", from, v.Prefix)}
+			return catalog.Model{}, "", &deployment.InvalidEventError{Reason: fmt.Sprintf("Modelfile FROM %q leaves the model prefix %q", from, v.Prefix)}
 		}
 		size, err := v.objectSize(ctx, up.Bucket, key)
 		if err != nil {
@@ -175,7 +177,7 @@ func (v *Validate) sizeUpload(ctx context.Context, up *events.Upload) (catalog.M
 func (v *Validate) modelfileFrom(ctx context.Context, up *events.Upload) (string, error) {
 	out, err := v.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(up.Bucket), Key: aws.String(up.Key)})
 	if err != nil {
-		return "", awsError("s3:GetObject", err)
+		return "", deployment.AWSError("s3:GetObject", err)
 	}
 	defer out.Body.Close()
 	sc := bufio.NewScanner(io.LimitReader(out.Body, maxModelfileBytes))
@@ -186,9 +188,9 @@ func (v *Validate) modelfileFrom(ctx context.Context, up *events.Upload) (string
 		}
 	}
 	if err := sc.Err(); err != nil && !errors.Is(err, io.EOF) {
-		return "", &InvalidEventError{Reason: "reading the Modelfile: " + err.Error()}
+		return "", &deployment.InvalidEventError{Reason: "reading the Modelfile: " + err.Error()}
 	}
-	return "", &InvalidEventError{Reason: up.Key + " has no FROM line"}
+	return "", &deployment.InvalidEventError{Reason: up.Key + " has no FROM line"}
 }
 
 func objectSize(out *s3.GetObjectOutput) int64 {
@@ -209,11 +211,4 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 		return s[len(prefix):], true
 	}
 	return s, false
-}
-
-func or(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }

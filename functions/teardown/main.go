@@ -1,30 +1,6 @@
-// Command teardown stops deployments outside the state machine: every dev deployment on the scheduled teardown,
-// one deployment on a Stop Request. It also hears the cluster's stopped tasks, to notice (and, when asked,
-// restart) a deployment whose task died on its own.
+// Command teardown is the teardown function: every dev deployment on the scheduled teardown, one on a Stop Request, the cluster's stopped tasks (interruptions), and the stack's deletion.
 package main
 
-import (
-	"context"
-	"fmt"
-	"os"
+import "github.com/ollama-ecs/ollama-ecs/functions/steps"
 
-	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-sdk-go-v2/service/ecs"
-	"github.com/aws/aws-sdk-go-v2/service/scheduler"
-	"github.com/aws/aws-sdk-go-v2/service/sfn"
-
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
-)
-
-func main() {
-	cfg, awsCfg, log, err := steps.Boot(context.Background())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "teardown:", err)
-		os.Exit(1)
-	}
-	ecsClient := ecs.NewFromConfig(awsCfg)
-	stopper := &steps.Stopper{ECS: ecsClient, Scheduler: scheduler.NewFromConfig(awsCfg), Cluster: cfg.Cluster, Group: cfg.ScheduleGroup, Log: log}
-	h := &steps.Teardown{Stopper: stopper,
-		Interrupted: &steps.Interrupted{Stopper: stopper, Tags: ecsClient, Executions: sfn.NewFromConfig(awsCfg), StateMachineArn: cfg.StateMachineArn}}
-	lambda.Start(h.Handle)
-}
+func main() { steps.Start("teardown", func(s *steps.Set) any { return s.Teardown.Handle }) }

@@ -18,7 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/local/cloud/query"
 )
 
@@ -389,9 +389,9 @@ func (e *ECS) parseRun(in *ecs.RunTaskInput) (runSpec, error) {
 		for _, c := range o.ContainerOverrides {
 			var env map[string]string
 			switch aws.ToString(c.Name) {
-			case steps.ContainerName:
+			case deployment.ContainerName:
 				env = s.env
-			case steps.FetchContainerName:
+			case deployment.FetchContainerName:
 				env = s.fetchEnv
 			default:
 				return s, invalidParameter("Override for container named %s is not a container in the TaskDefinition.", aws.ToString(c.Name))
@@ -669,7 +669,7 @@ func (e *ECS) snapshot(t *task, withTags bool) ecstypes.Task {
 			},
 		}},
 		Containers: []ecstypes.Container{{
-			Name: aws.String(steps.ContainerName), TaskArn: aws.String(t.arn),
+			Name: aws.String(deployment.ContainerName), TaskArn: aws.String(t.arn),
 			ContainerArn: aws.String(fmt.Sprintf("arn:aws:ecs:%s:%s:container/%s/%s/ollama", e.cfg.Region, e.cfg.Account, e.cfg.Name, t.id)),
 			LastStatus:   aws.String(t.lastStatus), ExitCode: t.exitCode, GpuIds: t.gpus,
 			Image: aws.String("ollama/ollama:" + "local"), Cpu: aws.String(strconv.Itoa(t.cpu)), Memory: aws.String(strconv.Itoa(t.mem)),

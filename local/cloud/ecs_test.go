@@ -17,6 +17,7 @@ import (
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
@@ -407,9 +408,9 @@ func TestRunningTask(t *testing.T) {
 	e, r := newTestECS(t, Config{})
 	ctx := context.Background()
 	in := gpuRun("dep-run", 2048, 4096, 1, "")
-	in.Overrides.ContainerOverrides[0].Environment = []ecstypes.KeyValuePair{{Name: aws.String(steps.EnvModel), Value: aws.String("tiny")}}
+	in.Overrides.ContainerOverrides[0].Environment = []ecstypes.KeyValuePair{{Name: aws.String(deployment.EnvModel), Value: aws.String("tiny")}}
 	in.Overrides.ContainerOverrides = append(in.Overrides.ContainerOverrides, ecstypes.ContainerOverride{Name: aws.String("fetch"),
-		Environment: []ecstypes.KeyValuePair{{Name: aws.String(steps.EnvSource), Value: aws.String("s3://b/k.gguf")}}})
+		Environment: []ecstypes.KeyValuePair{{Name: aws.String(deployment.EnvSource), Value: aws.String("s3://b/k.gguf")}}})
 	out, err := e.RunTask(ctx, in)
 	if err != nil || len(out.Tasks) != 1 {
 		t.Fatalf("RunTask: %v %+v", err, out)
@@ -419,19 +420,19 @@ func TestRunningTask(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ep, err := steps.PrivateEndpoint(steps.OllamaPort)(ctx, task); err != nil || !strings.HasPrefix(ep, "http://127.0.0.1:") {
+	if ep, err := steps.PrivateEndpoint(deployment.OllamaPort)(ctx, task); err != nil || !strings.HasPrefix(ep, "http://127.0.0.1:") {
 		t.Errorf("private address: %q, %v", ep, err)
 	}
 	ep, err := e.Endpoint(ctx, task)
 	if err != nil || !strings.HasPrefix(ep, "http://127.0.0.1:") {
 		t.Errorf("Endpoint = %q, %v", ep, err)
 	}
-	if c := r.started[0]; c.Env[steps.EnvModel] != "tiny" || c.FetchEnv[steps.EnvSource] != "s3://b/k.gguf" || len(c.GPUIDs) != 1 {
+	if c := r.started[0]; c.Env[deployment.EnvModel] != "tiny" || c.FetchEnv[deployment.EnvSource] != "s3://b/k.gguf" || len(c.GPUIDs) != 1 {
 		t.Errorf("container given to the runner: %+v", c)
 	}
 	plain, _ := e.DescribeTasks(ctx, &ecs.DescribeTasksInput{Tasks: []string{arn}})
 	tagged, _ := e.DescribeTasks(ctx, &ecs.DescribeTasksInput{Tasks: []string{arn, "missing"}, Include: []ecstypes.TaskField{ecstypes.TaskFieldTags}})
-	if len(plain.Tasks[0].Tags) != 0 || steps.TagValue(tagged.Tasks[0].Tags, "ollama-ecs:deployment-id") != "dep-run" {
+	if len(plain.Tasks[0].Tags) != 0 || deployment.TagValue(tagged.Tasks[0].Tags, "ollama-ecs:deployment-id") != "dep-run" {
 		t.Errorf("tags: without Include %v, with %v", plain.Tasks[0].Tags, tagged.Tasks[0].Tags)
 	}
 	if len(tagged.Failures) != 1 || aws.ToString(tagged.Failures[0].Reason) != "MISSING" {
@@ -469,7 +470,7 @@ func TestCapacityHandler(t *testing.T) {
 	ctx := context.Background()
 	h := &steps.Capacity{ECS: e, Launches: &steps.Launches{ECS: e, Groups: e.AutoScaling()}, Cluster: "ollama-ecs", Providers: map[string]string{"g4dn.xlarge": "gpu-g4dn"}}
 	cand := planner.Candidate{Placement: "gpu:g4dn.xlarge", TaskDefinition: planner.TaskDefinitionGPU, LaunchType: "EC2", InstanceType: "g4dn.xlarge", CPU: 4096, MemoryMiB: 14000, GPUCount: 1}
-	state := steps.State{Request: &steps.Request{DeploymentID: "dep-cap"}, Plan: &planner.Plan{Candidates: []planner.Candidate{cand}}}
+	state := deployment.State{Request: &deployment.Request{DeploymentID: "dep-cap"}, Plan: &planner.Plan{Candidates: []planner.Candidate{cand}}}
 	got, err := h.Handle(ctx, state)
 	if err != nil || !got.Available {
 		t.Fatalf("before scale-out: %+v, %v; want available (the group can grow)", got, err)

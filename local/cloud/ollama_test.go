@@ -18,7 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/ollama/ollama/api"
 
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/local/ollama/ollamatest"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
 )
@@ -67,9 +67,9 @@ func TestOllamaTasks(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			in := gpuRun("dep-"+strings.ReplaceAll(c.name, " ", "-"), 1024, 2048, 1, "")
 			in.Overrides.ContainerOverrides[0].Environment = []ecstypes.KeyValuePair{
-				{Name: aws.String(steps.EnvModel), Value: aws.String(c.model)},
-				{Name: aws.String(steps.EnvSource), Value: aws.String(c.source)},
-				{Name: aws.String(steps.EnvKeepAlive), Value: aws.String("-1")},
+				{Name: aws.String(deployment.EnvModel), Value: aws.String(c.model)},
+				{Name: aws.String(deployment.EnvSource), Value: aws.String(c.source)},
+				{Name: aws.String(deployment.EnvKeepAlive), Value: aws.String("-1")},
 			}
 			out, err := e.RunTask(ctx, in)
 			if err != nil || len(out.Tasks) != 1 {

@@ -1,21 +1,28 @@
 package cloud
 
-import "github.com/ollama-ecs/ollama-ecs/functions/steps"
+import (
+	"context"
+
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
+)
 
 // The local cloud stands behind every port the step handlers use.
 var (
-	_ steps.ObjectReader       = (*Bucket)(nil)
-	_ steps.ContainerInstances = (*ECS)(nil)
-	_ steps.AutoScalingGroups  = (*AutoScaling)(nil)
-	_ steps.CapacityProviders  = (*ECS)(nil)
-	_ steps.ServiceQuotas      = (*Account)(nil)
-	_ steps.EC2Instances       = (*Account)(nil)
-	_ steps.TaskRunner         = (*ECS)(nil)
-	_ steps.TaskDescriber      = (*ECS)(nil)
-	_ steps.TaskStopper        = (*ECS)(nil)
-	_ steps.TaskTagger         = (*ECS)(nil)
-	_ steps.Schedules          = (*Scheduler)(nil)
+	_ deployment.ObjectReader       = (*Bucket)(nil)
+	_ deployment.ContainerInstances = (*ECS)(nil)
+	_ deployment.AutoScalingGroups  = (*AutoScaling)(nil)
+	_ deployment.CapacityProviders  = (*ECS)(nil)
+	_ deployment.ServiceQuotas      = (*Account)(nil)
+	_ deployment.EC2Instances       = (*Account)(nil)
+	_ deployment.TaskRunner         = (*ECS)(nil)
+	_ deployment.TaskDescriber      = (*ECS)(nil)
+	_ deployment.TaskStopper        = (*ECS)(nil)
+	_ deployment.TaskTagger         = (*ECS)(nil)
+	_ deployment.Schedules          = (*Scheduler)(nil)
 
-	// Endpoint has the signature steps.Health.Endpoint takes.
-	_ = steps.Health{Endpoint: (*ECS)(nil).Endpoint}
+	_ deployment.ECSAPI = (*ECS)(nil)
+
+	// Endpoint has the signature the health step's Endpoint takes.
+	_ func(context.Context, ecstypes.Task) (string, error) = (*ECS)(nil).Endpoint
 )

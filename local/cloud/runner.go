@@ -16,7 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/ollama/ollama/api"
 
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/local/ollama"
 )
 
@@ -90,7 +90,7 @@ type OllamaRunner struct {
 	// TempDir holds the servers' folders; empty means os.TempDir().
 	TempDir string
 	// Objects is where s3:// sources are read from, normally the local Bucket.
-	Objects steps.ObjectReader
+	Objects deployment.ObjectReader
 	// ReadyTimeout bounds the server's start; ModelTimeout bounds getting and loading the model (default 10 min).
 	ReadyTimeout, ModelTimeout time.Duration
 	Log                        *slog.Logger
@@ -153,11 +153,11 @@ func (r *OllamaRunner) Start(ctx context.Context, c Container) (Process, error) 
 
 // getModel is the container's start script: get the model from its source, then load it.
 func (r *OllamaRunner) getModel(ctx context.Context, srv *ollama.Server, c Container) error {
-	src := c.Env[steps.EnvSource]
+	src := c.Env[deployment.EnvSource]
 	if src == "" {
-		src = c.FetchEnv[steps.EnvSource]
+		src = c.FetchEnv[deployment.EnvSource]
 	}
-	name := c.Env[steps.EnvModel]
+	name := c.Env[deployment.EnvModel]
 	client := srv.Client()
 	crashAt := func(s Stage) bool {
 		if c.Stage(s) {
@@ -181,16 +181,16 @@ func (r *OllamaRunner) getModel(ctx context.Context, srv *ollama.Server, c Conta
 	case strings.HasPrefix(src, "s3://"):
 		bucket, key, _ := strings.Cut(strings.TrimPrefix(src, "s3://"), "/")
 		if bucket == "" || key == "" {
-			return fmt.Errorf("%s=%q: want s3://BUCKET/KEY", steps.EnvSource, src)
+			return fmt.Errorf("%s=%q: want s3://BUCKET/KEY", deployment.EnvSource, src)
 		}
 		if name == "" {
-			return fmt.Errorf("%s is required with an s3:// source", steps.EnvModel)
+			return fmt.Errorf("%s is required with an s3:// source", deployment.EnvModel)
 		}
 		if err := r.fromBucket(ctx, srv, bucket, key, name); err != nil {
 			return err
 		}
 	default:
-		return fmt.Errorf("%s=%q: want ollama://NAME or s3://BUCKET/KEY", steps.EnvSource, src)
+		return fmt.Errorf("%s=%q: want ollama://NAME or s3://BUCKET/KEY", deployment.EnvSource, src)
 	}
 	if crashAt(StageLoading) {
 		return nil

@@ -14,8 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	schedtypes "github.com/aws/aws-sdk-go-v2/service/scheduler/types"
-
-	"github.com/ollama-ecs/ollama-ecs/functions/steps"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
 // SchedulerOptions configure NewScheduler.
@@ -26,7 +25,7 @@ type SchedulerOptions struct {
 	// faster; give Now to the handlers that compute at() times (AutoStop.Now) so they agree. 0 means 1.
 	TimeScale float64
 	// ECS receives the universal target arn:aws:scheduler:::aws-sdk:ecs:stopTask.
-	ECS steps.TaskStopper
+	ECS deployment.TaskStopper
 	// Invoke fires any other target; nil makes such schedules record an error when they fire.
 	Invoke func(ctx context.Context, scheduleName string, target schedtypes.Target) error
 	Log    *slog.Logger
@@ -196,11 +195,11 @@ func (s *Scheduler) fire(key string, sc *schedule) {
 }
 
 func (s *Scheduler) invoke(ctx context.Context, name string, target schedtypes.Target) error {
-	if aws.ToString(target.Arn) == steps.StopTaskTarget {
+	if aws.ToString(target.Arn) == deployment.StopTaskTarget {
 		if s.opts.ECS == nil {
 			return fmt.Errorf("no local ECS to stop the task")
 		}
-		var in steps.StopTaskInput
+		var in deployment.StopTaskInput
 		if err := json.Unmarshal([]byte(aws.ToString(target.Input)), &in); err != nil {
 			return fmt.Errorf("target input is not a StopTask request: %w", err)
 		}

@@ -16,6 +16,7 @@ import (
 	schedtypes "github.com/aws/aws-sdk-go-v2/service/scheduler/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
@@ -42,7 +43,7 @@ func TestAutoStopFires(t *testing.T) {
 	}
 	arn := aws.ToString(out.Tasks[0].TaskArn)
 	h := &steps.AutoStop{Scheduler: sched, ECS: e, Cluster: "ollama-ecs", Group: "ollama-ecs", RoleArn: "arn:aws:iam::111122223333:role/s", Now: sched.Now}
-	state := steps.State{Request: &steps.Request{DeploymentID: "dep-ttl"}, Task: &steps.TaskInfo{TaskArn: arn}, Plan: &planner.Plan{AutoStopSeconds: 60}}
+	state := deployment.State{Request: &deployment.Request{DeploymentID: "dep-ttl"}, Task: &deployment.TaskInfo{TaskArn: arn}, Plan: &planner.Plan{AutoStopSeconds: 60}}
 	res, err := h.Handle(ctx, state)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +66,7 @@ func TestAutoStopFires(t *testing.T) {
 		t.Errorf("stopped with %s %q", task.StopCode, aws.ToString(task.StoppedReason))
 	}
 	fired := sched.Fired()
-	if len(fired) != 1 || fired[0].Err != nil || fired[0].TargetArn != steps.StopTaskTarget {
+	if len(fired) != 1 || fired[0].Err != nil || fired[0].TargetArn != deployment.StopTaskTarget {
 		t.Fatalf("fired: %+v", fired)
 	}
 	if late := fired[0].FiredAt.Sub(stopAt); late < 0 || late > 30*time.Second {
@@ -140,8 +141,8 @@ func TestCleanupStopsTaskAndSchedule(t *testing.T) {
 	ctx := context.Background()
 	run := &steps.RunTask{ECS: e, Cluster: "ollama-ecs", CPUTaskDefinition: "ollama-cpu", GPUTaskDefinition: "ollama-gpu"}
 	cand := planner.Candidate{Placement: "cpu", LaunchType: "FARGATE", CPU: 1024, MemoryMiB: 2048, TaskDefinition: planner.TaskDefinitionCPU}
-	state := steps.State{Request: &steps.Request{DeploymentID: "dep-clean", ModelName: "tiny", Env: "dev"},
-		Capacity: &steps.CapacityState{Available: true, Candidate: &cand}, Plan: &planner.Plan{AutoStopSeconds: 3600}}
+	state := deployment.State{Request: &deployment.Request{DeploymentID: "dep-clean", ModelName: "tiny", Env: "dev"},
+		Capacity: &deployment.CapacityState{Available: true, Candidate: &cand}, Plan: &planner.Plan{AutoStopSeconds: 3600}}
 	info, err := run.Handle(ctx, state)
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +151,7 @@ func TestCleanupStopsTaskAndSchedule(t *testing.T) {
 	if _, err := (&steps.AutoStop{Scheduler: sched, ECS: e, Cluster: "ollama-ecs", Group: "ollama-ecs"}).Handle(ctx, state); err != nil {
 		t.Fatal(err)
 	}
-	stopper := &steps.Stopper{ECS: e, Scheduler: sched, Cluster: "ollama-ecs", Group: "ollama-ecs"}
+	stopper := &deployment.Stopper{ECS: e, Scheduler: sched, Cluster: "ollama-ecs", Group: "ollama-ecs"}
 	got, err := (&steps.Cleanup{Stopper: stopper}).Handle(ctx, state)
 	if err != nil || len(got.Tasks) != 1 || len(got.Schedules) != 1 {
 		t.Fatalf("Cleanup = %+v, %v; want one task and one schedule", got, err)
@@ -176,31 +177,31 @@ func TestCleanupStopsOnlyItsOwnExecution(t *testing.T) {
 	defer sched.Close()
 	ctx := context.Background()
 	in := gpuRun("dep-shared", 1024, 1024, 0, "")
-	in.Tags = append(in.Tags, ecstypesTag(steps.TagManagedBy, steps.ManagedByValue), ecstypesTag(steps.TagExecution, "exec-a"))
+	in.Tags = append(in.Tags, ecstypesTag(deployment.TagManagedBy, deployment.ManagedByValue), ecstypesTag(deployment.TagExecution, "exec-a"))
 	out, err := e.RunTask(ctx, in)
 	if err != nil || len(out.Tasks) != 1 {
 		t.Fatalf("RunTask: %v %+v", err, out)
 	}
 	arn := aws.ToString(out.Tasks[0].TaskArn)
 	a := &steps.AutoStop{Scheduler: sched, ECS: e, Cluster: "ollama-ecs", Group: "ollama-ecs", RoleArn: "arn:aws:iam::111122223333:role/s", Now: sched.Now}
-	if _, err := a.Handle(ctx, steps.State{Request: &steps.Request{DeploymentID: "dep-shared"}, Task: &steps.TaskInfo{TaskArn: arn},
+	if _, err := a.Handle(ctx, deployment.State{Request: &deployment.Request{DeploymentID: "dep-shared"}, Task: &deployment.TaskInfo{TaskArn: arn},
 		Plan: &planner.Plan{AutoStopSeconds: 3600}}); err != nil {
 		t.Fatal(err)
 	}
-	cleanup := &steps.Cleanup{Stopper: &steps.Stopper{ECS: e, Scheduler: sched, Cluster: "ollama-ecs", Group: "ollama-ecs"}}
-	other, err := cleanup.Handle(ctx, steps.State{Request: &steps.Request{DeploymentID: "dep-shared", ExecutionName: "exec-b"},
-		Error: &steps.StateError{Error: "DeploymentExistsError"}})
+	cleanup := &steps.Cleanup{Stopper: &deployment.Stopper{ECS: e, Scheduler: sched, Cluster: "ollama-ecs", Group: "ollama-ecs"}}
+	other, err := cleanup.Handle(ctx, deployment.State{Request: &deployment.Request{DeploymentID: "dep-shared", ExecutionName: "exec-b"},
+		Error: &deployment.StateError{Error: "DeploymentExistsError"}})
 	if err != nil || len(other.Tasks) != 0 || len(other.Schedules) != 0 {
 		t.Fatalf("clean-up of the other request: %+v %v", other, err)
 	}
-	if _, err := sched.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(steps.ScheduleName("dep-shared")), GroupName: aws.String("ollama-ecs")}); err != nil {
+	if _, err := sched.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(deployment.ScheduleName("dep-shared")), GroupName: aws.String("ollama-ecs")}); err != nil {
 		t.Fatalf("the owner's schedule is gone: %v", err)
 	}
-	owner, err := cleanup.Handle(ctx, steps.State{Request: &steps.Request{DeploymentID: "dep-shared", ExecutionName: "exec-a"}})
+	owner, err := cleanup.Handle(ctx, deployment.State{Request: &deployment.Request{DeploymentID: "dep-shared", ExecutionName: "exec-a"}})
 	if err != nil || len(owner.Tasks) != 1 || owner.Tasks[0] != arn || len(owner.Schedules) != 1 {
 		t.Fatalf("clean-up of the owner: %+v %v", owner, err)
 	}
-	_, err = sched.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(steps.ScheduleName("dep-shared")), GroupName: aws.String("ollama-ecs")})
+	_, err = sched.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(deployment.ScheduleName("dep-shared")), GroupName: aws.String("ollama-ecs")})
 	if apiCode(err) != "ResourceNotFoundException" {
 		t.Errorf("schedule after the owner's clean-up: %v, want ResourceNotFoundException", err)
 	}
@@ -219,7 +220,7 @@ func TestStackDeletionStopsEveryDeployment(t *testing.T) {
 	ctx := context.Background()
 	for _, env := range []string{"dev", "prod"} {
 		in := gpuRun("dep-"+env, 1024, 1024, 0, "")
-		in.Tags = append(in.Tags, ecstypesTag(steps.TagManagedBy, steps.ManagedByValue), ecstypesTag(steps.TagEnv, env))
+		in.Tags = append(in.Tags, ecstypesTag(deployment.TagManagedBy, deployment.ManagedByValue), ecstypesTag(deployment.TagEnv, env))
 		if _, err := e.RunTask(ctx, in); err != nil {
 			t.Fatal(err)
 		}
@@ -231,7 +232,7 @@ func TestStackDeletionStopsEveryDeployment(t *testing.T) {
 		answers = append(answers, a)
 	}))
 	defer cfnEndpoint.Close()
-	teardown := &steps.Teardown{Stopper: &steps.Stopper{ECS: e, Scheduler: sched, Cluster: "ollama-ecs", Group: "ollama-ecs"}}
+	teardown := &steps.Teardown{Stopper: &deployment.Stopper{ECS: e, Scheduler: sched, Cluster: "ollama-ecs", Group: "ollama-ecs"}}
 	event := func(requestType string) []byte {
 		raw, _ := json.Marshal(map[string]any{"RequestType": requestType, "ResponseURL": cfnEndpoint.URL + "/answer",
 			"StackId": "arn:aws:cloudformation:us-east-1:111122223333:stack/OllamaEcs/1", "RequestId": "r-" + requestType,

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
 	"github.com/ollama-ecs/ollama-ecs/local/lambdaapi"
 )
@@ -131,12 +132,12 @@ func run(t *testing.T, r *rig, def []byte, name string, input any, opts ...engin
 	if err != nil {
 		t.Fatalf("Wait: %v", err)
 	}
-	t.Logf("%s %s in %v\n%s", x.Name, x.Status, x.StopDate.Sub(x.StartDate), engine.RenderHistory(x.Events))
+	t.Logf("%s %s in %v\n%s", x.Name, x.Status, x.StopDate.Sub(x.StartDate), deployment.RenderHistory(x.Events))
 	return x
 }
 
-func eventsOf(x engine.Execution, typ, state string) []engine.HistoryEvent {
-	var out []engine.HistoryEvent
+func eventsOf(x engine.Execution, typ, state string) []deployment.HistoryEvent {
+	var out []deployment.HistoryEvent
 	for _, ev := range x.Events {
 		if ev.Type == typ && (state == "" || ev.StateName == state) {
 			out = append(out, ev)
@@ -173,11 +174,11 @@ func TestToyWorkflow(t *testing.T) {
 		status: engine.StatusSucceeded,
 		check: func(t *testing.T, x engine.Execution) {
 			assertJSON(t, "output", x.Output, `{"endpoint":"http://127.0.0.1:11434","polls":3,"gpu":true}`)
-			if n := len(eventsOf(x, engine.EventStateEntered, "Poll")); n != 3 {
+			if n := len(eventsOf(x, deployment.EventStateEntered, "Poll")); n != 3 {
 				t.Errorf("Poll entered %d times, want 3", n)
 			}
 			// ResultSelector kept two fields; ResultPath put them under $.validated.
-			exited := eventsOf(x, engine.EventStateExited, "Validate")
+			exited := eventsOf(x, deployment.EventStateExited, "Validate")
 			var out struct{ Validated json.RawMessage }
 			if len(exited) != 1 || json.Unmarshal(exited[0].Output, &out) != nil {
 				t.Fatalf("Validate exited events: %+v", exited)
@@ -190,7 +191,7 @@ func TestToyWorkflow(t *testing.T) {
 		status: engine.StatusFailed,
 		error:  "NoCapacityError",
 		check: func(t *testing.T, x engine.Execution) {
-			caught := eventsOf(x, engine.EventStateCaught, "Reserve")
+			caught := eventsOf(x, deployment.EventStateCaught, "Reserve")
 			if len(caught) != 1 || !slices.Equal(caught[0].ErrorEquals, []string{"NoCapacityError"}) {
 				t.Errorf("StateCaught on Reserve: %+v; want the NoCapacityError catcher", caught)
 			}
@@ -207,7 +208,7 @@ func TestToyWorkflow(t *testing.T) {
 		status: engine.StatusFailed,
 		error:  "errorString",
 		check: func(t *testing.T, x engine.Execution) {
-			caught := eventsOf(x, engine.EventStateCaught, "Reserve")
+			caught := eventsOf(x, deployment.EventStateCaught, "Reserve")
 			if len(caught) != 1 || !slices.Equal(caught[0].ErrorEquals, []string{"States.ALL"}) {
 				t.Errorf("StateCaught on Reserve: %+v; want the States.ALL catcher", caught)
 			}
@@ -217,7 +218,7 @@ func TestToyWorkflow(t *testing.T) {
 		input:  toyInput{Model: "m", SizeGB: 2, Mode: "flaky", ReadyAfter: 0},
 		status: engine.StatusSucceeded,
 		check: func(t *testing.T, x engine.Execution) {
-			retried := eventsOf(x, engine.EventStateRetried, "Reserve")
+			retried := eventsOf(x, deployment.EventStateRetried, "Reserve")
 			if len(retried) != 1 || retried[0].RetryAttempt != 1 || !slices.Equal(retried[0].ErrorEquals, []string{"FlakyError"}) {
 				t.Errorf("StateRetried on Reserve: %+v", retried)
 			}
@@ -234,7 +235,7 @@ func TestToyWorkflow(t *testing.T) {
 		}},
 		status: engine.StatusSucceeded,
 		check: func(t *testing.T, x engine.Execution) {
-			failed := eventsOf(x, engine.EventStateFailed, "Validate")
+			failed := eventsOf(x, deployment.EventStateFailed, "Validate")
 			var names []string
 			for _, ev := range failed {
 				names = append(names, ev.Error)
@@ -243,7 +244,7 @@ func TestToyWorkflow(t *testing.T) {
 				t.Errorf("Validate failures %v", names)
 			}
 			// FULL jitter: each pause is at most IntervalSeconds*BackoffRate^n, capped by MaxDelaySeconds.
-			retried := eventsOf(x, engine.EventStateRetried, "Validate")
+			retried := eventsOf(x, deployment.EventStateRetried, "Validate")
 			if len(retried) != 2 {
 				t.Fatalf("Validate retried %d times, want 2", len(retried))
 			}
@@ -262,7 +263,7 @@ func TestToyWorkflow(t *testing.T) {
 			if !strings.Contains(x.Cause, "model is required") {
 				t.Errorf("cause %q", x.Cause)
 			}
-			if n := len(eventsOf(x, engine.EventStateEntered, "Rejected")); n != 1 {
+			if n := len(eventsOf(x, deployment.EventStateEntered, "Rejected")); n != 1 {
 				t.Errorf("Rejected entered %d times", n)
 			}
 		},
@@ -309,7 +310,7 @@ func TestWaitSecondsPath(t *testing.T) {
 	if x.Status != engine.StatusSucceeded {
 		t.Fatalf("status %s %s", x.Status, x.Error)
 	}
-	for _, run := range engine.StateRuns(x.Events) {
+	for _, run := range deployment.StateRuns(x.Events) {
 		if run.Name == "WaitForHealth" && (run.Duration < 950*time.Millisecond || run.Duration > 1500*time.Millisecond) {
 			t.Errorf("WaitForHealth lasted %v, want about 1s", run.Duration)
 		}
@@ -356,7 +357,7 @@ func TestNamesListAndStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	if x.Status != engine.StatusAborted || x.StopDate.IsZero() || eventsOf(x, "ExecutionAborted", "") == nil {
-		t.Errorf("after Stop: %s stop %v\n%s", x.Status, x.StopDate, engine.RenderHistory(x.Events))
+		t.Errorf("after Stop: %s stop %v\n%s", x.Status, x.StopDate, deployment.RenderHistory(x.Events))
 	}
 	if _, err := r.eng.StartExecution(ctx, def, name, in, engine.WithStateMachineName("toy")); !errors.Is(err, engine.ErrExecutionAlreadyExists) {
 		t.Errorf("reusing the name of a closed execution: %v; want ErrExecutionAlreadyExists", err)

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ollama-ecs/ollama-ecs/local/engine"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/history.golden")
@@ -18,10 +18,10 @@ func TestRenderHistory(t *testing.T) {
 	t0 := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	iter := 1
-	ev := func(ms int, typ, state, stateType string) engine.HistoryEvent {
-		return engine.HistoryEvent{Type: typ, Timestamp: at(ms), StateName: state, StateType: stateType}
+	ev := func(ms int, typ, state, stateType string) deployment.HistoryEvent {
+		return deployment.HistoryEvent{Type: typ, Timestamp: at(ms), StateName: state, StateType: stateType}
 	}
-	failed := func(ms int, state, stateType, err, cause string) engine.HistoryEvent {
+	failed := func(ms int, state, stateType, err, cause string) deployment.HistoryEvent {
 		e := ev(ms, "StateFailed", state, stateType)
 		e.Error, e.Cause = err, cause
 		return e
@@ -32,7 +32,7 @@ func TestRenderHistory(t *testing.T) {
 	mapped.MapIteration = &iter
 	mappedExit := ev(5040, "StateExited", "Resize", "Task")
 	mappedExit.MapIteration = &iter
-	events := []engine.HistoryEvent{
+	events := []deployment.HistoryEvent{
 		{Type: "ExecutionStarted", Timestamp: at(0)},
 		ev(1, "StateEntered", "Validate", "Task"),
 		failed(300, "Validate", "Task", "Lambda.ServiceException", "injected"),
@@ -52,7 +52,7 @@ func TestRenderHistory(t *testing.T) {
 		ev(5100, "StateEntered", "Poll", "Task"),
 		ev(6100, "StateEntered", "Never", "Pass"), // history ends while Poll and Never run
 	}
-	got := engine.RenderHistory(events)
+	got := deployment.RenderHistory(events)
 	const golden = "testdata/history.golden"
 	if *update {
 		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {

@@ -1,4 +1,4 @@
-package steps
+package deployment
 
 import (
 	"errors"
@@ -126,7 +126,7 @@ func (e *ModelNotOnGPUError) Error() string {
 
 // awsError classifies an SDK error by its API error code into the typed errors above, so the state machine can
 // retry throttling and server errors and fail fast on the rest.
-func awsError(op string, err error) error {
+func AWSError(op string, err error) error {
 	var api smithy.APIError
 	if !errors.As(err, &api) {
 		return &AWSServiceError{Op: op, Code: "RequestFailed", Message: err.Error()}
@@ -151,7 +151,7 @@ func awsError(op string, err error) error {
 }
 
 // isNotFound reports an API error that means the thing is already gone.
-func isNotFound(err error) bool {
+func IsNotFound(err error) bool {
 	var api smithy.APIError
 	if !errors.As(err, &api) {
 		return false

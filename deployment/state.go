@@ -1,12 +1,18 @@
-// Package steps holds the logic of each Lambda step of the deploy state machine (validate, configure, capacity,
-// runtask, health, autostop, cleanup) and of the teardown function. Each step is a struct whose fields are its
-// configuration and AWS ports, with a Handle method that aws-lambda-go calls; functions/<name>/main.go only builds
-// it. Steps exchange one JSON state document, the shape of which is State.
-package steps
+// Package deployment is the contract of an ollama-ecs deployment, shared by the Lambda steps, the state machine's
+// definition, the local stack and the command line: the state document the steps exchange (State, Request and
+// each step's result), the record a ready deployment ends with, the tags and names that make ECS the record of
+// deployments, the error types that are the state machine's error names and how AWS errors map onto them, the
+// SDK-shaped ports, the listing and stopping of a deployment's tasks, the execution-history model, and the
+// functions' configuration. It holds no step logic.
+package deployment
 
 import (
 	"log/slog"
+	"time"
 
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/ollama-ecs/ollama-ecs/catalog"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
@@ -107,7 +113,7 @@ type Request struct {
 func ScheduleName(deploymentID string) string { return SchedulePrefix + deploymentID }
 
 // logger returns l with the deployment id on every line, or a discarding logger when l is nil.
-func logger(l *slog.Logger, deploymentID string) *slog.Logger {
+func Logger(l *slog.Logger, deploymentID string) *slog.Logger {
 	if l == nil {
 		l = slog.New(slog.DiscardHandler)
 	}
@@ -115,4 +121,98 @@ func logger(l *slog.Logger, deploymentID string) *slog.Logger {
 		l = l.With("deploymentId", deploymentID)
 	}
 	return l
+}
+
+// CapacityState is where the walk down the fallback ladder stands.
+type CapacityState struct {
+	// Cursor indexes the plan's candidates.
+	Cursor int `json:"cursor"`
+	// Available is true when Candidate has room.
+	Available bool `json:"available"`
+	// Candidate is the one to run when Available.
+	Candidate *planner.Candidate `json:"candidate,omitempty"`
+	// Attempts are the rungs tried and refused, with why.
+	Attempts []Attempt `json:"attempts"`
+	// LastError is set by the state machine when RunTask refused the candidate for lack of capacity.
+	LastError *StateError `json:"lastError,omitempty"`
+}
+
+// TaskInfo is what the state machine keeps about the started task.
+type TaskInfo struct {
+	TaskArn       string  `json:"taskArn"`
+	ClusterArn    string  `json:"clusterArn"`
+	Placement     string  `json:"placement"`
+	LaunchType    string  `json:"launchType"`
+	InstanceType  string  `json:"instanceType"`
+	GPU           bool    `json:"gpu"`
+	CPU           int     `json:"cpu"`
+	MemoryMiB     int     `json:"memoryMiB"`
+	HourlyCostUSD float64 `json:"hourlyCostUSD"`
+	StartedAt     string  `json:"startedAt"`
+}
+
+// TaskDefinitions are the CPU and GPU task definition families of one image.
+type TaskDefinitions struct {
+	CPU string `json:"cpu"`
+	GPU string `json:"gpu"`
+}
+
+// TagValue finds a tag on a task.
+func TagValue(tags []ecstypes.Tag, key string) string {
+	for _, t := range tags {
+		if aws.ToString(t.Key) == key {
+			return aws.ToString(t.Value)
+		}
+	}
+	return ""
+}
+
+// Phases of a deployment on its way to healthy, as the console shows them.
+const (
+	PhaseProvisioning = "PROVISIONING"
+	PhasePending      = "PENDING"
+	PhaseStarting     = "STARTING_SERVER"
+	PhasePulling      = "PULLING_MODEL"
+	PhaseLoading      = "LOADING_MODEL"
+	PhaseReady        = "READY"
+)
+
+// HealthState is one poll's answer; the state machine keeps it between polls.
+type HealthState struct {
+	Ready bool `json:"ready"`
+	// TaskArn is the task these polls watch: a new task (the next rung of the ladder) starts a new count.
+	TaskArn string `json:"taskArn"`
+	// Phase is where the deployment stands; Detail says more.
+	Phase  string `json:"phase"`
+	Detail string `json:"detail"`
+	// Polls counts the polls so far.
+	Polls int `json:"polls"`
+	// WaitSeconds is how long the state machine waits before the next poll.
+	WaitSeconds int `json:"waitSeconds"`
+	// Endpoint is Ollama's base URL once the task is running.
+	Endpoint string `json:"endpoint,omitempty"`
+	// FirstPollAt and Deadline bound the whole wait.
+	FirstPollAt string `json:"firstPollAt"`
+	Deadline    string `json:"deadline"`
+	// GPU is the GPU readiness rule's verdict: "met", "not applicable: <why>", or "" on a CPU placement.
+	GPU string `json:"gpu"`
+}
+
+// DefaultProvisioningTimeout is how long a task may wait for its instance. ECS managed scaling reacts to a
+// one-minute metric, then a GPU instance boots the ECS GPU AMI and registers its agent: three to five minutes
+// usually (the capacity provider's default instance warm-up is 300 s). Ten minutes is twice that, and leaves two
+// more rungs of the ladder inside the default 30-minute health timeout.
+const DefaultProvisioningTimeout = 10 * time.Minute
+
+// InterruptedResult says what was done about one stopped task.
+type InterruptedResult struct {
+	DeploymentID string `json:"deploymentId,omitempty"`
+	TaskArn      string `json:"taskArn"`
+	StopCode     string `json:"stopCode,omitempty"`
+	// Ignored says why nothing was done, when nothing was.
+	Ignored string `json:"ignored,omitempty"`
+	// ScheduleDeleted is the auto-stop schedule deleted with the task.
+	ScheduleDeleted string `json:"scheduleDeleted,omitempty"`
+	// Restarted is the execution that starts the deployment again.
+	Restarted string `json:"restarted,omitempty"`
 }

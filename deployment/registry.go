@@ -1,4 +1,4 @@
-package steps
+package deployment
 
 import (
 	"github.com/ollama-ecs/ollama-ecs/catalog"

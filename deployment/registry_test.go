@@ -1,4 +1,4 @@
-package steps
+package deployment
 
 import (
 	"go/ast"

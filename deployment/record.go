@@ -1,6 +1,4 @@
-package workflow
-
-import "github.com/ollama-ecs/ollama-ecs/functions/steps"
+package deployment
 
 // Record is a successful execution's output, built by the "Deployment ready" state: what a user needs to reach
 // and account for the deployment.
@@ -19,5 +17,5 @@ type Record struct {
 	// GPUReadiness is the GPU rule's verdict on a GPU placement ("met", or "not applicable: why"), empty on CPU.
 	GPUReadiness string `json:"gpuReadiness"`
 	// Fallbacks are the candidates tried before this placement, and why each was refused.
-	Fallbacks []steps.Attempt `json:"fallbacks"`
+	Fallbacks []Attempt `json:"fallbacks"`
 }

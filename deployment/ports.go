@@ -1,4 +1,4 @@
-package steps
+package deployment
 
 import (
 	"context"
@@ -103,3 +103,14 @@ var (
 	_ TaskStopper        = (*ecs.Client)(nil)
 	_ Schedules          = (*scheduler.Client)(nil)
 )
+
+// ECSAPI is every ECS call the steps make, as one port (the SDK client on AWS, the local cluster in local mode).
+type ECSAPI interface {
+	TaskRunner
+	TaskStopper
+	TaskTagger
+	ContainerInstances
+	CapacityProviders
+}
+
+var _ ECSAPI = (*ecs.Client)(nil)

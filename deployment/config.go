@@ -1,0 +1,192 @@
+package deployment
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+)
+
+// The environment variables the functions read, as the CDK stack sets them (infra's contract test reads these
+// constants). HealthWatch, HealthPoll, ProvisioningTimeout and LOG_LEVEL are tuning knobs the stack leaves at their
+// defaults.
+const (
+	SettingCluster              = "CLUSTER"
+	SettingModelBucket          = "MODEL_BUCKET"
+	SettingModelPrefix          = "MODEL_PREFIX"
+	SettingGPUInstanceTypes     = "GPU_INSTANCE_TYPES"
+	SettingGPUCapacityProviders = "GPU_CAPACITY_PROVIDERS"
+	SettingGPUVolumeGiB         = "GPU_VOLUME_GIB"
+	SettingDevTTL               = "DEV_TTL"
+	SettingPolicy               = "POLICY"
+	SettingCPUTaskDefinition    = "CPU_TASK_DEFINITION"
+	SettingGPUTaskDefinition    = "GPU_TASK_DEFINITION"
+	SettingModelTaskDefinitions = "MODEL_TASK_DEFINITIONS"
+	SettingSubnets              = "SUBNETS"
+	SettingSecurityGroups       = "SECURITY_GROUPS"
+	SettingHealthTimeout        = "HEALTH_TIMEOUT"
+	SettingHealthWatch          = "HEALTH_WATCH"
+	SettingHealthPoll           = "HEALTH_POLL"
+	SettingProvisioningTimeout  = "PROVISIONING_TIMEOUT"
+	SettingOllamaPort           = "OLLAMA_PORT"
+	SettingScheduleGroup        = "SCHEDULE_GROUP"
+	SettingSchedulerRoleArn     = "SCHEDULER_ROLE_ARN"
+	SettingStateMachineArn      = "STATE_MACHINE_ARN"
+)
+
+// Config is every setting a step reads: on Lambda from the environment the CDK stack sets (ConfigFromEnv), in local
+// mode from the local stack. DefaultConfig holds the defaults both start from.
+type Config struct {
+	Cluster     string
+	ModelBucket string
+	ModelPrefix string
+	// GPUInstanceTypes are the GPU types the cluster has capacity for; Providers maps each to its capacity provider.
+	GPUInstanceTypes []string
+	Providers        map[string]string
+	// GPUVolumeGiB is the GPU instances' root volume, which holds an EC2 task's image and model (0: the planner's
+	// default, the stack's launch template).
+	GPUVolumeGiB int
+	DevTTL       time.Duration
+	Policy       string
+	// CPUTaskDefinition and GPUTaskDefinition are the two task definition families (or ARNs).
+	CPUTaskDefinition string
+	GPUTaskDefinition string
+	// ModelTaskDefinitions maps a model with its own image (the seed's model-specific ECR images, which start
+	// faster) to its CPU and GPU families.
+	ModelTaskDefinitions map[string]TaskDefinitions
+	Subnets              []string
+	SecurityGroups       []string
+	// HealthTimeout bounds the wait for a healthy deployment; one poll watches a task close to ready for
+	// HealthWatch, every HealthPoll.
+	HealthTimeout time.Duration
+	HealthWatch   time.Duration
+	HealthPoll    time.Duration
+	// ProvisioningTimeout bounds a task's wait in PROVISIONING for a GPU instance (see DefaultProvisioningTimeout).
+	ProvisioningTimeout time.Duration
+	// OllamaPort is where Ollama listens in the task (the task definition's container port).
+	OllamaPort       int
+	ScheduleGroup    string
+	SchedulerRoleArn string
+	// StateMachineArn is the deploy state machine, which the teardown function starts to restart a deployment.
+	StateMachineArn string
+}
+
+// DefaultConfig is every default, the one place they are written.
+func DefaultConfig() Config {
+	return Config{
+		ModelPrefix: "models/", Providers: map[string]string{}, DevTTL: 2 * time.Hour, Policy: "cost",
+		CPUTaskDefinition: "ollama-cpu", GPUTaskDefinition: "ollama-gpu",
+		HealthTimeout: 30 * time.Minute, HealthWatch: 20 * time.Second, HealthPoll: time.Second,
+		ProvisioningTimeout: DefaultProvisioningTimeout, OllamaPort: OllamaPort, ScheduleGroup: "ollama-ecs",
+	}
+}
+
+// ConfigFromEnv reads Config from the environment over DefaultConfig; a malformed value is an error, a missing one
+// keeps its default.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	c := DefaultConfig()
+	str := func(key string, into *string) { *into = cmp.Or(getenv(key), *into) }
+	str(SettingCluster, &c.Cluster)
+	str(SettingModelBucket, &c.ModelBucket)
+	str(SettingModelPrefix, &c.ModelPrefix)
+	str(SettingPolicy, &c.Policy)
+	str(SettingCPUTaskDefinition, &c.CPUTaskDefinition)
+	str(SettingGPUTaskDefinition, &c.GPUTaskDefinition)
+	str(SettingScheduleGroup, &c.ScheduleGroup)
+	str(SettingSchedulerRoleArn, &c.SchedulerRoleArn)
+	str(SettingStateMachineArn, &c.StateMachineArn)
+	c.GPUInstanceTypes = list(getenv(SettingGPUInstanceTypes))
+	c.Subnets = list(getenv(SettingSubnets))
+	c.SecurityGroups = list(getenv(SettingSecurityGroups))
+	for _, n := range []struct {
+		env  string
+		min  int
+		into *int
+	}{{SettingOllamaPort, 1, &c.OllamaPort}, {SettingGPUVolumeGiB, 1, &c.GPUVolumeGiB}} {
+		if v := getenv(n.env); v != "" {
+			i, err := strconv.Atoi(v)
+			if err != nil || i < n.min || (n.env == SettingOllamaPort && i > 65535) {
+				return c, fmt.Errorf("%s=%q is not a valid number", n.env, v)
+			}
+			*n.into = i
+		}
+	}
+	if raw := getenv(SettingModelTaskDefinitions); raw != "" {
+		if err := json.Unmarshal([]byte(raw), &c.ModelTaskDefinitions); err != nil {
+			return c, fmt.Errorf("%s is not a JSON object of {\"cpu\",\"gpu\"} families: %w", SettingModelTaskDefinitions, err)
+		}
+	}
+	for _, kv := range list(getenv(SettingGPUCapacityProviders)) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || v == "" {
+			return c, fmt.Errorf("%s entry %q is not type=provider", SettingGPUCapacityProviders, kv)
+		}
+		c.Providers[k] = v
+	}
+	for _, d := range []struct {
+		env  string
+		into *time.Duration
+	}{{SettingDevTTL, &c.DevTTL}, {SettingHealthTimeout, &c.HealthTimeout}, {SettingHealthWatch, &c.HealthWatch},
+		{SettingHealthPoll, &c.HealthPoll}, {SettingProvisioningTimeout, &c.ProvisioningTimeout}} {
+		if v := getenv(d.env); v != "" {
+			parsed, err := time.ParseDuration(v)
+			if err != nil || parsed <= 0 {
+				return c, fmt.Errorf("%s=%q is not a positive duration", d.env, v)
+			}
+			*d.into = parsed
+		}
+	}
+	return c, nil
+}
+
+func list(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// NewLogger is the JSON logger every function writes to (CloudWatch Logs on AWS).
+func NewLogger() *slog.Logger {
+	level := slog.LevelInfo
+	if os.Getenv("LOG_LEVEL") == "debug" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// Boot reads the environment and the AWS SDK configuration every function's main starts from.
+func Boot(context.Context) (Config, aws.Config, *slog.Logger, error) {
+	cfg, err := ConfigFromEnv(os.Getenv)
+	if err != nil {
+		return cfg, aws.Config{}, nil, err
+	}
+	awsCfg, err := LambdaAWSConfig(os.Getenv)
+	return cfg, awsCfg, NewLogger(), err
+}
+
+// LambdaAWSConfig is the SDK configuration of a function on Lambda, which puts the execution role's credentials
+// and the region in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION).
+// Reading them directly, instead of the SDK's whole default chain (shared files, SSO, STS, IMDS), keeps about
+// 1.8 MB of code out of every binary; the clients keep the SDK's standard retryer and HTTP client.
+func LambdaAWSConfig(getenv func(string) string) (aws.Config, error) {
+	region, key, secret := getenv("AWS_REGION"), getenv("AWS_ACCESS_KEY_ID"), getenv("AWS_SECRET_ACCESS_KEY")
+	if region == "" || key == "" || secret == "" {
+		return aws.Config{}, fmt.Errorf("AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set, as Lambda sets them")
+	}
+	return aws.Config{
+		Region:      region,
+		Credentials: aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider(key, secret, getenv("AWS_SESSION_TOKEN"))),
+	}, nil
+}

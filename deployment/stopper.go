@@ -1,0 +1,194 @@
+package deployment
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/scheduler"
+)
+
+// Stopped reports what a cleanup or teardown stopped and deleted.
+type Stopped struct {
+	// Deployments are the deployment ids acted on.
+	Deployments []string `json:"deployments"`
+	// Tasks are the task ARNs stopped.
+	Tasks []string `json:"tasks"`
+	// Schedules are the auto-stop schedules deleted.
+	Schedules []string `json:"schedules"`
+	// Interrupted is what was done about a task that stopped on its own (an ECS Task State Change).
+	Interrupted *InterruptedResult `json:"interrupted,omitempty"`
+}
+
+// Stopper stops deployments: their tasks (only tasks this system started: managed-by tag and startedBy equal to
+// the deployment id, in its cluster) and their auto-stop schedules. Cleanup and teardown share it.
+type Stopper struct {
+	ECS       TaskStopper
+	Scheduler Schedules
+	Cluster   string
+	Group     string
+	Log       *slog.Logger
+}
+
+// StopDeployment stops every task the deployment started and deletes its schedule. Already-gone things are fine:
+// stopping is idempotent.
+func (s *Stopper) StopDeployment(ctx context.Context, deploymentID, reason string) (Stopped, error) {
+	return s.stop(ctx, deploymentID, reason, func(ecstypes.Task) bool { return true }, func(string) bool { return true })
+}
+
+// StopExecution stops only what one execution of the state machine started: the tasks tagged with its name, and
+// the deployment's schedule only when that schedule stops one of them (or knownTask, the task the state names).
+// Another request with the same deployment id, and its task and schedule, are left alone.
+func (s *Stopper) StopExecution(ctx context.Context, deploymentID, execution, knownTask, reason string) (Stopped, error) {
+	own := func(t ecstypes.Task) bool {
+		arn := aws.ToString(t.TaskArn)
+		return (execution != "" && TagValue(t.Tags, TagExecution) == execution) || (knownTask != "" && arn == knownTask)
+	}
+	var stopped []string
+	ownsSchedule := func(target string) bool {
+		return target != "" && (target == knownTask || slices.Contains(stopped, target))
+	}
+	return s.stop(ctx, deploymentID, reason, func(t ecstypes.Task) bool {
+		if own(t) {
+			stopped = append(stopped, aws.ToString(t.TaskArn))
+			return true
+		}
+		return false
+	}, ownsSchedule)
+}
+
+// stop stops the deployment's tasks that pick accepts, then deletes its schedule if ownsSchedule accepts the task
+// the schedule would stop.
+func (s *Stopper) stop(ctx context.Context, deploymentID, reason string, pick func(ecstypes.Task) bool, ownsSchedule func(target string) bool) (Stopped, error) {
+	res := Stopped{Deployments: []string{deploymentID}, Tasks: []string{}, Schedules: []string{}}
+	tasks, err := DeploymentTasks(ctx, s.ECS, s.Cluster, deploymentID)
+	if err != nil {
+		return res, err
+	}
+	for _, t := range tasks {
+		if !pick(t) {
+			continue
+		}
+		if err := s.stopTask(ctx, aws.ToString(t.TaskArn), reason); err != nil {
+			return res, err
+		}
+		res.Tasks = append(res.Tasks, aws.ToString(t.TaskArn))
+	}
+	deleted, err := s.DeleteSchedule(ctx, ScheduleName(deploymentID), ownsSchedule)
+	if err != nil {
+		return res, err
+	}
+	if deleted {
+		res.Schedules = append(res.Schedules, ScheduleName(deploymentID))
+	}
+	Logger(s.Log, deploymentID).Info("deployment stopped", "tasks", len(res.Tasks), "scheduleDeleted", deleted, "reason", reason)
+	return res, nil
+}
+
+// DeploymentTasks lists the deployment's tasks that are not stopped and that this system started: startedBy the
+// deployment id, with the managed-by and deployment-id tags, in the cluster.
+func DeploymentTasks(ctx context.Context, ecsAPI TaskLister, cluster, deploymentID string) ([]ecstypes.Task, error) {
+	tasks, err := ListTasks(ctx, ecsAPI, cluster, &ecs.ListTasksInput{Cluster: aws.String(cluster), StartedBy: aws.String(deploymentID)})
+	if err != nil {
+		return nil, err
+	}
+	var out []ecstypes.Task
+	for _, t := range tasks {
+		if TagValue(t.Tags, TagDeploymentID) == deploymentID && TagValue(t.Tags, TagManagedBy) == ManagedByValue {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// StopEnv stops every running deployment of an environment.
+func (s *Stopper) StopEnv(ctx context.Context, env, reason string) (Stopped, error) {
+	all := Stopped{Deployments: []string{}, Tasks: []string{}, Schedules: []string{}}
+	tasks, err := ListTasks(ctx, s.ECS, s.Cluster, &ecs.ListTasksInput{Cluster: aws.String(s.Cluster), DesiredStatus: ecstypes.DesiredStatusRunning})
+	if err != nil {
+		return all, err
+	}
+	seen := map[string]bool{}
+	for _, t := range tasks {
+		id := TagValue(t.Tags, TagDeploymentID)
+		if TagValue(t.Tags, TagManagedBy) != ManagedByValue || TagValue(t.Tags, TagEnv) != env ||
+			id == "" || aws.ToString(t.StartedBy) != id || seen[id] {
+			continue
+		}
+		seen[id] = true
+		one, err := s.StopDeployment(ctx, id, reason)
+		if err != nil {
+			return all, err
+		}
+		all.Deployments = append(all.Deployments, id)
+		all.Tasks = append(all.Tasks, one.Tasks...)
+		all.Schedules = append(all.Schedules, one.Schedules...)
+	}
+	return all, nil
+}
+
+// ListTasks pages through ListTasks and describes the tasks that are not stopped, with their tags.
+func ListTasks(ctx context.Context, ecsAPI TaskLister, cluster string, in *ecs.ListTasksInput) ([]ecstypes.Task, error) {
+	var arns []string
+	for {
+		out, err := ecsAPI.ListTasks(ctx, in)
+		if err != nil {
+			return nil, AWSError("ecs:ListTasks", err)
+		}
+		arns = append(arns, out.TaskArns...)
+		if out.NextToken == nil {
+			break
+		}
+		in.NextToken = out.NextToken
+	}
+	var tasks []ecstypes.Task
+	for start := 0; start < len(arns); start += 100 {
+		out, err := ecsAPI.DescribeTasks(ctx, &ecs.DescribeTasksInput{
+			Cluster: aws.String(cluster), Tasks: arns[start:min(start+100, len(arns))],
+			Include: []ecstypes.TaskField{ecstypes.TaskFieldTags},
+		})
+		if err != nil {
+			return nil, AWSError("ecs:DescribeTasks", err)
+		}
+		for _, t := range out.Tasks {
+			if aws.ToString(t.LastStatus) != "STOPPED" {
+				tasks = append(tasks, t)
+			}
+		}
+	}
+	return tasks, nil
+}
+
+func (s *Stopper) stopTask(ctx context.Context, arn, reason string) error {
+	_, err := s.ECS.StopTask(ctx, &ecs.StopTaskInput{Cluster: aws.String(s.Cluster), Task: aws.String(arn), Reason: aws.String(reason)})
+	if err != nil && !IsNotFound(err) {
+		return AWSError("ecs:StopTask", err)
+	}
+	return nil
+}
+
+// deleteSchedule deletes the named schedule if owns accepts the task it stops.
+func (s *Stopper) DeleteSchedule(ctx context.Context, name string, owns func(target string) bool) (bool, error) {
+	got, err := s.Scheduler.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(name), GroupName: aws.String(s.Group)})
+	if IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, AWSError("scheduler:GetSchedule", err)
+	}
+	if !owns(ScheduleTarget(got)) {
+		return false, nil
+	}
+	_, err = s.Scheduler.DeleteSchedule(ctx, &scheduler.DeleteScheduleInput{Name: aws.String(name), GroupName: aws.String(s.Group)})
+	if err == nil {
+		return true, nil
+	}
+	if IsNotFound(err) {
+		return false, nil
+	}
+	return false, AWSError("scheduler:DeleteSchedule", err)
+}

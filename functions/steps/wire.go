@@ -1,0 +1,91 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/scheduler"
+	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
+	"github.com/aws/aws-sdk-go-v2/service/sfn"
+
+	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
+)
+
+// Clients are the AWS ports the steps call: the SDK's clients on Lambda (AWSClients), the local cloud in local mode.
+type Clients struct {
+	S3          deployment.ObjectReader
+	ECS         deployment.ECSAPI
+	AutoScaling deployment.AutoScalingGroups
+	Quotas      deployment.ServiceQuotas
+	EC2         deployment.EC2Instances
+	Scheduler   deployment.Schedules
+	Executions  deployment.Executions
+}
+
+// AWSClients builds the SDK clients of every port.
+func AWSClients(cfg aws.Config) Clients {
+	return Clients{
+		S3: s3.NewFromConfig(cfg), ECS: ecs.NewFromConfig(cfg), AutoScaling: autoscaling.NewFromConfig(cfg),
+		Quotas: servicequotas.NewFromConfig(cfg), EC2: ec2.NewFromConfig(cfg), Scheduler: scheduler.NewFromConfig(cfg),
+		Executions: sfn.NewFromConfig(cfg),
+	}
+}
+
+// Set is every step and the teardown function, configured.
+type Set struct {
+	Validate  *Validate
+	Configure *Configure
+	Capacity  *Capacity
+	RunTask   *RunTask
+	Health    *Health
+	AutoStop  *AutoStop
+	Cleanup   *Cleanup
+	Teardown  *Teardown
+}
+
+// Build configures every step from one Config and the clients. Each function's main and the local stack both
+// build their steps here, so a default or a wiring can never differ between AWS and local mode; local mode then
+// replaces only what is local by nature (how a task's endpoint is found, the clock, the GPU rule's verdict).
+func Build(cfg deployment.Config, c Clients, log *slog.Logger) *Set {
+	launches := &Launches{ECS: c.ECS, Groups: c.AutoScaling, Quotas: c.Quotas, Instances: c.EC2}
+	stopper := &deployment.Stopper{ECS: c.ECS, Scheduler: c.Scheduler, Cluster: cfg.Cluster, Group: cfg.ScheduleGroup, Log: log}
+	return &Set{
+		Validate: &Validate{Catalog: catalog.Default(), S3: c.S3, Bucket: cfg.ModelBucket, Prefix: cfg.ModelPrefix, Log: log},
+		Configure: &Configure{Catalog: catalog.Default(), GPUInstanceTypes: cfg.GPUInstanceTypes, DevTTL: cfg.DevTTL,
+			DefaultPolicy: cfg.Policy, GPUVolumeGiB: cfg.GPUVolumeGiB, Log: log},
+		Capacity: &Capacity{ECS: c.ECS, Launches: launches, Cluster: cfg.Cluster, Providers: cfg.Providers, Log: log},
+		RunTask: &RunTask{ECS: c.ECS, Cluster: cfg.Cluster, CPUTaskDefinition: cfg.CPUTaskDefinition,
+			GPUTaskDefinition: cfg.GPUTaskDefinition, ModelTaskDefinitions: cfg.ModelTaskDefinitions, Subnets: cfg.Subnets,
+			SecurityGroups: cfg.SecurityGroups, Providers: cfg.Providers, Log: log},
+		Health: &Health{ECS: c.ECS, Cluster: cfg.Cluster, Endpoint: PrivateEndpoint(cfg.OllamaPort),
+			HTTP: &http.Client{Timeout: 5 * time.Second}, Timeout: cfg.HealthTimeout, Watch: cfg.HealthWatch,
+			PollInterval: cfg.HealthPoll, ProvisioningTimeout: cfg.ProvisioningTimeout, Launches: launches, Log: log},
+		AutoStop: &AutoStop{Scheduler: c.Scheduler, ECS: c.ECS, Cluster: cfg.Cluster, Group: cfg.ScheduleGroup,
+			RoleArn: cfg.SchedulerRoleArn, Log: log},
+		Cleanup: &Cleanup{Stopper: stopper},
+		Teardown: &Teardown{Stopper: stopper, Interrupted: &Interrupted{Stopper: stopper, Tags: c.ECS,
+			Executions: c.Executions, StateMachineArn: cfg.StateMachineArn}},
+	}
+}
+
+// Start is every function's main: read the configuration Lambda's environment holds, build the steps on the SDK's
+// clients, and serve the one handler pick returns.
+func Start(name string, pick func(*Set) any) {
+	cfg, awsCfg, log, err := deployment.Boot(context.Background())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+	lambda.Start(pick(Build(cfg, AWSClients(awsCfg), log)))
+}
