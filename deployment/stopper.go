@@ -96,6 +96,7 @@ func DeploymentTasks(ctx context.Context, ecsAPI TaskLister, cluster, deployment
 	if err != nil {
 		return nil, err
 	}
+	tasks = Live(tasks)
 	var out []ecstypes.Task
 	for _, t := range tasks {
 		if TagValue(t.Tags, TagDeploymentID) == deploymentID && TagValue(t.Tags, TagManagedBy) == ManagedByValue {
@@ -112,6 +113,7 @@ func (s *Stopper) StopEnv(ctx context.Context, env, reason string) (Stopped, err
 	if err != nil {
 		return all, err
 	}
+	tasks = Live(tasks)
 	seen := map[string]bool{}
 	for _, t := range tasks {
 		id := TagValue(t.Tags, TagDeploymentID)
@@ -131,7 +133,8 @@ func (s *Stopper) StopEnv(ctx context.Context, env, reason string) (Stopped, err
 	return all, nil
 }
 
-// ListTasks pages through ListTasks and describes the tasks that are not stopped, with their tags.
+// ListTasks pages through ListTasks and describes the tasks, with their tags. Tasks listed by desired status
+// RUNNING may already have stopped by the time they are described: Live keeps those that have not.
 func ListTasks(ctx context.Context, ecsAPI TaskLister, cluster string, in *ecs.ListTasksInput) ([]ecstypes.Task, error) {
 	var arns []string
 	for {
@@ -154,13 +157,20 @@ func ListTasks(ctx context.Context, ecsAPI TaskLister, cluster string, in *ecs.L
 		if err != nil {
 			return nil, AWSError("ecs:DescribeTasks", err)
 		}
-		for _, t := range out.Tasks {
-			if aws.ToString(t.LastStatus) != "STOPPED" {
-				tasks = append(tasks, t)
-			}
-		}
+		tasks = append(tasks, out.Tasks...)
 	}
 	return tasks, nil
+}
+
+// Live keeps the tasks that have not stopped.
+func Live(tasks []ecstypes.Task) []ecstypes.Task {
+	var live []ecstypes.Task
+	for _, t := range tasks {
+		if aws.ToString(t.LastStatus) != "STOPPED" {
+			live = append(live, t)
+		}
+	}
+	return live
 }
 
 func (s *Stopper) stopTask(ctx context.Context, arn, reason string) error {

@@ -153,31 +153,14 @@ func ranState(ex engine.Execution, state string) bool {
 // allTasks describes every task the local cluster knows, running or stopped, with tags.
 func allTasks(t *testing.T, s *local.Stack) []ecstypes.Task {
 	t.Helper()
-	ctx := ctxFor(t, 10*time.Second)
-	cluster := aws.String(s.ECS.Config().Name)
-	var arns []string
-	for _, desired := range []ecstypes.DesiredStatus{ecstypes.DesiredStatusRunning, ecstypes.DesiredStatusStopped} {
-		in := &ecs.ListTasksInput{Cluster: cluster, DesiredStatus: desired}
-		for {
-			out, err := s.ECS.ListTasks(ctx, in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			arns = append(arns, out.TaskArns...)
-			if out.NextToken == nil {
-				break
-			}
-			in.NextToken = out.NextToken
-		}
-	}
 	var tasks []ecstypes.Task
-	for start := 0; start < len(arns); start += 100 {
-		out, err := s.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: cluster, Tasks: arns[start:min(start+100, len(arns))],
-			Include: []ecstypes.TaskField{ecstypes.TaskFieldTags}})
+	for _, desired := range []ecstypes.DesiredStatus{ecstypes.DesiredStatusRunning, ecstypes.DesiredStatusStopped} {
+		cluster := s.ECS.Config().Name
+		some, err := deployment.ListTasks(ctxFor(t, 10*time.Second), s.ECS, cluster, &ecs.ListTasksInput{Cluster: aws.String(cluster), DesiredStatus: desired})
 		if err != nil {
 			t.Fatal(err)
 		}
-		tasks = append(tasks, out.Tasks...)
+		tasks = append(tasks, some...)
 	}
 	return tasks
 }

@@ -3,10 +3,11 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/spf13/pflag"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -81,7 +82,7 @@ type awsFlags struct {
 	output  *string
 }
 
-func addAWSFlags(fs *flag.FlagSet) *awsFlags {
+func addAWSFlags(fs *pflag.FlagSet) *awsFlags {
 	f := &awsFlags{outputs: map[string]*string{}}
 	fs.StringVar(&f.profile, "profile", "", "AWS profile (default: the SDK's chain: AWS_PROFILE, env keys, SSO, ...)")
 	fs.StringVar(&f.region, "region", "", "AWS region (default: AWS_REGION or the profile's)")

@@ -6,12 +6,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
@@ -24,8 +25,7 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
 
-func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
+func defineDeploy(fs *pflag.FlagSet) runner {
 	env := fs.String("env", planner.EnvDev, "dev or prod")
 	prefer := fs.String("prefer", planner.PreferAuto, "auto, cpu or gpu")
 	instanceType := fs.String("instance-type", "", "the one instance type wanted (ml. prefix accepted)")
@@ -39,78 +39,73 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	viaEvents := fs.Bool("via-events", false, "put a Deploy Request on the event bus instead of starting the state machine")
 	keepRunning := fs.Bool("keep-running", false, "start it again, on the next candidate, if its task dies on its own (Spot interruption, crash)")
 	af := addAWSFlags(fs)
-	pos, err := parseArgs(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return printUsage(stderr, fs, "usage: ollama-ecs deploy MODEL [--env dev|prod] [--prefer auto|cpu|gpu] [--instance-type T] [--context N] [--ttl D] [--id ID | --name N] [--keep-running] [--follow] [--via-events] [--output table|json] [AWS flags]")
-	}
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"deploy takes exactly one MODEL"}
-	}
-	if err := af.checkOutput(); err != nil {
-		return err
-	}
-	if *viaEvents && *follow {
-		return usageError{"--follow needs the execution, which EventBridge names itself: drop --via-events, or watch with 'ollama-ecs list'"}
-	}
-	req := events.DeployRequest{
-		Model: pos[0], Env: *env, Prefer: *prefer, InstanceType: *instanceType, ContextLength: *contextLength,
-		Policy: *policy, TTL: *ttl, Requester: cleanRequester(*requester), DeploymentID: *id, KeepRunning: *keepRunning,
-	}
-	if req.DeploymentID == "" {
-		req.DeploymentID = deploymentID(req.Model, req.Env, *name)
-	}
-	if err := req.Validate(); err != nil {
-		return errors.New(strings.Replace(err.Error(), "detail.", "", 1))
-	}
-	// The planner's verdict before anything starts: a model it rejects fails here, with its reason.
-	plan, err := planFor(req, nil)
-	if err != nil {
-		return err
-	}
-	need := []string{outStateMachine, outGPUTypes}
-	if *viaEvents {
-		need = []string{outEventBus, outGPUTypes}
-	}
-	c, err := connect(ctx, af, need...)
-	if err != nil {
-		return err
-	}
-	// Plan again on the GPU types this cluster actually runs, as the configure step will: a type the stack has no
-	// capacity for fails here, before anything starts.
-	if plan, err = planFor(req, strings.Split(c.Outputs[outGPUTypes], ",")); err != nil {
-		return err
-	}
-	if *viaEvents {
-		return deployViaEvents(ctx, c, req, plan, af.json(), stdout)
-	}
-	d := deployer{SFN: c.SFN, StateMachine: c.Outputs[outStateMachine], Now: time.Now}
-	res, err := d.start(ctx, req)
-	if err != nil {
-		return err
-	}
-	if !af.json() {
-		writeStarted(stdout, req, plan, res)
-	}
-	if !*follow {
-		if af.json() {
-			if err := writeJSON(stdout, res); err != nil {
-				return err
+	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		if len(pos) != 1 {
+			return usageError{"deploy takes exactly one MODEL"}
+		}
+		if err := af.checkOutput(); err != nil {
+			return err
+		}
+		if *viaEvents && *follow {
+			return usageError{"--follow needs the execution, which EventBridge names itself: drop --via-events, or watch with 'ollama-ecs list'"}
+		}
+		req := events.DeployRequest{
+			Model: pos[0], Env: *env, Prefer: *prefer, InstanceType: *instanceType, ContextLength: *contextLength,
+			Policy: *policy, TTL: *ttl, Requester: cleanRequester(*requester), DeploymentID: *id, KeepRunning: *keepRunning,
+		}
+		if req.DeploymentID == "" {
+			req.DeploymentID = deploymentID(req.Model, req.Env, *name)
+		}
+		if err := req.Validate(); err != nil {
+			return errors.New(strings.Replace(err.Error(), "detail.", "", 1))
+		}
+		// The planner's verdict before anything starts: a model it rejects fails here, with its reason.
+		plan, err := planFor(req, nil)
+		if err != nil {
+			return err
+		}
+		need := []string{outStateMachine, outGPUTypes}
+		if *viaEvents {
+			need = []string{outEventBus, outGPUTypes}
+		}
+		c, err := connect(ctx, af, need...)
+		if err != nil {
+			return err
+		}
+		// Plan again on the GPU types this cluster actually runs, as the configure step will: a type the stack has no
+		// capacity for fails here, before anything starts.
+		if plan, err = planFor(req, strings.Split(c.Outputs[outGPUTypes], ",")); err != nil {
+			return err
+		}
+		if *viaEvents {
+			return deployViaEvents(ctx, c, req, plan, af.json(), stdout)
+		}
+		d := deployer{SFN: c.SFN, StateMachine: c.Outputs[outStateMachine], Now: time.Now}
+		res, err := d.start(ctx, req)
+		if err != nil {
+			return err
+		}
+		if !af.json() {
+			writeStarted(stdout, req, plan, res)
+		}
+		if !*follow {
+			if af.json() {
+				if err := writeJSON(stdout, res); err != nil {
+					return err
+				}
+			} else if !res.AlreadyStarted {
+				fmt.Fprintf(stdout, "follow it with: ollama-ecs history %s\n", req.DeploymentID)
 			}
-		} else if !res.AlreadyStarted {
-			fmt.Fprintf(stdout, "follow it with: ollama-ecs history %s\n", req.DeploymentID)
+			if res.AlreadyStarted && res.ended() {
+				// Step Functions keeps execution names for 90 days: a new attempt needs a new name.
+				return fmt.Errorf("deployment %s ended %s: see `ollama-ecs history %s`; deploy again with another --name",
+					req.DeploymentID, res.Status, req.DeploymentID)
+			}
+			return nil
 		}
-		if res.AlreadyStarted && res.ended() {
-			// Step Functions keeps execution names for 90 days: a new attempt needs a new name.
-			return fmt.Errorf("deployment %s ended %s: see `ollama-ecs history %s`; deploy again with another --name",
-				req.DeploymentID, res.Status, req.DeploymentID)
-		}
-		return nil
+		f := &follower{SFN: c.SFN, Out: stdout, Spinner: isTerminal(stdout), Interval: pollInterval, Quiet: af.json()}
+		return followToEnd(ctx, f, res, af.json(), stdout)
 	}
-	f := &follower{SFN: c.SFN, Out: stdout, Spinner: isTerminal(stdout), Interval: pollInterval, Quiet: af.json()}
-	return followToEnd(ctx, f, res, af.json(), stdout)
 }
 
 // followToEnd follows an execution and prints its outcome; a failed deployment is an error (non-zero exit).

@@ -4,37 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
+	"github.com/spf13/pflag"
+
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/ollama-ecs/ollama-ecs/events"
 )
-
-func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const usage = "usage: ollama-ecs events validate FILE|- [--prefix P] [--bucket B] [--execution-name N] [--output table|json]\n" +
-		"       ollama-ecs events sample deploy|direct|stop|upload|teardown"
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, usage)
-		return usageError{"events needs a subcommand: validate or sample"}
-	}
-	switch args[0] {
-	case "validate":
-		return runEventsValidate(args[1:], stdout, stderr)
-	case "sample":
-		return runEventsSample(args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprintln(stderr, usage)
-		return flag.ErrHelp
-	}
-	fmt.Fprintln(stderr, usage)
-	return usageError{fmt.Sprintf("unknown events subcommand %q (validate or sample)", args[0])}
-}
 
 // validation is the verdict on one event file.
 type validation struct {
@@ -47,56 +27,51 @@ type validation struct {
 	Error        string `json:"error,omitempty"`
 }
 
-func runEventsValidate(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("events validate", flag.ContinueOnError)
+func defineEventsValidate(fs *pflag.FlagSet) runner {
 	prefix := fs.String("prefix", envOr("OLLAMA_ECS_MODEL_PREFIX", "models/"), "the model prefix uploads must sit under")
 	bucket := fs.String("bucket", os.Getenv("OLLAMA_ECS_BUCKET"), "the only bucket uploads are accepted from (default: any)")
 	execName := fs.String("execution-name", "", "execution name for a direct request without deploymentId")
 	output := fs.String("output", "table", "table or json")
-	pos, err := parseArgs(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return printUsage(stderr, fs, "usage: ollama-ecs events validate FILE|- [--prefix P] [--bucket B] [--execution-name N] [--output table|json]")
-	}
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"events validate takes exactly one FILE (- for standard input)"}
-	}
-	if *output != "table" && *output != "json" {
-		return usageError{fmt.Sprintf("--output %q is not table or json", *output)}
-	}
-	var raw []byte
-	if pos[0] == "-" {
-		raw, err = io.ReadAll(io.LimitReader(os.Stdin, events.MaxEventBytes+1))
-	} else {
-		raw, err = os.ReadFile(pos[0])
-	}
-	if err != nil {
-		return err
-	}
-	v := validateEvent(pos[0], raw, events.Config{ModelPrefix: *prefix, Bucket: *bucket}, *execName)
-	if *output == "json" {
-		if err := writeJSON(stdout, v); err != nil {
+	return func(_ context.Context, pos []string, stdout, stderr io.Writer) error {
+		if len(pos) != 1 {
+			return usageError{"events validate takes exactly one FILE (- for standard input)"}
+		}
+		if *output != "table" && *output != "json" {
+			return usageError{fmt.Sprintf("--output %q is not table or json", *output)}
+		}
+		var raw []byte
+		var err error
+		if pos[0] == "-" {
+			raw, err = io.ReadAll(io.LimitReader(os.Stdin, events.MaxEventBytes+1))
+		} else {
+			raw, err = os.ReadFile(pos[0])
+		}
+		if err != nil {
 			return err
 		}
-	} else if v.Valid {
-		line := fmt.Sprintf("%s: valid %s event", v.File, v.Kind)
-		if v.Model != "" {
-			line += ", model " + v.Model
+		v := validateEvent(pos[0], raw, events.Config{ModelPrefix: *prefix, Bucket: *bucket}, *execName)
+		if *output == "json" {
+			if err := writeJSON(stdout, v); err != nil {
+				return err
+			}
+		} else if v.Valid {
+			line := fmt.Sprintf("%s: valid %s event", v.File, v.Kind)
+			if v.Model != "" {
+				line += ", model " + v.Model
+			}
+			if v.DeploymentID != "" {
+				line += ", deployment id " + v.DeploymentID
+			}
+			if v.Schema != "" {
+				line += " (also matches " + v.Schema + ")"
+			}
+			fmt.Fprintln(stdout, line)
 		}
-		if v.DeploymentID != "" {
-			line += ", deployment id " + v.DeploymentID
+		if !v.Valid {
+			return fmt.Errorf("%s: %s", v.File, v.Error)
 		}
-		if v.Schema != "" {
-			line += " (also matches " + v.Schema + ")"
-		}
-		fmt.Fprintln(stdout, line)
+		return nil
 	}
-	if !v.Valid {
-		return fmt.Errorf("%s: %s", v.File, v.Error)
-	}
-	return nil
 }
 
 // validateEvent checks an event as the state machine will (events.Parse is the authority), then its detail against
@@ -156,26 +131,20 @@ func checkSchema(file string, doc []byte) error {
 	return s.Validate(inst)
 }
 
-func runEventsSample(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("events sample", flag.ContinueOnError)
+func defineEventsSample(fs *pflag.FlagSet) runner {
 	fs.String("output", "json", "json (samples are JSON in any case)")
-	pos, err := parseArgs(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return printUsage(stderr, fs, "usage: ollama-ecs events sample deploy|direct|stop|upload|teardown")
-	}
-	if err != nil {
+	return func(_ context.Context, pos []string, stdout, stderr io.Writer) error {
+		if len(pos) != 1 {
+			return usageError{"events sample takes exactly one KIND: deploy, direct, stop, upload or teardown"}
+		}
+		raw, err := events.Sample(events.Kind(strings.ToLower(pos[0])))
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		if !json.Valid(raw) {
+			return fmt.Errorf("sample %s is not JSON", pos[0])
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", raw)
 		return err
 	}
-	if len(pos) != 1 {
-		return usageError{"events sample takes exactly one KIND: deploy, direct, stop, upload or teardown"}
-	}
-	raw, err := events.Sample(events.Kind(strings.ToLower(pos[0])))
-	if err != nil {
-		return usageError{err.Error()}
-	}
-	if !json.Valid(raw) {
-		return fmt.Errorf("sample %s is not JSON", pos[0])
-	}
-	_, err = fmt.Fprintf(stdout, "%s\n", raw)
-	return err
 }

@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
@@ -18,69 +18,63 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/events"
 )
 
-func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("history", flag.ContinueOnError)
+func defineHistory(fs *pflag.FlagSet) runner {
 	af := addAWSFlags(fs)
-	pos, err := parseArgs(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return printUsage(stderr, fs, "usage: ollama-ecs history ID|EXECUTION-ARN [--output table|json] [AWS flags]")
-	}
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"history takes exactly one deployment ID or execution ARN"}
-	}
-	if err := af.checkOutput(); err != nil {
-		return err
-	}
-	arn := pos[0]
-	need := []string{}
-	id := ""
-	if !strings.HasPrefix(arn, "arn:") {
-		if !events.ValidDeploymentID(arn) {
-			return usageError{fmt.Sprintf("%q is neither a deployment id (3-36 of a-z, 0-9, -) nor an execution ARN", arn)}
+	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		if len(pos) != 1 {
+			return usageError{"history takes exactly one deployment ID or execution ARN"}
 		}
-		id = arn
-		need = append(need, outStateMachine, outCluster, outScheduleGroup)
-	}
-	c, err := connect(ctx, af, need...)
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(arn, "arn:") {
-		arn = executionARN(c.Outputs[outStateMachine], arn)
-	}
-	x, err := describeExecution(ctx, c.SFN, arn)
-	if err != nil {
-		return err
-	}
-	raw, err := fetchHistory(ctx, c.SFN, arn)
-	if err != nil {
-		return err
-	}
-	hist := convertHistory(raw)
-	if af.json() {
-		return writeJSON(stdout, historyJSON(x, hist))
-	}
-	writeExecutionHeader(stdout, x)
-	if id != "" {
-		// What became of the deployment since: an interruption (or a restart) is not in this execution's history.
-		ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], id, time.Now(), true)
+		if err := af.checkOutput(); err != nil {
+			return err
+		}
+		arn := pos[0]
+		need := []string{}
+		id := ""
+		if !strings.HasPrefix(arn, "arn:") {
+			if !events.ValidDeploymentID(arn) {
+				return usageError{fmt.Sprintf("%q is neither a deployment id (3-36 of a-z, 0-9, -) nor an execution ARN", arn)}
+			}
+			id = arn
+			need = append(need, outStateMachine, outCluster, outScheduleGroup)
+		}
+		c, err := connect(ctx, af, need...)
 		if err != nil {
 			return err
 		}
-		for _, d := range ds {
-			line := fmt.Sprintf("deployment now: %s on %s", d.Status, placementText(d.Placement, d.InstanceType))
-			if d.StoppedReason != "" {
-				line += ": " + d.StoppedReason
-			}
-			fmt.Fprintln(stdout, line)
+		if !strings.HasPrefix(arn, "arn:") {
+			arn = executionARN(c.Outputs[outStateMachine], arn)
 		}
+		x, err := describeExecution(ctx, c.SFN, arn)
+		if err != nil {
+			return err
+		}
+		raw, err := fetchHistory(ctx, c.SFN, arn)
+		if err != nil {
+			return err
+		}
+		hist := convertHistory(raw)
+		if af.json() {
+			return writeJSON(stdout, historyJSON(x, hist))
+		}
+		writeExecutionHeader(stdout, x)
+		if id != "" {
+			// What became of the deployment since: an interruption (or a restart) is not in this execution's history.
+			ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], id, time.Now(), true)
+			if err != nil {
+				return err
+			}
+			for _, d := range ds {
+				line := fmt.Sprintf("deployment now: %s on %s", d.Status, placementText(d.Placement, d.InstanceType))
+				if d.StoppedReason != "" {
+					line += ": " + d.StoppedReason
+				}
+				fmt.Fprintln(stdout, line)
+			}
+		}
+		fmt.Fprintln(stdout)
+		_, err = io.WriteString(stdout, deployment.RenderHistory(hist))
+		return err
 	}
-	fmt.Fprintln(stdout)
-	_, err = io.WriteString(stdout, deployment.RenderHistory(hist))
-	return err
 }
 
 // execution is what the commands keep of DescribeExecution.
@@ -322,11 +316,4 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-func printUsage(w io.Writer, fs *flag.FlagSet, line string) error {
-	fmt.Fprintln(w, line)
-	fs.SetOutput(w)
-	fs.PrintDefaults()
-	return flag.ErrHelp
 }

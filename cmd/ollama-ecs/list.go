@@ -3,13 +3,14 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"sort"
 	"strconv"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
@@ -18,35 +19,29 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
-func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("list", flag.ContinueOnError)
+func defineList(fs *pflag.FlagSet) runner {
 	af := addAWSFlags(fs)
-	pos, err := parseArgs(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return printUsage(stderr, fs, "usage: ollama-ecs list [--output table|json] [AWS flags]")
+	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		if len(pos) != 0 {
+			return usageError{"list takes no arguments"}
+		}
+		if err := af.checkOutput(); err != nil {
+			return err
+		}
+		c, err := connect(ctx, af, outCluster, outScheduleGroup)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], "", now, true)
+		if err != nil {
+			return err
+		}
+		if af.json() {
+			return writeJSON(stdout, ds)
+		}
+		return writeDeployments(stdout, ds, now)
 	}
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return usageError{"list takes no arguments"}
-	}
-	if err := af.checkOutput(); err != nil {
-		return err
-	}
-	c, err := connect(ctx, af, outCluster, outScheduleGroup)
-	if err != nil {
-		return err
-	}
-	now := time.Now()
-	ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], "", now, true)
-	if err != nil {
-		return err
-	}
-	if af.json() {
-		return writeJSON(stdout, ds)
-	}
-	return writeDeployments(stdout, ds, now)
 }
 
 // listedDeployment is one running (or starting, or stopping) deployment as ECS records it.
@@ -75,7 +70,7 @@ type listedDeployment struct {
 // deployment id as startedBy; startedBy, when not empty, narrows the list to one deployment. With interrupted, a
 // deployment whose ready task stopped on its own (the teardown function tagged it interrupted, with its stop
 // code) and that has no live task shows as INTERRUPTED while ECS still describes the stopped task (about an hour).
-func listDeployments(ctx context.Context, tasks deployment.TaskStopper, sched deployment.Schedules, cluster, group, startedBy string, now time.Time, interrupted bool) ([]listedDeployment, error) {
+func listDeployments(ctx context.Context, api deployment.TaskStopper, sched deployment.Schedules, cluster, group, startedBy string, now time.Time, interrupted bool) ([]listedDeployment, error) {
 	statuses := []ecstypes.DesiredStatus{ecstypes.DesiredStatusRunning}
 	if interrupted {
 		statuses = append(statuses, ecstypes.DesiredStatusStopped)
@@ -87,66 +82,50 @@ func listDeployments(ctx context.Context, tasks deployment.TaskStopper, sched de
 		if startedBy != "" {
 			in.StartedBy = aws.String(startedBy)
 		}
-		var arns []string
-		for {
-			out, err := tasks.ListTasks(ctx, in)
-			if err != nil {
-				if isCode(err, "ClusterNotFoundException") {
-					return nil, fmt.Errorf("cluster %q not found: check --stack or --cluster", cluster)
-				}
-				return nil, awsErr("ecs:ListTasks", err)
-			}
-			arns = append(arns, out.TaskArns...)
-			if out.NextToken == nil {
-				break
-			}
-			in.NextToken = out.NextToken
+		tasks, err := deployment.ListTasks(ctx, api, cluster, in)
+		var refused *deployment.AWSRequestError
+		if errors.As(err, &refused) && refused.Code == "ClusterNotFoundException" {
+			return nil, fmt.Errorf("cluster %q not found: check --stack or --cluster", cluster)
 		}
-		for start := 0; start < len(arns); start += 100 {
-			out, err := tasks.DescribeTasks(ctx, &ecs.DescribeTasksInput{
-				Cluster: aws.String(cluster), Tasks: arns[start:min(start+100, len(arns))],
-				Include: []ecstypes.TaskField{ecstypes.TaskFieldTags},
-			})
-			if err != nil {
-				return nil, awsErr("ecs:DescribeTasks", err)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range tasks {
+			id := deployment.TagValue(t.Tags, deployment.TagDeploymentID)
+			if deployment.TagValue(t.Tags, deployment.TagManagedBy) != deployment.ManagedByValue || id == "" || aws.ToString(t.StartedBy) != id {
+				continue
 			}
-			for _, t := range out.Tasks {
-				id := deployment.TagValue(t.Tags, deployment.TagDeploymentID)
-				if deployment.TagValue(t.Tags, deployment.TagManagedBy) != deployment.ManagedByValue || id == "" || aws.ToString(t.StartedBy) != id {
-					continue
-				}
-				stopped := aws.ToString(t.LastStatus) == "STOPPED"
-				switch {
-				case desired == ecstypes.DesiredStatusRunning && stopped:
-					continue
-				case desired == ecstypes.DesiredStatusStopped && (live[id] || deployment.TagValue(t.Tags, deployment.TagInterrupted) == ""):
-					continue
-				}
-				d := listedDeployment{
-					DeploymentID: id, Model: deployment.TagValue(t.Tags, deployment.TagModel), Env: deployment.TagValue(t.Tags, deployment.TagEnv),
-					Requester: deployment.TagValue(t.Tags, deployment.TagRequester), Placement: deployment.TagValue(t.Tags, deployment.TagPlacement),
-					InstanceType: deployment.TagValue(t.Tags, deployment.TagInstanceType), Status: aws.ToString(t.LastStatus),
-					TaskArn: aws.ToString(t.TaskArn),
-				}
-				end := now
-				if desired == ecstypes.DesiredStatusStopped {
-					d.Status = "INTERRUPTED (" + deployment.TagValue(t.Tags, deployment.TagInterrupted) + ")"
-					d.StoppedReason = aws.ToString(t.StoppedReason)
-					end = aws.ToTime(t.StoppedAt)
-				}
-				live[id] = true
-				d.HourlyUSD, _ = strconv.ParseFloat(deployment.TagValue(t.Tags, deployment.TagHourlyUSD), 64)
-				d.StartedAt = aws.ToTime(t.StartedAt)
-				if d.StartedAt.IsZero() {
-					d.StartedAt = aws.ToTime(t.CreatedAt)
-				}
-				if !d.StartedAt.IsZero() && end.After(d.StartedAt) {
-					up := end.Sub(d.StartedAt)
-					d.UptimeSeconds = int64(up / time.Second)
-					d.CostSoFarUSD = d.HourlyUSD * up.Hours()
-				}
-				ds = append(ds, d)
+			stopped := aws.ToString(t.LastStatus) == "STOPPED"
+			switch {
+			case desired == ecstypes.DesiredStatusRunning && stopped:
+				continue
+			case desired == ecstypes.DesiredStatusStopped && (live[id] || deployment.TagValue(t.Tags, deployment.TagInterrupted) == ""):
+				continue
 			}
+			d := listedDeployment{
+				DeploymentID: id, Model: deployment.TagValue(t.Tags, deployment.TagModel), Env: deployment.TagValue(t.Tags, deployment.TagEnv),
+				Requester: deployment.TagValue(t.Tags, deployment.TagRequester), Placement: deployment.TagValue(t.Tags, deployment.TagPlacement),
+				InstanceType: deployment.TagValue(t.Tags, deployment.TagInstanceType), Status: aws.ToString(t.LastStatus),
+				TaskArn: aws.ToString(t.TaskArn),
+			}
+			end := now
+			if desired == ecstypes.DesiredStatusStopped {
+				d.Status = "INTERRUPTED (" + deployment.TagValue(t.Tags, deployment.TagInterrupted) + ")"
+				d.StoppedReason = aws.ToString(t.StoppedReason)
+				end = aws.ToTime(t.StoppedAt)
+			}
+			live[id] = true
+			d.HourlyUSD, _ = strconv.ParseFloat(deployment.TagValue(t.Tags, deployment.TagHourlyUSD), 64)
+			d.StartedAt = aws.ToTime(t.StartedAt)
+			if d.StartedAt.IsZero() {
+				d.StartedAt = aws.ToTime(t.CreatedAt)
+			}
+			if !d.StartedAt.IsZero() && end.After(d.StartedAt) {
+				up := end.Sub(d.StartedAt)
+				d.UptimeSeconds = int64(up / time.Second)
+				d.CostSoFarUSD = d.HourlyUSD * up.Hours()
+			}
+			ds = append(ds, d)
 		}
 	}
 	for i := range ds {

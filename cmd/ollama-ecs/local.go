@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
@@ -27,19 +28,6 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
 )
-
-func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	subcommands := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"demo": runLocalDemo, "up": runLocalUp, "deploy": runLocalDeploy, "upload": runLocalUpload,
-		"list": runLocalList, "stop": runLocalStop, "history": runLocalHistory, "teardown": runLocalTeardown,
-	}
-	if len(args) == 0 || subcommands[args[0]] == nil {
-		return usageError{"usage: ollama-ecs local demo|up|deploy|upload|list|stop|history|teardown [ARGS]\n" +
-			"  demo runs the whole job once; up keeps a stack running for the other commands (deploy and upload\n" +
-			"  also run one-shot when no stack is up)"}
-	}
-	return subcommands[args[0]](ctx, args[1:], stdout, stderr)
-}
 
 // demo is one run of the main job on the local stack; each step records whether it happened.
 type demo struct {
@@ -68,39 +56,37 @@ func (d *demo) step(name string, err error, note string) error {
 	return err
 }
 
-func runLocalDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("local demo", flag.ContinueOnError)
+func defineLocalDemo(fs *pflag.FlagSet) runner {
 	verbose := fs.Bool("verbose", false, "log every step's JSON lines to stderr")
-	if _, err := parseArgs(fs, args); err != nil {
-		return err
-	}
-	log := slog.New(slog.DiscardHandler)
-	if *verbose {
-		log = slog.New(slog.NewJSONHandler(stderr, nil))
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	started := time.Now()
-	fmt.Fprintln(stdout, "ollama-ecs local demo: the deploy state machine (workflow/deploy.asl.json) on the local Step Functions")
-	fmt.Fprintln(stdout, "engine, its real Lambda handlers, and a local cluster whose tasks are real `ollama serve` processes.")
-	// Schedule time runs 60x faster, so the one-minute TTL below fires after a second of waiting.
-	s, err := local.Start(ctx, local.Options{TimeScale: 60, HealthWait: 200 * time.Millisecond, Log: log})
-	if err != nil {
-		return fmt.Errorf("starting the local stack: %w", err)
-	}
-	d := &demo{ctx: ctx, s: s, out: stdout, start: started, models: map[string]string{}}
-	runErr := d.run()
-	closeErr := d.close()
-	d.summary(time.Since(started))
-	if err := errors.Join(runErr, closeErr); err != nil {
-		return err
-	}
-	for _, st := range d.steps {
-		if !st.ok {
-			return fmt.Errorf("demo step failed: %s", st.name)
+	return func(ctx context.Context, _ []string, stdout, stderr io.Writer) error {
+		log := slog.New(slog.DiscardHandler)
+		if *verbose {
+			log = slog.New(slog.NewJSONHandler(stderr, nil))
 		}
+		ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		defer cancel()
+		started := time.Now()
+		fmt.Fprintln(stdout, "ollama-ecs local demo: the deploy state machine (workflow/deploy.asl.json) on the local Step Functions")
+		fmt.Fprintln(stdout, "engine, its real Lambda handlers, and a local cluster whose tasks are real `ollama serve` processes.")
+		// Schedule time runs 60x faster, so the one-minute TTL below fires after a second of waiting.
+		s, err := local.Start(ctx, local.Options{TimeScale: 60, HealthWait: 200 * time.Millisecond, Log: log})
+		if err != nil {
+			return fmt.Errorf("starting the local stack: %w", err)
+		}
+		d := &demo{ctx: ctx, s: s, out: stdout, start: started, models: map[string]string{}}
+		runErr := d.run()
+		closeErr := d.close()
+		d.summary(time.Since(started))
+		if err := errors.Join(runErr, closeErr); err != nil {
+			return err
+		}
+		for _, st := range d.steps {
+			if !st.ok {
+				return fmt.Errorf("demo step failed: %s", st.name)
+			}
+		}
+		return nil
 	}
-	return nil
 }
 
 func (d *demo) run() error {

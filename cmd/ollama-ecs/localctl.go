@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
@@ -94,52 +95,49 @@ func openLocal(ctx context.Context, oneShotOK bool, stderr io.Writer) (localStac
 	return inProcessStack{stack: s, handler: controlHandler(s)}, nil
 }
 
-func runLocalUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("local up", flag.ContinueOnError)
+func defineLocalUp(fs *pflag.FlagSet) runner {
 	scale := fs.Float64("time-scale", 1, "run schedule time this many times faster than real time (auto-stop TTLs)")
 	clusterFile := fs.String("cluster", "", "cluster config JSON (default: the embedded local/cloud/cluster.json)")
-	if _, err := parseArgs(fs, args); err != nil {
-		return err
-	}
-	opts := local.Options{TimeScale: *scale, HealthWait: 200 * time.Millisecond}
-	if *clusterFile != "" {
-		cfg, err := localcloud.LoadConfig(*clusterFile)
+	return func(ctx context.Context, _ []string, stdout, stderr io.Writer) error {
+		opts := local.Options{TimeScale: *scale, HealthWait: 200 * time.Millisecond}
+		if *clusterFile != "" {
+			cfg, err := localcloud.LoadConfig(*clusterFile)
+			if err != nil {
+				return err
+			}
+			opts.Cluster = cfg
+		}
+		pointer, err := local.PointerPath()
 		if err != nil {
 			return err
 		}
-		opts.Cluster = cfg
+		if c, ok := local.Connect(pointer); ok {
+			return fmt.Errorf("a local stack already runs at %s", c.URL)
+		}
+		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		s, err := local.Start(ctx, opts)
+		if err != nil {
+			return err
+		}
+		url, err := local.Serve(ctx, controlHandler(s), pointer)
+		if err != nil {
+			_ = s.Close(context.Background())
+			return err
+		}
+		cfg := s.ECS.Config()
+		fmt.Fprintf(stdout, "local stack up: control API %s, cluster %q (%d instance groups), bucket %s\n", url, cfg.Name,
+			len(cfg.ContainerInstances), local.Bucket)
+		fmt.Fprintln(stdout, "try: ollama-ecs local upload ./model.gguf --follow   (Ctrl-C stops every deployment and exits)")
+		<-ctx.Done()
+		closeCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		fmt.Fprintln(stdout, "stopping the local stack")
+		return s.Close(closeCtx)
 	}
-	pointer, err := local.PointerPath()
-	if err != nil {
-		return err
-	}
-	if c, ok := local.Connect(pointer); ok {
-		return fmt.Errorf("a local stack already runs at %s", c.URL)
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	s, err := local.Start(ctx, opts)
-	if err != nil {
-		return err
-	}
-	url, err := local.Serve(ctx, controlHandler(s), pointer)
-	if err != nil {
-		_ = s.Close(context.Background())
-		return err
-	}
-	cfg := s.ECS.Config()
-	fmt.Fprintf(stdout, "local stack up: control API %s, cluster %q (%d instance groups), bucket %s\n", url, cfg.Name,
-		len(cfg.ContainerInstances), local.Bucket)
-	fmt.Fprintln(stdout, "try: ollama-ecs local upload ./model.gguf --follow   (Ctrl-C stops every deployment and exits)")
-	<-ctx.Done()
-	closeCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	fmt.Fprintln(stdout, "stopping the local stack")
-	return s.Close(closeCtx)
 }
 
-func runLocalDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("local deploy", flag.ContinueOnError)
+func defineLocalDeploy(fs *pflag.FlagSet) runner {
 	req := events.DeployRequest{}
 	fs.StringVar(&req.Env, "env", "dev", "dev or prod")
 	fs.StringVar(&req.Prefer, "prefer", "auto", "auto, cpu or gpu")
@@ -152,93 +150,88 @@ func runLocalDeploy(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.BoolVar(&req.KeepRunning, "keep-running", false, "start it again, on the next candidate, if its task dies on its own")
 	follow := fs.Bool("follow", true, "show the execution until it ends")
 	output := fs.String("output", "table", "table or json")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
+	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		if len(pos) != 1 {
+			return usageError{"usage: ollama-ecs local deploy MODEL [--source s3://...] [--env] [--prefer] [--ttl] [--id]"}
+		}
+		req.Model = pos[0]
+		if req.DeploymentID == "" {
+			req.DeploymentID = deploymentID(req.Model, req.Env, "")
+		}
+		ls, err := openLocal(ctx, true, stderr)
+		if err != nil {
+			return err
+		}
+		defer ls.Close(context.WithoutCancel(ctx))
+		var started struct{ ExecutionArn string }
+		if err := ls.Do(ctx, http.MethodPost, "/deploy", req, &started); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "deployment %s: execution %s\n", req.DeploymentID, started.ExecutionArn)
+		if !*follow && !ls.OneShot() {
+			return nil
+		}
+		return followLocal(ctx, ls, started.ExecutionArn, *output == "json", stdout)
 	}
-	if len(pos) != 1 {
-		return usageError{"usage: ollama-ecs local deploy MODEL [--source s3://...] [--env] [--prefer] [--ttl] [--id]"}
-	}
-	req.Model = pos[0]
-	if req.DeploymentID == "" {
-		req.DeploymentID = deploymentID(req.Model, req.Env, "")
-	}
-	ls, err := openLocal(ctx, true, stderr)
-	if err != nil {
-		return err
-	}
-	defer ls.Close(context.WithoutCancel(ctx))
-	var started struct{ ExecutionArn string }
-	if err := ls.Do(ctx, http.MethodPost, "/deploy", req, &started); err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "deployment %s: execution %s\n", req.DeploymentID, started.ExecutionArn)
-	if !*follow && !ls.OneShot() {
-		return nil
-	}
-	return followLocal(ctx, ls, started.ExecutionArn, *output == "json", stdout)
 }
 
-func runLocalUpload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("local upload", flag.ContinueOnError)
+func defineLocalUpload(fs *pflag.FlagSet) runner {
 	env := fs.String("env", "dev", "dev or prod (prod uploads go under models/prod/)")
 	name := fs.String("name", "", "model name (default: the file name)")
 	follow := fs.Bool("follow", true, "show the deployment the upload starts")
 	output := fs.String("output", "table", "table or json")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"usage: ollama-ecs local upload FILE [--env dev|prod] [--name NAME]"}
-	}
-	modelfile, err := checkModelFile(pos[0])
-	if err != nil {
-		return err
-	}
-	key, err := uploadKey(local.ModelPrefix, *env, pos[0], *name, modelfile)
-	if err != nil {
-		return err
-	}
-	f, err := os.Open(pos[0])
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	ls, err := openLocal(ctx, true, stderr)
-	if err != nil {
-		return err
-	}
-	defer ls.Close(context.WithoutCancel(ctx))
-	var before []local.Started
-	if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &before); err != nil {
-		return err
-	}
-	// Streamed: the file is never held in memory.
-	if err := ls.Do(ctx, http.MethodPut, "/objects/"+key, io.Reader(f), nil); err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "uploaded %s (%s) to s3://%s/%s\n", filepath.Base(pos[0]), sizeText(st.Size()), local.Bucket, key)
-	if !*follow && !ls.OneShot() {
-		return nil
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var now []local.Started
-		if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &now); err != nil {
+	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		if len(pos) != 1 {
+			return usageError{"usage: ollama-ecs local upload FILE [--env dev|prod] [--name NAME]"}
+		}
+		modelfile, err := checkModelFile(pos[0])
+		if err != nil {
 			return err
 		}
-		if len(now) > len(before) {
-			return followLocal(ctx, ls, now[len(before)].ExecutionArn, *output == "json", stdout)
+		key, err := uploadKey(local.ModelPrefix, *env, pos[0], *name, modelfile)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			return errors.New("the upload started no execution within 10 s")
+		f, err := os.Open(pos[0])
+		if err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		ls, err := openLocal(ctx, true, stderr)
+		if err != nil {
+			return err
+		}
+		defer ls.Close(context.WithoutCancel(ctx))
+		var before []local.Started
+		if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &before); err != nil {
+			return err
+		}
+		// Streamed: the file is never held in memory.
+		if err := ls.Do(ctx, http.MethodPut, "/objects/"+key, io.Reader(f), nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "uploaded %s (%s) to s3://%s/%s\n", filepath.Base(pos[0]), sizeText(st.Size()), local.Bucket, key)
+		if !*follow && !ls.OneShot() {
+			return nil
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var now []local.Started
+			if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &now); err != nil {
+				return err
+			}
+			if len(now) > len(before) {
+				return followLocal(ctx, ls, now[len(before)].ExecutionArn, *output == "json", stdout)
+			}
+			if time.Now().After(deadline) {
+				return errors.New("the upload started no execution within 10 s")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 }
 
@@ -292,106 +285,103 @@ func followLocal(ctx context.Context, ls localStack, arn string, asJSON bool, st
 	}
 }
 
-func runLocalList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	ls, _, asJSON, err := runningStackCommand(ctx, "list", " [--output table|json]", 0, args, stderr)
-	if err != nil {
-		return err
-	}
-	var ds []listedDeployment
-	if err := ls.Do(ctx, http.MethodGet, "/deployments", nil, &ds); err != nil {
-		return err
-	}
-	if asJSON {
-		return writeJSON(stdout, ds)
-	}
-	return writeDeployments(stdout, ds, time.Now())
+func defineLocalList(fs *pflag.FlagSet) runner {
+	return localStackCommand(fs, "list", " [--output table|json]", 0,
+		func(ctx context.Context, ls localStack, _ []string, asJSON bool, stdout io.Writer) error {
+			var ds []listedDeployment
+			if err := ls.Do(ctx, http.MethodGet, "/deployments", nil, &ds); err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(stdout, ds)
+			}
+			return writeDeployments(stdout, ds, time.Now())
+		})
 }
 
-func runLocalStop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	ls, pos, asJSON, err := runningStackCommand(ctx, "stop", " DEPLOYMENT_ID", 1, args, stderr)
-	if err != nil {
-		return err
-	}
-	var res deployment.Stopped
-	if err := ls.Do(ctx, http.MethodPost, "/stop", events.StopRequest{DeploymentID: pos[0]}, &res); err != nil {
-		return err
-	}
-	if len(res.Tasks) == 0 {
-		return fmt.Errorf("unknown deployment %q: no running task", pos[0])
-	}
-	if asJSON {
-		return writeJSON(stdout, res)
-	}
-	return writeStopped(stdout, pos[0], res)
+func defineLocalStop(fs *pflag.FlagSet) runner {
+	return localStackCommand(fs, "stop", " DEPLOYMENT_ID", 1,
+		func(ctx context.Context, ls localStack, pos []string, asJSON bool, stdout io.Writer) error {
+			var res deployment.Stopped
+			if err := ls.Do(ctx, http.MethodPost, "/stop", events.StopRequest{DeploymentID: pos[0]}, &res); err != nil {
+				return err
+			}
+			if len(res.Tasks) == 0 {
+				return fmt.Errorf("unknown deployment %q: no running task", pos[0])
+			}
+			if asJSON {
+				return writeJSON(stdout, res)
+			}
+			return writeStopped(stdout, pos[0], res)
+		})
 }
 
-func runLocalTeardown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	ls, _, asJSON, err := runningStackCommand(ctx, "teardown", "", 0, args, stderr)
-	if err != nil {
-		return err
-	}
-	raw, _ := events.Sample(events.KindTeardown)
-	var routed local.Routed
-	if err := ls.Do(ctx, http.MethodPost, "/events", raw, &routed); err != nil {
-		return err
-	}
-	if asJSON {
-		return writeJSON(stdout, routed.Stopped)
-	}
-	fmt.Fprintf(stdout, "scheduled dev teardown: stopped %d deployment(s)", len(routed.Stopped.Deployments))
-	if len(routed.Stopped.Deployments) > 0 {
-		fmt.Fprintf(stdout, ": %s", strings.Join(routed.Stopped.Deployments, ", "))
-	}
-	fmt.Fprintln(stdout)
-	return nil
+func defineLocalTeardown(fs *pflag.FlagSet) runner {
+	return localStackCommand(fs, "teardown", "", 0,
+		func(ctx context.Context, ls localStack, _ []string, asJSON bool, stdout io.Writer) error {
+			raw, _ := events.Sample(events.KindTeardown)
+			var routed local.Routed
+			if err := ls.Do(ctx, http.MethodPost, "/events", raw, &routed); err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(stdout, routed.Stopped)
+			}
+			fmt.Fprintf(stdout, "scheduled dev teardown: stopped %d deployment(s)", len(routed.Stopped.Deployments))
+			if len(routed.Stopped.Deployments) > 0 {
+				fmt.Fprintf(stdout, ": %s", strings.Join(routed.Stopped.Deployments, ", "))
+			}
+			fmt.Fprintln(stdout)
+			return nil
+		})
 }
 
-func runLocalHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	ls, pos, asJSON, err := runningStackCommand(ctx, "history", " DEPLOYMENT_ID|EXECUTION_ARN", 1, args, stderr)
-	if err != nil {
-		return err
-	}
-	var started []local.Started
-	if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &started); err != nil {
-		return err
-	}
-	// Newest first: the id names the execution (direct deploys) or appears in its record or input.
-	for i := len(started) - 1; i >= 0; i-- {
-		var ex engine.Execution
-		if err := ls.Do(ctx, http.MethodGet, "/executions/"+started[i].ExecutionArn, nil, &ex); err != nil {
+func defineLocalHistory(fs *pflag.FlagSet) runner {
+	return localStackCommand(fs, "history", " DEPLOYMENT_ID|EXECUTION_ARN", 1,
+		func(ctx context.Context, ls localStack, pos []string, asJSON bool, stdout io.Writer) error {
+			var started []local.Started
+			if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &started); err != nil {
+				return err
+			}
+			// Newest first: the id names the execution (direct deploys) or appears in its record or input.
+			for i := len(started) - 1; i >= 0; i-- {
+				var ex engine.Execution
+				if err := ls.Do(ctx, http.MethodGet, "/executions/"+started[i].ExecutionArn, nil, &ex); err != nil {
+					return err
+				}
+				var rec deployment.Record
+				_ = json.Unmarshal(ex.Output, &rec)
+				if ex.ExecutionArn != pos[0] && ex.Name != pos[0] && rec.DeploymentID != pos[0] &&
+					!strings.Contains(string(ex.Input), `"`+pos[0]+`"`) {
+					continue
+				}
+				x := execution{ARN: ex.ExecutionArn, Name: ex.Name, Status: string(ex.Status), StartDate: ex.StartDate,
+					StopDate: ex.StopDate, Output: ex.Output, Error: ex.Error, Cause: ex.Cause}
+				if asJSON {
+					return writeJSON(stdout, historyJSON(x, ex.Events))
+				}
+				writeExecutionHeader(stdout, x)
+				fmt.Fprintln(stdout)
+				fmt.Fprint(stdout, deployment.RenderHistory(ex.Events))
+				return nil
+			}
+			return fmt.Errorf("no execution for %q on the local stack", pos[0])
+		})
+}
+
+// localStackCommand is a command that acts on a running stack (list, stop, history, teardown): its --output flag
+// and exactly nargs positional arguments, then the connection to the stack.
+func localStackCommand(fs *pflag.FlagSet, name, usage string, nargs int,
+	body func(ctx context.Context, ls localStack, pos []string, asJSON bool, stdout io.Writer) error) runner {
+	output := fs.String("output", "table", "table or json")
+	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		if len(pos) != nargs {
+			return usageError{"usage: ollama-ecs local " + name + usage}
+		}
+		ls, err := openLocal(ctx, false, stderr)
+		if err != nil {
 			return err
 		}
-		var rec deployment.Record
-		_ = json.Unmarshal(ex.Output, &rec)
-		if ex.ExecutionArn != pos[0] && ex.Name != pos[0] && rec.DeploymentID != pos[0] &&
-			!strings.Contains(string(ex.Input), `"`+pos[0]+`"`) {
-			continue
-		}
-		x := execution{ARN: ex.ExecutionArn, Name: ex.Name, Status: string(ex.Status), StartDate: ex.StartDate,
-			StopDate: ex.StopDate, Output: ex.Output, Error: ex.Error, Cause: ex.Cause}
-		if asJSON {
-			return writeJSON(stdout, historyJSON(x, ex.Events))
-		}
-		writeExecutionHeader(stdout, x)
-		fmt.Fprintln(stdout)
-		fmt.Fprint(stdout, deployment.RenderHistory(ex.Events))
-		return nil
+		return body(ctx, ls, pos, *output == "json", stdout)
 	}
-	return fmt.Errorf("no execution for %q on the local stack", pos[0])
-}
-
-// runningStackCommand parses a command that acts on a running stack (list, stop, history, teardown): its
-// --output flag and exactly `args` positional arguments, then connects to the stack.
-func runningStackCommand(ctx context.Context, name, usage string, nargs int, args []string, stderr io.Writer) (localStack, []string, bool, error) {
-	fs := flag.NewFlagSet("local "+name, flag.ContinueOnError)
-	output := fs.String("output", "table", "table or json")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return nil, nil, false, err
-	}
-	if len(pos) != nargs {
-		return nil, nil, false, usageError{"usage: ollama-ecs local " + name + usage}
-	}
-	ls, err := openLocal(ctx, false, stderr)
-	return ls, pos, *output == "json", err
 }

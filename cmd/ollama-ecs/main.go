@@ -1,36 +1,69 @@
 // Command ollama-ecs plans, deploys and inspects Ollama model servers on AWS ECS, or runs the whole system on
 // this machine in local mode.
+//
+// Exit codes: 0 success (and --help), 1 failure, 2 usage (an unknown command or flag, a wrong argument).
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
+
+	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-// command is one subcommand: its name, a one-line summary and the function that runs it.
-type command struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+// runner is a command's work, given its positional arguments; its flags were defined on the command's flag set.
+type runner func(ctx context.Context, pos []string, stdout, stderr io.Writer) error
+
+// spec is one command: where it sits, what it says, the flags it defines and how its arguments complete.
+type spec struct {
+	use, short string
+	long       string
+	define     func(*pflag.FlagSet) runner
+	// complete offers the positional arguments (model names, deployment ids) to shell completion.
+	complete func(ctx context.Context, pos []string) []string
 }
 
-func commands() []command {
-	return []command{
-		{"plan", "size a model and rank where it can run, cheapest first", runPlan},
-		{"deploy", "start a deployment on AWS (--follow to watch it)", runDeploy},
-		{"list", "list running deployments with uptime, cost so far and auto-stop", runList},
-		{"stop", "stop a deployment's task and delete its auto-stop schedule", runStop},
-		{"history", "show a deployment's execution history as the console does", runHistory},
-		{"upload", "upload a GGUF model or Modelfile, which deploys it", runUpload},
-		{"events", "validate event files or print samples of each kind", runEvents},
-		{"local", "run the whole system on this machine (local demo)", runLocal},
+func commands() []spec {
+	return []spec{
+		{use: "plan MODEL", short: "size a model and rank where it can run, cheapest first", define: definePlan, complete: modelNames},
+		{use: "deploy MODEL", short: "start a deployment on AWS (--follow to watch it)", define: defineDeploy, complete: modelNames},
+		{use: "list", short: "list deployments with uptime, cost so far and auto-stop", define: defineList},
+		{use: "stop ID", short: "stop a deployment's task and delete its auto-stop schedule", define: defineStop, complete: deploymentIDs},
+		{use: "history ID|EXECUTION-ARN", short: "show a deployment's execution history as the console does", define: defineHistory, complete: deploymentIDs},
+		{use: "upload FILE", short: "upload a GGUF model or Modelfile, which deploys it", define: defineUpload},
 	}
+}
+
+func groups() map[string][]spec {
+	return map[string][]spec{
+		"events": {
+			{use: "validate FILE|-", short: "check an event file against the contracts", define: defineEventsValidate},
+			{use: "sample deploy|direct|stop|upload|teardown|task-stopped", short: "print an example event of a kind", define: defineEventsSample},
+		},
+		"local": {
+			{use: "demo", short: "run the main job once: upload, deploy, fall back, generate, auto-stop, tear down", define: defineLocalDemo},
+			{use: "up", short: "keep a local stack running for the other local commands (Ctrl-C stops it)", define: defineLocalUp},
+			{use: "deploy MODEL", short: "deploy on the local stack (one-shot when none is up)", define: defineLocalDeploy},
+			{use: "upload FILE", short: "upload a model to the local bucket, which deploys it", define: defineLocalUpload},
+			{use: "list", short: "list the local stack's deployments", define: defineLocalList},
+			{use: "stop ID", short: "stop a local deployment", define: defineLocalStop},
+			{use: "history ID|EXECUTION-ARN", short: "show a local execution's history", define: defineLocalHistory},
+			{use: "teardown", short: "run the scheduled dev teardown now", define: defineLocalTeardown},
+		},
+	}
+}
+
+var groupShort = map[string]string{
+	"events": "validate event files or print samples of each kind",
+	"local":  "run the whole system on this machine: real engine, real handlers, real Ollama",
 }
 
 func main() {
@@ -38,44 +71,94 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "ollama-ecs:", err)
-		}
+		fmt.Fprintln(os.Stderr, "ollama-ecs:", err)
 		os.Exit(exitCode(err))
 	}
 }
 
+// run executes one command line on a fresh command tree (flags hold no state between runs).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		usage(stderr)
-		if len(args) == 0 {
-			return errUsage
+	root := newRoot()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	ran := false
+	for _, c := range all(root) {
+		if c.RunE != nil {
+			inner := c.RunE
+			c.RunE = func(c *cobra.Command, a []string) error { ran = true; return inner(c, a) }
 		}
-		return nil
 	}
-	for _, c := range commands() {
-		if c.name == args[0] {
-			return c.run(ctx, args[1:], stdout, stderr)
+	err := root.ExecuteContext(ctx)
+	if err != nil && !ran {
+		// cobra refused the command line before any command ran: an unknown command or flag.
+		var u usageError
+		if !errors.As(err, &u) {
+			err = usageError{err.Error()}
 		}
 	}
-	usage(stderr)
-	return fmt.Errorf("unknown command %q", args[0])
+	return err
 }
 
-var errUsage = errors.New("no command given")
-
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: ollama-ecs COMMAND [ARGS] [FLAGS]\n\ncommands:")
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ollama-ecs",
+		Short: "deploy Ollama models onto AWS ECS, on the cheapest placement that fits, or run it all locally",
+		Long: "ollama-ecs plans, deploys and inspects Ollama model servers on AWS ECS (CPU on Fargate, GPU on EC2),\n" +
+			"or runs the whole system on this machine in local mode.\n\n" +
+			"Exit codes: 0 success, 1 failure, 2 usage (an unknown command or flag, a wrong argument).",
+		SilenceUsage: true, SilenceErrors: true,
 	}
-	fmt.Fprintln(w, "\nRun 'ollama-ecs COMMAND -h' for a command's flags.")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
+	for _, s := range commands() {
+		root.AddCommand(command(s))
+	}
+	for _, name := range []string{"events", "local"} {
+		g := &cobra.Command{Use: name, Short: groupShort[name], SilenceUsage: true, SilenceErrors: true,
+			Args: cobra.NoArgs, RunE: func(c *cobra.Command, _ []string) error {
+				_ = c.Help()
+				return usageError{name + " needs a subcommand"}
+			}}
+		for _, s := range groups()[name] {
+			g.AddCommand(command(s))
+		}
+		root.AddCommand(g)
+	}
+	root.CompletionOptions.HiddenDefaultCmd = false
+	return root
+}
+
+// command builds one cobra command from its spec: the flags it defines, and its work.
+func command(s spec) *cobra.Command {
+	c := &cobra.Command{Use: s.use, Short: s.short, Long: s.long, SilenceUsage: true, SilenceErrors: true}
+	c.Flags().SortFlags = false
+	run := s.define(c.Flags())
+	c.RunE = func(c *cobra.Command, args []string) error {
+		return run(c.Context(), args, c.OutOrStdout(), c.ErrOrStderr())
+	}
+	if s.complete != nil {
+		c.ValidArgsFunction = func(c *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			if len(args) > 0 {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			return s.complete(c.Context(), args), cobra.ShellCompDirectiveNoFileComp
+		}
+	}
+	return c
+}
+
+func all(c *cobra.Command) []*cobra.Command {
+	out := []*cobra.Command{c}
+	for _, sub := range c.Commands() {
+		out = append(out, all(sub)...)
+	}
+	return out
 }
 
 // exitCode is 2 for usage mistakes and 1 for everything else.
 func exitCode(err error) int {
 	var u usageError
-	if errors.As(err, &u) || errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
+	if errors.As(err, &u) {
 		return 2
 	}
 	return 1
@@ -86,23 +169,33 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-// parseArgs parses flags that may come before, between or after positional arguments, as users type them
-// ("plan llama2:7b --env prod"), and returns the positional arguments.
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	fs.SetOutput(io.Discard)
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, usageError{err.Error()}
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return positional, nil
-		}
-		positional = append(positional, args[0])
-		args = args[1:]
+// modelNames completes a MODEL: the catalog's names.
+func modelNames(context.Context, []string) []string {
+	var names []string
+	for _, m := range catalog.Default().Models {
+		names = append(names, m.Name)
 	}
+	return names
+}
+
+// deploymentIDs completes an ID: the deployments the stack's cluster runs (found with the SDK's default
+// credentials and the stack's outputs; nothing when they cannot be read within a few seconds).
+func deploymentIDs(ctx context.Context, _ []string) []string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	fs := pflag.NewFlagSet("complete", pflag.ContinueOnError)
+	af := addAWSFlags(fs)
+	c, err := connect(ctx, af, outCluster, outScheduleGroup)
+	if err != nil {
+		return nil
+	}
+	ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], "", time.Now(), true)
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for _, d := range ds {
+		ids = append(ids, d.DeploymentID)
+	}
+	return ids
 }

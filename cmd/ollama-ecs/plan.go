@@ -3,60 +3,51 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/ollama-ecs/ollama-ecs/catalog"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
 
-func runPlan(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
+func definePlan(fs *pflag.FlagSet) runner {
 	env := fs.String("env", planner.EnvDev, "dev or prod")
 	prefer := fs.String("prefer", planner.PreferAuto, "auto, cpu or gpu")
 	instanceType := fs.String("instance-type", "", "the one instance type wanted (ml. prefix accepted)")
 	contextLength := fs.Int("context", 0, "context length to size for (default 4096, capped at the model's)")
 	policy := fs.String("policy", planner.PolicyCost, "cost or seed")
 	output := fs.String("output", "table", "table or json")
-	pos, err := parseArgs(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(stderr, "usage: ollama-ecs plan MODEL [--env dev|prod] [--prefer auto|cpu|gpu] [--instance-type T] [--context N] [--policy seed|cost] [--output table|json]")
-		fs.SetOutput(stderr)
-		fs.PrintDefaults()
-		return err
+	return func(_ context.Context, pos []string, stdout, stderr io.Writer) error {
+		if len(pos) != 1 {
+			return usageError{"plan takes exactly one MODEL"}
+		}
+		if *output != "table" && *output != "json" {
+			return usageError{fmt.Sprintf("--output %q is not table or json", *output)}
+		}
+		cat := catalog.Default()
+		model, err := cat.Model(pos[0])
+		if err != nil {
+			return err
+		}
+		plan, err := planner.New(cat, planner.Request{
+			Model: model, Env: *env, Prefer: *prefer, ContextLength: *contextLength,
+			InstanceType: *instanceType, Policy: *policy,
+		})
+		if err != nil {
+			return err
+		}
+		if *output == "json" {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(plan)
+		}
+		return writePlanTable(stdout, plan)
 	}
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"plan takes exactly one MODEL"}
-	}
-	if *output != "table" && *output != "json" {
-		return usageError{fmt.Sprintf("--output %q is not table or json", *output)}
-	}
-	cat := catalog.Default()
-	model, err := cat.Model(pos[0])
-	if err != nil {
-		return err
-	}
-	plan, err := planner.New(cat, planner.Request{
-		Model: model, Env: *env, Prefer: *prefer, ContextLength: *contextLength,
-		InstanceType: *instanceType, Policy: *policy,
-	})
-	if err != nil {
-		return err
-	}
-	if *output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(plan)
-	}
-	return writePlanTable(stdout, plan)
 }
 
 // writePlanTable prints a plan for people: the estimate, the ranked candidates, then the rejects and why.

@@ -2,90 +2,84 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 )
 
-func runStop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("stop", flag.ContinueOnError)
+func defineStop(fs *pflag.FlagSet) runner {
 	viaEvents := fs.Bool("via-events", false, "put a Stop Request on the event bus instead of stopping directly")
 	reason := fs.String("reason", "", "why, recorded as the task's stop reason")
 	requester := fs.String("requester", envOr("USER", ""), "who asks")
 	af := addAWSFlags(fs)
-	pos, err := parseArgs(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return printUsage(stderr, fs, "usage: ollama-ecs stop ID [--via-events] [--reason TEXT] [--output table|json] [AWS flags]")
-	}
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"stop takes exactly one deployment ID"}
-	}
-	if err := af.checkOutput(); err != nil {
-		return err
-	}
-	id := pos[0]
-	if !events.ValidDeploymentID(id) {
-		return usageError{fmt.Sprintf("%q is not a deployment id (3-36 of a-z, 0-9, -)", id)}
-	}
-	need := []string{outCluster, outScheduleGroup}
-	if *viaEvents {
-		need = append(need, outEventBus)
-	}
-	c, err := connect(ctx, af, need...)
-	if err != nil {
-		return err
-	}
-	cluster, group := c.Outputs[outCluster], c.Outputs[outScheduleGroup]
-	// Unknown ids fail before anything is asked of the bus or ECS: a typo must not look like a stop.
-	ds, err := listDeployments(ctx, c.ECS, c.Scheduler, cluster, group, id, time.Now(), false)
-	if err != nil {
-		return err
-	}
-	sched, err := autoStopAt(ctx, c.Scheduler, group, id)
-	if err != nil {
-		return err
-	}
-	if len(ds) == 0 && sched.IsZero() {
-		return fmt.Errorf("unknown deployment %q: no running task in cluster %s and no auto-stop schedule", id, cluster)
-	}
-	why := "ollama-ecs stop command"
-	if *requester != "" {
-		why += " from " + cleanRequester(*requester)
-	}
-	if *reason != "" {
-		why += ": " + oneLine(*reason)
-	}
-	if *viaEvents {
-		evID, err := putEvent(ctx, c.Events, c.Outputs[outEventBus], events.DetailTypeStop, events.StopRequest{
-			DeploymentID: id, Requester: cleanRequester(*requester), Reason: shorten(cleanRequester(*reason), 128),
-		})
+	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		if len(pos) != 1 {
+			return usageError{"stop takes exactly one deployment ID"}
+		}
+		if err := af.checkOutput(); err != nil {
+			return err
+		}
+		id := pos[0]
+		if !events.ValidDeploymentID(id) {
+			return usageError{fmt.Sprintf("%q is not a deployment id (3-36 of a-z, 0-9, -)", id)}
+		}
+		need := []string{outCluster, outScheduleGroup}
+		if *viaEvents {
+			need = append(need, outEventBus)
+		}
+		c, err := connect(ctx, af, need...)
+		if err != nil {
+			return err
+		}
+		cluster, group := c.Outputs[outCluster], c.Outputs[outScheduleGroup]
+		// Unknown ids fail before anything is asked of the bus or ECS: a typo must not look like a stop.
+		ds, err := listDeployments(ctx, c.ECS, c.Scheduler, cluster, group, id, time.Now(), false)
+		if err != nil {
+			return err
+		}
+		sched, err := autoStopAt(ctx, c.Scheduler, group, id)
+		if err != nil {
+			return err
+		}
+		if len(ds) == 0 && sched.IsZero() {
+			return fmt.Errorf("unknown deployment %q: no running task in cluster %s and no auto-stop schedule", id, cluster)
+		}
+		why := "ollama-ecs stop command"
+		if *requester != "" {
+			why += " from " + cleanRequester(*requester)
+		}
+		if *reason != "" {
+			why += ": " + oneLine(*reason)
+		}
+		if *viaEvents {
+			evID, err := putEvent(ctx, c.Events, c.Outputs[outEventBus], events.DetailTypeStop, events.StopRequest{
+				DeploymentID: id, Requester: cleanRequester(*requester), Reason: shorten(cleanRequester(*reason), 128),
+			})
+			if err != nil {
+				return err
+			}
+			if af.json() {
+				return writeJSON(stdout, map[string]string{"deploymentId": id, "eventId": evID, "eventBus": c.Outputs[outEventBus]})
+			}
+			_, err = fmt.Fprintf(stdout, "stop request for %s put on bus %s (event %s)\n", id, c.Outputs[outEventBus], evID)
+			return err
+		}
+		s := &deployment.Stopper{ECS: c.ECS, Scheduler: c.Scheduler, Cluster: cluster, Group: group}
+		res, err := s.StopDeployment(ctx, id, shorten(why, 255))
 		if err != nil {
 			return err
 		}
 		if af.json() {
-			return writeJSON(stdout, map[string]string{"deploymentId": id, "eventId": evID, "eventBus": c.Outputs[outEventBus]})
+			return writeJSON(stdout, res)
 		}
-		_, err = fmt.Fprintf(stdout, "stop request for %s put on bus %s (event %s)\n", id, c.Outputs[outEventBus], evID)
-		return err
+		return writeStopped(stdout, id, res)
 	}
-	s := &deployment.Stopper{ECS: c.ECS, Scheduler: c.Scheduler, Cluster: cluster, Group: group}
-	res, err := s.StopDeployment(ctx, id, shorten(why, 255))
-	if err != nil {
-		return err
-	}
-	if af.json() {
-		return writeJSON(stdout, res)
-	}
-	return writeStopped(stdout, id, res)
 }
 
 func writeStopped(w io.Writer, id string, res deployment.Stopped) error {

@@ -4,14 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -32,100 +32,94 @@ const (
 // findExecutionTimeout bounds how long --follow waits for S3 and EventBridge to start the execution.
 var findExecutionTimeout = 2 * time.Minute
 
-func runUpload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("upload", flag.ContinueOnError)
+func defineUpload(fs *pflag.FlagSet) runner {
 	env := fs.String("env", planner.EnvDev, "dev or prod: the folder under the model prefix")
 	name := fs.String("name", "", "model name (default: the file's name without .gguf, or a Modelfile's folder)")
 	partMiB := fs.Int("part-size", 64, "multipart part size in MiB (at least 5); larger files go up in parts")
 	follow := fs.Bool("follow", false, "wait for the deployment the upload starts and show it live")
 	af := addAWSFlags(fs)
-	pos, err := parseArgs(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return printUsage(stderr, fs, "usage: ollama-ecs upload FILE [--env dev|prod] [--name NAME] [--part-size MiB] [--follow] [--output table|json] [AWS flags]")
-	}
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"upload takes exactly one FILE (a .gguf model or a Modelfile)"}
-	}
-	if err := af.checkOutput(); err != nil {
-		return err
-	}
-	if *env != "dev" && *env != "prod" {
-		return usageError{fmt.Sprintf("--env %q is not dev or prod", *env)}
-	}
-	if *partMiB < 5 || *partMiB > 5<<10 {
-		return usageError{fmt.Sprintf("--part-size %d is outside 5..5120 MiB", *partMiB)}
-	}
-	file := pos[0]
-	modelfile, err := checkModelFile(file)
-	if err != nil {
-		return err
-	}
-	need := []string{outBucket, outPrefix}
-	if *follow {
-		need = append(need, outStateMachine)
-	}
-	c, err := connect(ctx, af, need...)
-	if err != nil {
-		return err
-	}
-	bucket, prefix := c.Outputs[outBucket], c.Outputs[outPrefix]
-	key, err := uploadKey(prefix, *env, file, *name, modelfile)
-	if err != nil {
-		return err
-	}
-	f, err := os.Open(file)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	// The same check the state machine makes on the S3 event, before a byte is sent.
-	if _, err := events.Parse(objectCreatedEvent(bucket, key, "", st.Size()), events.Config{ModelPrefix: prefix, Bucket: bucket}, ""); err != nil {
-		return fmt.Errorf("%s would not deploy: %v", key, err)
-	}
-	var progress io.Writer
-	if !af.json() && isTerminal(stderr) {
-		progress = stderr
-	}
-	started := time.Now()
-	u := uploader{S3: c.S3, PartSize: int64(*partMiB) << 20, Progress: progress}
-	res, err := u.upload(ctx, f, st.Size(), bucket, key)
-	if err != nil {
-		return err
-	}
-	if !af.json() {
-		fmt.Fprintf(stdout, "uploaded %s to s3://%s/%s (%s", file, bucket, key, sizeText(res.Size))
-		if res.Parts > 1 {
-			fmt.Fprintf(stdout, " in %d parts", res.Parts)
+	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		if len(pos) != 1 {
+			return usageError{"upload takes exactly one FILE (a .gguf model or a Modelfile)"}
 		}
-		fmt.Fprintln(stdout, ")")
-	}
-	if !*follow {
-		if af.json() {
-			return writeJSON(stdout, res)
+		if err := af.checkOutput(); err != nil {
+			return err
 		}
-		_, err := fmt.Fprintln(stdout, "S3 starts the deployment; watch it with: ollama-ecs list")
-		return err
+		if *env != "dev" && *env != "prod" {
+			return usageError{fmt.Sprintf("--env %q is not dev or prod", *env)}
+		}
+		if *partMiB < 5 || *partMiB > 5<<10 {
+			return usageError{fmt.Sprintf("--part-size %d is outside 5..5120 MiB", *partMiB)}
+		}
+		file := pos[0]
+		modelfile, err := checkModelFile(file)
+		if err != nil {
+			return err
+		}
+		need := []string{outBucket, outPrefix}
+		if *follow {
+			need = append(need, outStateMachine)
+		}
+		c, err := connect(ctx, af, need...)
+		if err != nil {
+			return err
+		}
+		bucket, prefix := c.Outputs[outBucket], c.Outputs[outPrefix]
+		key, err := uploadKey(prefix, *env, file, *name, modelfile)
+		if err != nil {
+			return err
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		// The same check the state machine makes on the S3 event, before a byte is sent.
+		if _, err := events.Parse(objectCreatedEvent(bucket, key, "", st.Size()), events.Config{ModelPrefix: prefix, Bucket: bucket}, ""); err != nil {
+			return fmt.Errorf("%s would not deploy: %v", key, err)
+		}
+		var progress io.Writer
+		if !af.json() && isTerminal(stderr) {
+			progress = stderr
+		}
+		started := time.Now()
+		u := uploader{S3: c.S3, PartSize: int64(*partMiB) << 20, Progress: progress}
+		res, err := u.upload(ctx, f, st.Size(), bucket, key)
+		if err != nil {
+			return err
+		}
+		if !af.json() {
+			fmt.Fprintf(stdout, "uploaded %s to s3://%s/%s (%s", file, bucket, key, sizeText(res.Size))
+			if res.Parts > 1 {
+				fmt.Fprintf(stdout, " in %d parts", res.Parts)
+			}
+			fmt.Fprintln(stdout, ")")
+		}
+		if !*follow {
+			if af.json() {
+				return writeJSON(stdout, res)
+			}
+			_, err := fmt.Fprintln(stdout, "S3 starts the deployment; watch it with: ollama-ecs list")
+			return err
+		}
+		if !af.json() {
+			fmt.Fprintln(stdout, "waiting for the deployment it starts...")
+		}
+		x, err := findUploadExecution(ctx, c.SFN, c.Outputs[outStateMachine], events.Config{ModelPrefix: prefix, Bucket: bucket}, res, started)
+		if err != nil {
+			return err
+		}
+		sr := startResult{ExecutionArn: x.ARN, StartDate: x.StartDate, Status: x.Status, DeploymentID: x.deploymentID}
+		if !af.json() {
+			fmt.Fprintf(stdout, "deploying %s as %s\nexecution: %s\n", res.Key, sr.DeploymentID, sr.ExecutionArn)
+		}
+		fl := &follower{SFN: c.SFN, Out: stdout, Spinner: isTerminal(stdout), Interval: pollInterval, Quiet: af.json()}
+		return followToEnd(ctx, fl, sr, af.json(), stdout)
 	}
-	if !af.json() {
-		fmt.Fprintln(stdout, "waiting for the deployment it starts...")
-	}
-	x, err := findUploadExecution(ctx, c.SFN, c.Outputs[outStateMachine], events.Config{ModelPrefix: prefix, Bucket: bucket}, res, started)
-	if err != nil {
-		return err
-	}
-	sr := startResult{ExecutionArn: x.ARN, StartDate: x.StartDate, Status: x.Status, DeploymentID: x.deploymentID}
-	if !af.json() {
-		fmt.Fprintf(stdout, "deploying %s as %s\nexecution: %s\n", res.Key, sr.DeploymentID, sr.ExecutionArn)
-	}
-	fl := &follower{SFN: c.SFN, Out: stdout, Spinner: isTerminal(stdout), Interval: pollInterval, Quiet: af.json()}
-	return followToEnd(ctx, fl, sr, af.json(), stdout)
 }
 
 // checkModelFile tells a Modelfile from a GGUF file and refuses anything else before it is uploaded.

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestEveryCommandAnswersHelp: each command and sub-command prints its usage with its flags as --flag and exits 0;
+// a wrong command line is a usage error (exit 2).
+func TestEveryCommandAnswersHelp(t *testing.T) {
+	var paths [][]string
+	for _, c := range all(newRoot()) {
+		if c.Name() == "help" || c.Hidden {
+			continue
+		}
+		paths = append(paths, strings.Fields(c.CommandPath())[1:])
+	}
+	if len(paths) < 18 {
+		t.Fatalf("%d commands, want every command and sub-command (at least 18)", len(paths))
+	}
+	for _, p := range paths {
+		for _, h := range []string{"--help", "-h"} {
+			var out bytes.Buffer
+			err := run(context.Background(), append(append([]string{}, p...), h), &out, &out)
+			if err != nil || !strings.Contains(out.String(), "Usage:") {
+				t.Errorf("%v %s: %v\n%s", p, h, err, out.String())
+			}
+		}
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"deploy", "--help"}, &out, &out); err != nil ||
+		!strings.Contains(out.String(), "--keep-running") || !strings.Contains(out.String(), "--instance-type string") {
+		t.Errorf("deploy --help:\n%s", out.String())
+	}
+	for _, bad := range [][]string{{"plan", "llama2:7b", "--bogus"}, {"nosuch"}, {"local", "nosuch"}, {"plan"}, {"events"}} {
+		if err := run(context.Background(), bad, &out, &out); exitCode(err) != 2 || err == nil {
+			t.Errorf("%v: %v (exit %d), want a usage error (exit 2)", bad, err, exitCode(err))
+		}
+	}
+}
+
+// TestCompletion: the completion scripts exist, and a MODEL completes from the catalog.
+func TestCompletion(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"completion", shell}, &out, &out); err != nil || out.Len() < 500 {
+			t.Errorf("completion %s: %v (%d bytes)", shell, err, out.Len())
+		}
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"__complete", "deploy", "mis"}, &out, &out); err != nil ||
+		!strings.Contains(out.String(), "mistral:7b") {
+		t.Errorf("__complete deploy: %v\n%s", err, out.String())
+	}
+}
