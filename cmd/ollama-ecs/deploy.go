@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -25,19 +26,52 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
 
+// deployFlags are the flags of a deploy request, the same for `deploy` on AWS and `local deploy`.
+type deployFlags struct {
+	req             events.DeployRequest
+	name, requester string
+}
+
+func addDeployFlags(fs *pflag.FlagSet) *deployFlags {
+	d := &deployFlags{}
+	fs.StringVar(&d.req.Env, "env", planner.EnvDev, "dev or prod")
+	fs.StringVar(&d.req.Prefer, "prefer", planner.PreferAuto, "auto, cpu or gpu")
+	fs.StringVar(&d.req.InstanceType, "instance-type", "", "the one instance type wanted (ml. prefix accepted)")
+	fs.StringVar(&d.req.LaunchType, "launch-type", "", "FARGATE or EC2 only")
+	fs.IntVar(&d.req.ContextLength, "context", 0, "context length to size for (default 4096, capped at the model's)")
+	fs.StringVar(&d.req.Policy, "policy", planner.PolicyCost, "cost or seed")
+	fs.StringVar(&d.req.TTL, "ttl", "", "time to live before the auto-stop, e.g. 90m (default: dev 2h, prod none; 0 for none)")
+	fs.StringVar(&d.req.Source, "source", "", "an uploaded GGUF under the model prefix (s3://BUCKET/models/NAME.gguf) to deploy under MODEL")
+	fs.StringVar(&d.req.DeploymentID, "id", "", "deployment id (default: from model, env and --name)")
+	fs.StringVar(&d.name, "name", "", "distinguishes a second deployment of the same model and env")
+	fs.StringVar(&d.requester, "requester", envOr("USER", ""), "who asks, for the task's tags")
+	fs.BoolVar(&d.req.KeepRunning, "keep-running", false, "start it again, on the next candidate, if its task dies on its own (Spot interruption, crash)")
+	return d
+}
+
+// request is the deploy request for MODEL, checked as the state machine checks it, and planned when the model is
+// a catalog one (an uploaded GGUF is sized from its header by the state machine): a request the planner rejects
+// fails here, with its reason, before anything starts.
+func (d *deployFlags) request(model string, gpuTypes []string) (events.DeployRequest, *planner.Plan, error) {
+	req := d.req
+	req.Model, req.Requester = model, cleanRequester(d.requester)
+	if req.DeploymentID == "" {
+		req.DeploymentID = deploymentID(req.Model, req.Env, d.name)
+	}
+	if err := req.Validate(); err != nil {
+		return req, nil, usageError{strings.Replace(err.Error(), "detail.", "", 1)}
+	}
+	if req.Source != "" {
+		return req, nil, nil
+	}
+	plan, err := planFor(req, gpuTypes)
+	return req, &plan, err
+}
+
 func defineDeploy(fs *pflag.FlagSet) runner {
-	env := fs.String("env", planner.EnvDev, "dev or prod")
-	prefer := fs.String("prefer", planner.PreferAuto, "auto, cpu or gpu")
-	instanceType := fs.String("instance-type", "", "the one instance type wanted (ml. prefix accepted)")
-	contextLength := fs.Int("context", 0, "context length to size for (default 4096, capped at the model's)")
-	policy := fs.String("policy", planner.PolicyCost, "cost or seed")
-	ttl := fs.String("ttl", "", "time to live before the auto-stop, e.g. 90m (default: dev 2h, prod none; 0 for none)")
-	id := fs.String("id", "", "deployment id (default: from model, env and --name)")
-	name := fs.String("name", "", "distinguishes a second deployment of the same model and env")
-	requester := fs.String("requester", envOr("USER", ""), "who asks, for the task's tags")
+	d := addDeployFlags(fs)
 	follow := fs.Bool("follow", false, "show the execution live until the deployment is ready or failed")
 	viaEvents := fs.Bool("via-events", false, "put a Deploy Request on the event bus instead of starting the state machine")
-	keepRunning := fs.Bool("keep-running", false, "start it again, on the next candidate, if its task dies on its own (Spot interruption, crash)")
 	af := addAWSFlags(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
 		if len(pos) != 1 {
@@ -49,18 +83,7 @@ func defineDeploy(fs *pflag.FlagSet) runner {
 		if *viaEvents && *follow {
 			return usageError{"--follow needs the execution, which EventBridge names itself: drop --via-events, or watch with 'ollama-ecs list'"}
 		}
-		req := events.DeployRequest{
-			Model: pos[0], Env: *env, Prefer: *prefer, InstanceType: *instanceType, ContextLength: *contextLength,
-			Policy: *policy, TTL: *ttl, Requester: cleanRequester(*requester), DeploymentID: *id, KeepRunning: *keepRunning,
-		}
-		if req.DeploymentID == "" {
-			req.DeploymentID = deploymentID(req.Model, req.Env, *name)
-		}
-		if err := req.Validate(); err != nil {
-			return errors.New(strings.Replace(err.Error(), "detail.", "", 1))
-		}
-		// The planner's verdict before anything starts: a model it rejects fails here, with its reason.
-		plan, err := planFor(req, nil)
+		req, plan, err := d.request(pos[0], nil)
 		if err != nil {
 			return err
 		}
@@ -74,14 +97,14 @@ func defineDeploy(fs *pflag.FlagSet) runner {
 		}
 		// Plan again on the GPU types this cluster actually runs, as the configure step will: a type the stack has no
 		// capacity for fails here, before anything starts.
-		if plan, err = planFor(req, strings.Split(c.Outputs[outGPUTypes], ",")); err != nil {
+		if _, plan, err = d.request(pos[0], strings.Split(c.Outputs[outGPUTypes], ",")); err != nil {
 			return err
 		}
 		if *viaEvents {
 			return deployViaEvents(ctx, c, req, plan, af.json(), stdout)
 		}
-		d := deployer{SFN: c.SFN, StateMachine: c.Outputs[outStateMachine], Now: time.Now}
-		res, err := d.start(ctx, req)
+		dep := deployer{SFN: c.SFN, StateMachine: c.Outputs[outStateMachine], Now: time.Now}
+		res, err := dep.start(ctx, req)
 		if err != nil {
 			return err
 		}
@@ -103,7 +126,7 @@ func defineDeploy(fs *pflag.FlagSet) runner {
 			}
 			return nil
 		}
-		f := &follower{SFN: c.SFN, Out: stdout, Spinner: isTerminal(stdout), Interval: pollInterval, Quiet: af.json()}
+		f := &follower{Source: stepFunctions{c.SFN}, Out: stdout, Spinner: isTerminal(stdout), Interval: pollInterval, Quiet: af.json()}
 		return followToEnd(ctx, f, res, af.json(), stdout)
 	}
 }
@@ -116,6 +139,10 @@ func followToEnd(ctx context.Context, f *follower, res startResult, asJSON bool,
 	}
 	rec, ferr := finish(x)
 	res.Status = x.Status
+	res.DeploymentID = cmp.Or(res.DeploymentID, rec.DeploymentID)
+	if res.StartDate.IsZero() {
+		res.StartDate = x.StartDate
+	}
 	if asJSON {
 		out := struct {
 			startResult
@@ -208,7 +235,7 @@ func (d deployer) start(ctx context.Context, req events.DeployRequest) (startRes
 }
 
 // writeStarted is the first lines of a deploy: what was planned and which execution carries it.
-func writeStarted(w io.Writer, req events.DeployRequest, plan planner.Plan, res startResult) {
+func writeStarted(w io.Writer, req events.DeployRequest, plan *planner.Plan, res startResult) {
 	if res.AlreadyStarted {
 		what := "already deployed/deploying as"
 		if res.ended() {
@@ -219,8 +246,12 @@ func writeStarted(w io.Writer, req events.DeployRequest, plan planner.Plan, res 
 		fmt.Fprintf(w, "execution: %s\n", res.ExecutionArn)
 		return
 	}
-	fmt.Fprintf(w, "deploying %s as %s  env=%s\n", plan.Model, req.DeploymentID, plan.Env)
-	if len(plan.Candidates) > 0 {
+	model := req.Model
+	if plan != nil {
+		model = plan.Model // the catalog's name for what the request called it
+	}
+	fmt.Fprintf(w, "deploying %s as %s  env=%s\n", model, req.DeploymentID, cmp.Or(req.Env, planner.EnvDev))
+	if plan != nil && len(plan.Candidates) > 0 {
 		c := plan.Candidates[0]
 		fmt.Fprintf(w, "planned: %s (%s), $%.4f/hour; %d fallback(s)\n", c.Placement, c.InstanceType, c.HourlyCostUSD, len(plan.Candidates)-1)
 	}
@@ -228,7 +259,7 @@ func writeStarted(w io.Writer, req events.DeployRequest, plan planner.Plan, res 
 }
 
 // deployViaEvents puts the Deploy Request on the bus; the bus's rule starts the state machine.
-func deployViaEvents(ctx context.Context, c *cloud, req events.DeployRequest, plan planner.Plan, asJSON bool, stdout io.Writer) error {
+func deployViaEvents(ctx context.Context, c *cloud, req events.DeployRequest, plan *planner.Plan, asJSON bool, stdout io.Writer) error {
 	id, err := putEvent(ctx, c.Events, c.Outputs[outEventBus], events.DetailTypeDeploy, req)
 	if err != nil {
 		return err
@@ -236,7 +267,7 @@ func deployViaEvents(ctx context.Context, c *cloud, req events.DeployRequest, pl
 	if asJSON {
 		return writeJSON(stdout, map[string]string{"deploymentId": req.DeploymentID, "eventId": id, "eventBus": c.Outputs[outEventBus]})
 	}
-	fmt.Fprintf(stdout, "deploy request for %s put on bus %s (event %s)\n", plan.Model, c.Outputs[outEventBus], id)
+	fmt.Fprintf(stdout, "deploy request for %s put on bus %s (event %s)\n", req.Model, c.Outputs[outEventBus], id)
 	fmt.Fprintf(stdout, "deployment id: %s; watch it with: ollama-ecs list\n", req.DeploymentID)
 	return nil
 }

@@ -32,10 +32,31 @@ func (e *deploymentFailedError) Error() string {
 	return msg
 }
 
+// executionSource reads an execution and its history: Step Functions on AWS, the local engine in local mode.
+type executionSource interface {
+	read(ctx context.Context, arn string) (execution, []deployment.HistoryEvent, error)
+}
+
+// stepFunctions reads executions from Step Functions.
+type stepFunctions struct{ SFN Executions }
+
+func (s stepFunctions) read(ctx context.Context, arn string) (execution, []deployment.HistoryEvent, error) {
+	x, err := describeExecution(ctx, s.SFN, arn)
+	if err != nil {
+		return x, nil, err
+	}
+	raw, err := fetchHistory(ctx, s.SFN, arn)
+	if err != nil {
+		return x, nil, err
+	}
+	return x, convertHistory(raw), nil
+}
+
 // follower shows an execution live: each state as it is entered and left, retries and failures, with the time
-// since the execution started and, on a terminal, a spinner while nothing happens.
+// since the execution started and, on a terminal, a spinner while nothing happens. The AWS and the local
+// commands follow through it alike.
 type follower struct {
-	SFN      Executions
+	Source   executionSource
 	Out      io.Writer
 	Spinner  bool
 	Interval time.Duration
@@ -55,15 +76,10 @@ func (f *follower) follow(ctx context.Context, arn string) (execution, error) {
 		now = time.Now
 	}
 	for {
-		x, err := describeExecution(ctx, f.SFN, arn)
+		x, hist, err := f.Source.read(ctx, arn)
 		if err != nil {
 			return x, err
 		}
-		raw, err := fetchHistory(ctx, f.SFN, arn)
-		if err != nil {
-			return x, err
-		}
-		hist := convertHistory(raw)
 		if !f.Quiet {
 			f.show(x, hist)
 		}

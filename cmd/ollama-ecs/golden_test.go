@@ -198,7 +198,7 @@ func TestFollowGolden(t *testing.T) {
 		Cause: aws.String("not healthy in time: still pulling (model not present)"),
 	}}
 	var b bytes.Buffer
-	f := &follower{SFN: fake, Out: &b, Interval: time.Millisecond}
+	f := &follower{Source: stepFunctions{fake}, Out: &b, Interval: time.Millisecond}
 	x, err := f.follow(context.Background(), "arn:aws:states:us-east-1:111122223333:execution:deploy:mistral-7b-dev")
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +216,7 @@ func TestReadyGolden(t *testing.T) {
 	}
 	var b bytes.Buffer
 	res := startResult{DeploymentID: "mistral-7b-dev", ExecutionArn: "arn:aws:states:us-east-1:111122223333:execution:deploy:mistral-7b-dev", StartDate: t0}
-	writeStarted(&b, req, plan, res)
+	writeStarted(&b, req, &plan, res)
 	x := execution{Name: "mistral-7b-dev", Status: "SUCCEEDED", StartDate: t0, StopDate: t0.Add(92 * time.Second),
 		Output: []byte(`{"deploymentId":"mistral-7b-dev","model":"mistral:7b","env":"dev","endpoint":"http://10.0.1.23:11434",
 		"taskArn":"arn:aws:ecs:us-east-1:111122223333:task/ollama/0f3c","placement":"Fargate","instanceType":"m5.large",
@@ -229,7 +229,7 @@ func TestReadyGolden(t *testing.T) {
 	writeRecord(&b, x, rec, t0.Add(92*time.Second))
 	res.AlreadyStarted, res.Status = true, "RUNNING"
 	b.WriteString("\n")
-	writeStarted(&b, req, plan, res)
+	writeStarted(&b, req, &plan, res)
 	golden(t, "deploy.golden", b.String())
 }
 

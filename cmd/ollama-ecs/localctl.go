@@ -138,25 +138,20 @@ func defineLocalUp(fs *pflag.FlagSet) runner {
 }
 
 func defineLocalDeploy(fs *pflag.FlagSet) runner {
-	req := events.DeployRequest{}
-	fs.StringVar(&req.Env, "env", "dev", "dev or prod")
-	fs.StringVar(&req.Prefer, "prefer", "auto", "auto, cpu or gpu")
-	fs.StringVar(&req.InstanceType, "instance-type", "", "the one instance type wanted")
-	fs.StringVar(&req.LaunchType, "launch-type", "", "FARGATE or EC2")
-	fs.IntVar(&req.ContextLength, "context", 0, "context length to size for")
-	fs.StringVar(&req.TTL, "ttl", "", "time to live (Go duration; 0 for none)")
-	fs.StringVar(&req.Source, "source", "", "an uploaded GGUF (s3://"+local.Bucket+"/models/NAME.gguf) to deploy under MODEL")
-	fs.StringVar(&req.DeploymentID, "id", "", "deployment id (default: model and env)")
-	fs.BoolVar(&req.KeepRunning, "keep-running", false, "start it again, on the next candidate, if its task dies on its own")
+	d := addDeployFlags(fs)
 	follow := fs.Bool("follow", true, "show the execution until it ends")
 	output := fs.String("output", "table", "table or json")
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
 		if len(pos) != 1 {
-			return usageError{"usage: ollama-ecs local deploy MODEL [--source s3://...] [--env] [--prefer] [--ttl] [--id]"}
+			return usageError{"local deploy takes exactly one MODEL"}
 		}
-		req.Model = pos[0]
-		if req.DeploymentID == "" {
-			req.DeploymentID = deploymentID(req.Model, req.Env, "")
+		if *output != "table" && *output != "json" {
+			return usageError{fmt.Sprintf("--output %q is not table or json", *output)}
+		}
+		// The same checks and plan as on AWS, on the local cluster's GPU types, before anything starts.
+		req, _, err := d.request(pos[0], localGPUTypes())
+		if err != nil {
+			return err
 		}
 		ls, err := openLocal(ctx, true, stderr)
 		if err != nil {
@@ -173,6 +168,17 @@ func defineLocalDeploy(fs *pflag.FlagSet) runner {
 		}
 		return followLocal(ctx, ls, started.ExecutionArn, *output == "json", stdout)
 	}
+}
+
+// localGPUTypes are the GPU types of the embedded local cluster.
+func localGPUTypes() []string {
+	var types []string
+	for _, g := range localcloud.DefaultConfig().ContainerInstances {
+		if g.GPUs > 0 {
+			types = append(types, g.InstanceType)
+		}
+	}
+	return types
 }
 
 func defineLocalUpload(fs *pflag.FlagSet) runner {
@@ -235,54 +241,29 @@ func defineLocalUpload(fs *pflag.FlagSet) runner {
 	}
 }
 
-// followLocal prints an execution's states as they happen and ends with the record, like deploy --follow on AWS.
-func followLocal(ctx context.Context, ls localStack, arn string, asJSON bool, stdout io.Writer) error {
-	printed := 0
-	for {
-		var ex engine.Execution
-		if err := ls.Do(ctx, http.MethodGet, "/executions/"+arn, nil, &ex); err != nil {
-			return err
-		}
-		if !asJSON {
-			for _, ev := range ex.Events[min(printed, len(ex.Events)):] {
-				if line := followLine(ex.StartDate, ev, ex.Events); line != "" {
-					fmt.Fprintln(stdout, line)
-				}
-			}
-			printed = max(printed, len(ex.Events))
-		}
-		if ex.Done() {
-			x := execution{ARN: ex.ExecutionArn, Name: ex.Name, Status: string(ex.Status), StartDate: ex.StartDate,
-				StopDate: ex.StopDate, Output: ex.Output, Error: ex.Error, Cause: ex.Cause}
-			rec, ferr := finish(x)
-			if asJSON {
-				out := struct {
-					Execution  execution          `json:"execution"`
-					Deployment *deployment.Record `json:"deployment,omitempty"`
-				}{Execution: x}
-				if ferr == nil {
-					out.Deployment = &rec
-				}
-				if err := writeJSON(stdout, out); err != nil {
-					return err
-				}
-				return ferr
-			}
-			if ferr != nil {
-				return ferr
-			}
-			writeRecord(stdout, x, rec, time.Now())
-			if ls.OneShot() {
-				fmt.Fprintln(stdout, "\none-shot: the deployment stops with this command; `ollama-ecs local up` keeps a stack running")
-			}
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+// localEngine reads executions from the local stack's engine.
+type localEngine struct{ ls localStack }
+
+func (l localEngine) read(ctx context.Context, arn string) (execution, []deployment.HistoryEvent, error) {
+	var ex engine.Execution
+	if err := l.ls.Do(ctx, http.MethodGet, "/executions/"+arn, nil, &ex); err != nil {
+		return execution{}, nil, err
 	}
+	return execution{ARN: ex.ExecutionArn, Name: ex.Name, Status: string(ex.Status), StartDate: ex.StartDate,
+		StopDate: ex.StopDate, Output: ex.Output, Error: ex.Error, Cause: ex.Cause}, ex.Events, nil
+}
+
+// followLocal follows a local execution to its end as deploy --follow does on AWS: the same lines, the same
+// record, the same JSON.
+func followLocal(ctx context.Context, ls localStack, arn string, asJSON bool, stdout io.Writer) error {
+	f := &follower{Source: localEngine{ls}, Out: stdout, Spinner: isTerminal(stdout), Interval: 100 * time.Millisecond, Quiet: asJSON}
+	if err := followToEnd(ctx, f, startResult{ExecutionArn: arn}, asJSON, stdout); err != nil {
+		return err
+	}
+	if ls.OneShot() && !asJSON {
+		fmt.Fprintln(stdout, "\none-shot: the deployment stops with this command; `ollama-ecs local up` keeps a stack running")
+	}
+	return nil
 }
 
 func defineLocalList(fs *pflag.FlagSet) runner {

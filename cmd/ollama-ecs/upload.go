@@ -117,7 +117,7 @@ func defineUpload(fs *pflag.FlagSet) runner {
 		if !af.json() {
 			fmt.Fprintf(stdout, "deploying %s as %s\nexecution: %s\n", res.Key, sr.DeploymentID, sr.ExecutionArn)
 		}
-		fl := &follower{SFN: c.SFN, Out: stdout, Spinner: isTerminal(stdout), Interval: pollInterval, Quiet: af.json()}
+		fl := &follower{Source: stepFunctions{c.SFN}, Out: stdout, Spinner: isTerminal(stdout), Interval: pollInterval, Quiet: af.json()}
 		return followToEnd(ctx, fl, sr, af.json(), stdout)
 	}
 }
