@@ -198,15 +198,11 @@ func defineLocalUpload(fs *pflag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		f, err := os.Open(pos[0])
+		f, st, err := openUpload(pos[0], local.Bucket, local.ModelPrefix, key)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return err
-		}
 		ls, err := openLocal(ctx, true, stderr)
 		if err != nil {
 			return err
@@ -216,8 +212,14 @@ func defineLocalUpload(fs *pflag.FlagSet) runner {
 		if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &before); err != nil {
 			return err
 		}
-		// Streamed: the file is never held in memory.
-		if err := ls.Do(ctx, http.MethodPut, "/objects/"+key, io.Reader(f), nil); err != nil {
+		// Streamed: the file is never held in memory; a progress bar on a terminal, as the AWS upload shows.
+		bar := &progressBar{Total: st.Size()}
+		if *output != "json" && isTerminal(stderr) {
+			bar.W = stderr
+		}
+		err = ls.Do(ctx, http.MethodPut, "/objects/"+key, bar.reader(f), nil)
+		bar.done()
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "uploaded %s (%s) to s3://%s/%s\n", filepath.Base(pos[0]), sizeText(st.Size()), local.Bucket, key)

@@ -69,19 +69,11 @@ func defineUpload(fs *pflag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		f, err := os.Open(file)
+		f, st, err := openUpload(file, bucket, prefix, key)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		// The same check the state machine makes on the S3 event, before a byte is sent.
-		if _, err := events.Parse(objectCreatedEvent(bucket, key, "", st.Size()), events.Config{ModelPrefix: prefix, Bucket: bucket}, ""); err != nil {
-			return fmt.Errorf("%s would not deploy: %v", key, err)
-		}
 		var progress io.Writer
 		if !af.json() && isTerminal(stderr) {
 			progress = stderr
@@ -163,6 +155,27 @@ func uploadKey(prefix, env, file, name string, modelfile bool) (string, error) {
 }
 
 // objectCreatedEvent is the S3 event EventBridge would deliver for the object.
+// openUpload opens a model file for upload to bucket/key and makes the check the state machine will make on its
+// S3 event (its key, its size), before a byte is sent, on AWS as locally.
+func openUpload(file, bucket, prefix, key string) (*os.File, os.FileInfo, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err == nil {
+		_, err = events.Parse(objectCreatedEvent(bucket, key, "", st.Size()), events.Config{ModelPrefix: prefix, Bucket: bucket}, "")
+		if err != nil {
+			err = fmt.Errorf("%s would not deploy: %v", key, err)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, st, nil
+}
+
 func objectCreatedEvent(bucket, key, etag string, size int64) []byte {
 	var o events.ObjectCreated
 	o.Version = "0"
@@ -280,6 +293,20 @@ func (b *progressBar) add(n int64) {
 		bar += ">" + strings.Repeat(" ", width-filled-1)
 	}
 	fmt.Fprintf(b.W, "\r\033[K[%s] %3d%%  %s of %s", bar, pct, sizeText(b.sent), sizeText(b.Total))
+}
+
+// reader counts what passes through r (the local upload's stream).
+func (b *progressBar) reader(r io.Reader) io.Reader { return &progressReader{r: r, bar: b} }
+
+type progressReader struct {
+	r   io.Reader
+	bar *progressBar
+}
+
+func (p *progressReader) Read(buf []byte) (int, error) {
+	n, err := p.r.Read(buf)
+	p.bar.add(int64(n))
+	return n, err
 }
 
 func (b *progressBar) done() {
