@@ -98,7 +98,7 @@ func addAWSFlags(fs *pflag.FlagSet) *awsFlags {
 	} {
 		f.outputs[o.output] = fs.String(o.flag, os.Getenv(o.env), o.usage+" (default: the stack's "+o.output+"; $"+o.env+")")
 	}
-	f.output = fs.String("output", "table", "table or json")
+	f.output = outputFlag(fs)
 	return f
 }
 
@@ -107,13 +107,6 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
-}
-
-func (f *awsFlags) checkOutput() error {
-	if *f.output != "table" && *f.output != "json" {
-		return usageError{fmt.Sprintf("--output %q is not table or json", *f.output)}
-	}
-	return nil
 }
 
 func (f *awsFlags) json() bool { return *f.output == "json" }

@@ -74,12 +74,6 @@ func defineDeploy(fs *pflag.FlagSet) runner {
 	viaEvents := fs.Bool("via-events", false, "put a Deploy Request on the event bus instead of starting the state machine")
 	af := addAWSFlags(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
-		if len(pos) != 1 {
-			return usageError{"deploy takes exactly one MODEL"}
-		}
-		if err := af.checkOutput(); err != nil {
-			return err
-		}
 		if *viaEvents && *follow {
 			return usageError{"--follow needs the execution, which EventBridge names itself: drop --via-events, or watch with 'ollama-ecs list'"}
 		}

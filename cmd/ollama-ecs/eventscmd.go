@@ -31,14 +31,8 @@ func defineEventsValidate(fs *pflag.FlagSet) runner {
 	prefix := fs.String("prefix", envOr("OLLAMA_ECS_MODEL_PREFIX", "models/"), "the model prefix uploads must sit under")
 	bucket := fs.String("bucket", os.Getenv("OLLAMA_ECS_BUCKET"), "the only bucket uploads are accepted from (default: any)")
 	execName := fs.String("execution-name", "", "execution name for a direct request without deploymentId")
-	output := fs.String("output", "table", "table or json")
+	output := outputFlag(fs)
 	return func(_ context.Context, pos []string, stdout, stderr io.Writer) error {
-		if len(pos) != 1 {
-			return usageError{"events validate takes exactly one FILE (- for standard input)"}
-		}
-		if *output != "table" && *output != "json" {
-			return usageError{fmt.Sprintf("--output %q is not table or json", *output)}
-		}
 		var raw []byte
 		var err error
 		if pos[0] == "-" {
@@ -134,9 +128,6 @@ func checkSchema(file string, doc []byte) error {
 func defineEventsSample(fs *pflag.FlagSet) runner {
 	fs.String("output", "json", "json (samples are JSON in any case)")
 	return func(_ context.Context, pos []string, stdout, stderr io.Writer) error {
-		if len(pos) != 1 {
-			return usageError{"events sample takes exactly one KIND: deploy, direct, stop, upload or teardown"}
-		}
 		raw, err := events.Sample(events.Kind(strings.ToLower(pos[0])))
 		if err != nil {
 			return usageError{err.Error()}

@@ -21,12 +21,6 @@ import (
 func defineHistory(fs *pflag.FlagSet) runner {
 	af := addAWSFlags(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
-		if len(pos) != 1 {
-			return usageError{"history takes exactly one deployment ID or execution ARN"}
-		}
-		if err := af.checkOutput(); err != nil {
-			return err
-		}
 		arn := pos[0]
 		need := []string{}
 		id := ""

@@ -22,12 +22,6 @@ import (
 func defineList(fs *pflag.FlagSet) runner {
 	af := addAWSFlags(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
-		if len(pos) != 0 {
-			return usageError{"list takes no arguments"}
-		}
-		if err := af.checkOutput(); err != nil {
-			return err
-		}
 		c, err := connect(ctx, af, outCluster, outScheduleGroup)
 		if err != nil {
 			return err

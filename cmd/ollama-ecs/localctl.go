@@ -140,14 +140,8 @@ func defineLocalUp(fs *pflag.FlagSet) runner {
 func defineLocalDeploy(fs *pflag.FlagSet) runner {
 	d := addDeployFlags(fs)
 	follow := fs.Bool("follow", true, "show the execution until it ends")
-	output := fs.String("output", "table", "table or json")
+	output := outputFlag(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
-		if len(pos) != 1 {
-			return usageError{"local deploy takes exactly one MODEL"}
-		}
-		if *output != "table" && *output != "json" {
-			return usageError{fmt.Sprintf("--output %q is not table or json", *output)}
-		}
 		// The same checks and plan as on AWS, on the local cluster's GPU types, before anything starts.
 		req, _, err := d.request(pos[0], localGPUTypes())
 		if err != nil {
@@ -185,11 +179,8 @@ func defineLocalUpload(fs *pflag.FlagSet) runner {
 	env := fs.String("env", "dev", "dev or prod (prod uploads go under models/prod/)")
 	name := fs.String("name", "", "model name (default: the file name)")
 	follow := fs.Bool("follow", true, "show the deployment the upload starts")
-	output := fs.String("output", "table", "table or json")
+	output := outputFlag(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
-		if len(pos) != 1 {
-			return usageError{"usage: ollama-ecs local upload FILE [--env dev|prod] [--name NAME]"}
-		}
 		modelfile, err := checkModelFile(pos[0])
 		if err != nil {
 			return err
@@ -269,7 +260,7 @@ func followLocal(ctx context.Context, ls localStack, arn string, asJSON bool, st
 }
 
 func defineLocalList(fs *pflag.FlagSet) runner {
-	return localStackCommand(fs, "list", " [--output table|json]", 0,
+	return localStackCommand(fs,
 		func(ctx context.Context, ls localStack, _ []string, asJSON bool, stdout io.Writer) error {
 			var ds []listedDeployment
 			if err := ls.Do(ctx, http.MethodGet, "/deployments", nil, &ds); err != nil {
@@ -283,7 +274,7 @@ func defineLocalList(fs *pflag.FlagSet) runner {
 }
 
 func defineLocalStop(fs *pflag.FlagSet) runner {
-	return localStackCommand(fs, "stop", " DEPLOYMENT_ID", 1,
+	return localStackCommand(fs,
 		func(ctx context.Context, ls localStack, pos []string, asJSON bool, stdout io.Writer) error {
 			var res deployment.Stopped
 			if err := ls.Do(ctx, http.MethodPost, "/stop", events.StopRequest{DeploymentID: pos[0]}, &res); err != nil {
@@ -300,7 +291,7 @@ func defineLocalStop(fs *pflag.FlagSet) runner {
 }
 
 func defineLocalTeardown(fs *pflag.FlagSet) runner {
-	return localStackCommand(fs, "teardown", "", 0,
+	return localStackCommand(fs,
 		func(ctx context.Context, ls localStack, _ []string, asJSON bool, stdout io.Writer) error {
 			raw, _ := events.Sample(events.KindTeardown)
 			var routed local.Routed
@@ -320,7 +311,7 @@ func defineLocalTeardown(fs *pflag.FlagSet) runner {
 }
 
 func defineLocalHistory(fs *pflag.FlagSet) runner {
-	return localStackCommand(fs, "history", " DEPLOYMENT_ID|EXECUTION_ARN", 1,
+	return localStackCommand(fs,
 		func(ctx context.Context, ls localStack, pos []string, asJSON bool, stdout io.Writer) error {
 			var started []local.Started
 			if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &started); err != nil {
@@ -352,15 +343,12 @@ func defineLocalHistory(fs *pflag.FlagSet) runner {
 		})
 }
 
-// localStackCommand is a command that acts on a running stack (list, stop, history, teardown): its --output flag
-// and exactly nargs positional arguments, then the connection to the stack.
-func localStackCommand(fs *pflag.FlagSet, name, usage string, nargs int,
+// localStackCommand is a command that acts on a running stack (list, stop, history, teardown): its --output flag,
+// then the connection to the stack.
+func localStackCommand(fs *pflag.FlagSet,
 	body func(ctx context.Context, ls localStack, pos []string, asJSON bool, stdout io.Writer) error) runner {
-	output := fs.String("output", "table", "table or json")
+	output := outputFlag(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
-		if len(pos) != nargs {
-			return usageError{"usage: ollama-ecs local " + name + usage}
-		}
 		ls, err := openLocal(ctx, false, stderr)
 		if err != nil {
 			return err

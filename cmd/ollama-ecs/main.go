@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -131,6 +132,13 @@ func newRoot() *cobra.Command {
 // command builds one cobra command from its spec: the flags it defines, and its work.
 func command(s spec) *cobra.Command {
 	c := &cobra.Command{Use: s.use, Short: s.short, Long: s.long, SilenceUsage: true, SilenceErrors: true}
+	want := len(strings.Fields(s.use)) - 1
+	c.Args = func(c *cobra.Command, args []string) error {
+		if len(args) != want {
+			return usageError{fmt.Sprintf("usage: %s %s (%d argument(s), got %d)", c.Parent().CommandPath(), s.use, want, len(args))}
+		}
+		return nil
+	}
 	c.Flags().SortFlags = false
 	run := s.define(c.Flags())
 	c.RunE = func(c *cobra.Command, args []string) error {
@@ -153,6 +161,25 @@ func all(c *cobra.Command) []*cobra.Command {
 		out = append(out, all(sub)...)
 	}
 	return out
+}
+
+// outputFlag defines --output: table or json, refused at parse time otherwise (a usage error).
+func outputFlag(fs *pflag.FlagSet) *string {
+	v := outputFormat("table")
+	fs.Var(&v, "output", "table or json")
+	return (*string)(&v)
+}
+
+type outputFormat string
+
+func (o *outputFormat) String() string { return string(*o) }
+func (o *outputFormat) Type() string   { return "table|json" }
+func (o *outputFormat) Set(s string) error {
+	if s != "table" && s != "json" {
+		return fmt.Errorf("%q is not table or json", s)
+	}
+	*o = outputFormat(s)
+	return nil
 }
 
 // exitCode is 2 for usage mistakes and 1 for everything else.

@@ -21,14 +21,8 @@ func definePlan(fs *pflag.FlagSet) runner {
 	instanceType := fs.String("instance-type", "", "the one instance type wanted (ml. prefix accepted)")
 	contextLength := fs.Int("context", 0, "context length to size for (default 4096, capped at the model's)")
 	policy := fs.String("policy", planner.PolicyCost, "cost or seed")
-	output := fs.String("output", "table", "table or json")
+	output := outputFlag(fs)
 	return func(_ context.Context, pos []string, stdout, stderr io.Writer) error {
-		if len(pos) != 1 {
-			return usageError{"plan takes exactly one MODEL"}
-		}
-		if *output != "table" && *output != "json" {
-			return usageError{fmt.Sprintf("--output %q is not table or json", *output)}
-		}
 		cat := catalog.Default()
 		model, err := cat.Model(pos[0])
 		if err != nil {

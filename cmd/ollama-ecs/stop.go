@@ -19,12 +19,6 @@ func defineStop(fs *pflag.FlagSet) runner {
 	requester := fs.String("requester", envOr("USER", ""), "who asks")
 	af := addAWSFlags(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
-		if len(pos) != 1 {
-			return usageError{"stop takes exactly one deployment ID"}
-		}
-		if err := af.checkOutput(); err != nil {
-			return err
-		}
 		id := pos[0]
 		if !events.ValidDeploymentID(id) {
 			return usageError{fmt.Sprintf("%q is not a deployment id (3-36 of a-z, 0-9, -)", id)}

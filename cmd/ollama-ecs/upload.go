@@ -39,12 +39,6 @@ func defineUpload(fs *pflag.FlagSet) runner {
 	follow := fs.Bool("follow", false, "wait for the deployment the upload starts and show it live")
 	af := addAWSFlags(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
-		if len(pos) != 1 {
-			return usageError{"upload takes exactly one FILE (a .gguf model or a Modelfile)"}
-		}
-		if err := af.checkOutput(); err != nil {
-			return err
-		}
 		if *env != "dev" && *env != "prod" {
 			return usageError{fmt.Sprintf("--env %q is not dev or prod", *env)}
 		}
