@@ -3,4 +3,4 @@ package main
 
 import "github.com/ollama-ecs/ollama-ecs/functions/steps"
 
-func main() { steps.Start("autostop", func(s *steps.Set) any { return s.AutoStop.Handle }) }
+func main() { steps.Start("autostop", steps.AutoStopHandler) }

@@ -3,4 +3,4 @@ package main
 
 import "github.com/ollama-ecs/ollama-ecs/functions/steps"
 
-func main() { steps.Start("capacity", func(s *steps.Set) any { return s.Capacity.Handle }) }
+func main() { steps.Start("capacity", steps.CapacityHandler) }

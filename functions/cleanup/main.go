@@ -3,4 +3,4 @@ package main
 
 import "github.com/ollama-ecs/ollama-ecs/functions/steps"
 
-func main() { steps.Start("cleanup", func(s *steps.Set) any { return s.Cleanup.Handle }) }
+func main() { steps.Start("cleanup", steps.CleanupHandler) }

@@ -3,4 +3,4 @@ package main
 
 import "github.com/ollama-ecs/ollama-ecs/functions/steps"
 
-func main() { steps.Start("configure", func(s *steps.Set) any { return s.Configure.Handle }) }
+func main() { steps.Start("configure", steps.ConfigureHandler) }

@@ -3,4 +3,4 @@ package main
 
 import "github.com/ollama-ecs/ollama-ecs/functions/steps"
 
-func main() { steps.Start("health", func(s *steps.Set) any { return s.Health.Handle }) }
+func main() { steps.Start("health", steps.HealthHandler) }

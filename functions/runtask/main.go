@@ -3,4 +3,4 @@ package main
 
 import "github.com/ollama-ecs/ollama-ecs/functions/steps"
 
-func main() { steps.Start("runtask", func(s *steps.Set) any { return s.RunTask.Handle }) }
+func main() { steps.Start("runtask", steps.RunTaskHandler) }

@@ -22,7 +22,8 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
-// Clients are the AWS ports the steps call: the SDK's clients on Lambda (AWSClients), the local cloud in local mode.
+// Clients are the AWS ports the steps call: the SDK's clients on Lambda (see the handlers below), the local cloud
+// in local mode. A step whose port is nil is not called.
 type Clients struct {
 	S3          deployment.ObjectReader
 	ECS         deployment.ECSAPI
@@ -31,15 +32,6 @@ type Clients struct {
 	EC2         deployment.EC2Instances
 	Scheduler   deployment.Schedules
 	Executions  deployment.Executions
-}
-
-// AWSClients builds the SDK clients of every port.
-func AWSClients(cfg aws.Config) Clients {
-	return Clients{
-		S3: s3.NewFromConfig(cfg), ECS: ecs.NewFromConfig(cfg), AutoScaling: autoscaling.NewFromConfig(cfg),
-		Quotas: servicequotas.NewFromConfig(cfg), EC2: ec2.NewFromConfig(cfg), Scheduler: scheduler.NewFromConfig(cfg),
-		Executions: sfn.NewFromConfig(cfg),
-	}
 }
 
 // Set is every step and the teardown function, configured.
@@ -79,13 +71,51 @@ func Build(cfg deployment.Config, c Clients, log *slog.Logger) *Set {
 	}
 }
 
-// Start is every function's main: read the configuration Lambda's environment holds, build the steps on the SDK's
-// clients, and serve the one handler pick returns.
-func Start(name string, pick func(*Set) any) {
+// Start is every function's main: read the configuration Lambda's environment holds, and serve the handler that
+// handler builds on the SDK's clients.
+func Start(name string, handler func(cfg deployment.Config, awsCfg aws.Config, log *slog.Logger) any) {
 	cfg, awsCfg, log, err := deployment.Boot(context.Background())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, name+":", err)
 		os.Exit(1)
 	}
-	lambda.Start(pick(Build(cfg, AWSClients(awsCfg), log)))
+	lambda.Start(handler(cfg, awsCfg, log))
+}
+
+// The handlers of the Lambda functions. Each builds the steps with Build, but creates only the SDK clients its
+// step calls: a client created is linked into the binary, and creating every one would take each binary past
+// 10 MB.
+
+func ValidateHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
+	return Build(cfg, Clients{S3: s3.NewFromConfig(a)}, log).Validate.Handle
+}
+
+func ConfigureHandler(cfg deployment.Config, _ aws.Config, log *slog.Logger) any {
+	return Build(cfg, Clients{}, log).Configure.Handle
+}
+
+func CapacityHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
+	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), AutoScaling: autoscaling.NewFromConfig(a),
+		Quotas: servicequotas.NewFromConfig(a), EC2: ec2.NewFromConfig(a)}, log).Capacity.Handle
+}
+
+func RunTaskHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
+	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a)}, log).RunTask.Handle
+}
+
+func HealthHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
+	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), AutoScaling: autoscaling.NewFromConfig(a)}, log).Health.Handle
+}
+
+func AutoStopHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
+	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), Scheduler: scheduler.NewFromConfig(a)}, log).AutoStop.Handle
+}
+
+func CleanupHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
+	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), Scheduler: scheduler.NewFromConfig(a)}, log).Cleanup.Handle
+}
+
+func TeardownHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
+	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), Scheduler: scheduler.NewFromConfig(a),
+		Executions: sfn.NewFromConfig(a)}, log).Teardown.Handle
 }

@@ -3,4 +3,4 @@ package main
 
 import "github.com/ollama-ecs/ollama-ecs/functions/steps"
 
-func main() { steps.Start("teardown", func(s *steps.Set) any { return s.Teardown.Handle }) }
+func main() { steps.Start("teardown", steps.TeardownHandler) }

@@ -3,4 +3,4 @@ package main
 
 import "github.com/ollama-ecs/ollama-ecs/functions/steps"
 
-func main() { steps.Start("validate", func(s *steps.Set) any { return s.Validate.Handle }) }
+func main() { steps.Start("validate", steps.ValidateHandler) }
