@@ -34,7 +34,8 @@ const maxUploadBytes = 8 << 30
 //	POST /events        an EventBridge event → Routed      (the stack's rules)
 //	PUT  /objects/<key> the body, streamed → {"key"}       (an upload; the S3 rule may start a deployment)
 //	GET  /executions    → []Started;  GET /executions/<arn>[?wait=1] → engine.Execution
-//	GET  /tasks         → []ecstypes.Task (with tags)      POST /stop {"deploymentId"} → steps.Stopped
+//	GET  /tasks         → []ecstypes.Task (with tags)      POST /stop {"deploymentId"} → deployment.Stopped
+//	GET  /gpu-types     → the GPU instance types the cluster can run
 func (s *Stack) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /deploy", func(w http.ResponseWriter, r *http.Request) {
@@ -79,6 +80,9 @@ func (s *Stack) Handler() http.Handler {
 			ex, err = s.Engine.Describe(r.Context(), arn)
 		}
 		reply(w, ex, err)
+	})
+	mux.HandleFunc("GET /gpu-types", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, s.GPUInstanceTypes(), nil)
 	})
 	mux.HandleFunc("GET /tasks", func(w http.ResponseWriter, r *http.Request) {
 		tasks, err := s.Tasks(r.Context())

@@ -122,7 +122,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if opts.Cluster.Name == "" {
 		opts.Cluster = cloud.DefaultConfig()
 	}
-	opts.DevTTL = orDuration(opts.DevTTL, 2*time.Hour)
+	opts.DevTTL = orDuration(opts.DevTTL, deployment.DefaultConfig().DevTTL)
 	opts.HealthTimeout = orDuration(opts.HealthTimeout, 2*time.Minute)
 	opts.HealthWatch = orDuration(opts.HealthWatch, 10*time.Second)
 	opts.HealthPoll = orDuration(opts.HealthPoll, 100*time.Millisecond)
@@ -200,14 +200,9 @@ func (s *Stack) handlers() handlerSet {
 	cfg.Subnets, cfg.SecurityGroups = []string{"subnet-local"}, []string{"sg-local"}
 	cfg.DevTTL, cfg.HealthTimeout, cfg.HealthWatch, cfg.HealthPoll = o.DevTTL, o.HealthTimeout, o.HealthWatch, o.HealthPoll
 	cfg.ProvisioningTimeout = cmp.Or(o.ProvisioningTimeout, cfg.ProvisioningTimeout)
-	for _, g := range o.Cluster.ContainerInstances {
-		if g.GPUs > 0 {
-			cfg.GPUInstanceTypes = append(cfg.GPUInstanceTypes, g.InstanceType)
-		}
-	}
+	cfg.GPUInstanceTypes = s.GPUInstanceTypes()
 	for _, p := range o.Cluster.CapacityProviders {
 		cfg.Providers[p.Instance.InstanceType] = p.Name
-		cfg.GPUInstanceTypes = append(cfg.GPUInstanceTypes, p.Instance.InstanceType)
 	}
 	set := steps.Build(cfg, steps.Clients{S3: s.Bucket, ECS: s.ECS, AutoScaling: s.ECS.AutoScaling(), Quotas: s.ECS.Account(),
 		EC2: s.ECS.Account(), Scheduler: s.Scheduler, Executions: executions{s}}, s.log)
@@ -225,6 +220,21 @@ func (s *Stack) handlers() handlerSet {
 		"cleanup": lambdaapi.Func(set.Cleanup.Handle), "teardown": lambdaapi.Func(set.Teardown.Handle),
 	}
 	return handlerSet{functions: fns, teardown: set.Teardown}
+}
+
+// GPUInstanceTypes are the GPU types this stack's cluster can run (its container instances' and capacity
+// providers'), which the configure step plans on.
+func (s *Stack) GPUInstanceTypes() []string {
+	var types []string
+	for _, g := range s.opts.Cluster.ContainerInstances {
+		if g.GPUs > 0 {
+			types = append(types, g.InstanceType)
+		}
+	}
+	for _, p := range s.opts.Cluster.CapacityProviders {
+		types = append(types, p.Instance.InstanceType)
+	}
+	return types
 }
 
 // Routed says what an event did: started an execution, or ran the teardown function.
@@ -368,8 +378,13 @@ func (s *Stack) start(ctx context.Context, name string, input json.RawMessage, k
 	if err != nil {
 		return "", err
 	}
+	// The deployment id the validate step will find (nothing when the input does not parse: it will be rejected).
+	var id string
+	if in, err := events.Parse(input, events.Config{ModelPrefix: ModelPrefix, Bucket: Bucket}, name); err == nil {
+		id = in.DeploymentID
+	}
 	s.mu.Lock()
-	s.executions = append(s.executions, Started{ExecutionArn: arn, Kind: kind, At: time.Now()})
+	s.executions = append(s.executions, Started{ExecutionArn: arn, Kind: kind, DeploymentID: id, At: time.Now()})
 	s.mu.Unlock()
 	s.log.Info("execution started", "executionArn", arn, "kind", kind)
 	return arn, nil

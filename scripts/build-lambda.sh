@@ -4,7 +4,7 @@
 # benchmarks both use it, so what is measured is what is deployed.
 #
 # Inlining stays on: the functions read Lambda's credentials from the environment rather than linking the SDK's
-# whole default chain (functions/steps.LambdaAWSConfig), which keeps each binary under 10 MB (BENCHMARKS.md).
+# whole default chain (deployment.LambdaAWSConfig), which keeps each binary under 10 MB (BENCHMARKS.md).
 set -euo pipefail
 fn="$1" out="$2" goos="${3:-linux}" goarch="${4:-arm64}"
 cd "$(dirname "$0")/.."

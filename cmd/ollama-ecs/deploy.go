@@ -39,7 +39,7 @@ func addDeployFlags(fs *pflag.FlagSet) *deployFlags {
 	fs.StringVar(&d.req.InstanceType, "instance-type", "", "the one instance type wanted (ml. prefix accepted)")
 	fs.StringVar(&d.req.LaunchType, "launch-type", "", "FARGATE or EC2 only")
 	fs.IntVar(&d.req.ContextLength, "context", 0, "context length to size for (default 4096, capped at the model's)")
-	fs.StringVar(&d.req.Policy, "policy", planner.PolicyCost, "cost or seed")
+	fs.StringVar(&d.req.Policy, "policy", "", "cost or seed (default: the stack's)")
 	fs.StringVar(&d.req.TTL, "ttl", "", "time to live before the auto-stop, e.g. 90m (default: dev 2h, prod none; 0 for none)")
 	fs.StringVar(&d.req.Source, "source", "", "an uploaded GGUF under the model prefix (s3://BUCKET/models/NAME.gguf) to deploy under MODEL")
 	fs.StringVar(&d.req.DeploymentID, "id", "", "deployment id (default: from model, env and --name)")
@@ -91,7 +91,7 @@ func defineDeploy(fs *pflag.FlagSet) runner {
 		}
 		// Plan again on the GPU types this cluster actually runs, as the configure step will: a type the stack has no
 		// capacity for fails here, before anything starts.
-		if _, plan, err = d.request(pos[0], strings.Split(c.Outputs[outGPUTypes], ",")); err != nil {
+		if _, plan, err = d.request(pos[0], splitList(c.Outputs[outGPUTypes])); err != nil {
 			return err
 		}
 		if *viaEvents {
@@ -157,6 +157,17 @@ func followToEnd(ctx context.Context, f *follower, res startResult, asJSON bool,
 	}
 	writeRecord(stdout, x, rec, time.Now())
 	return nil
+}
+
+// splitList reads a comma-separated setting as the functions do: trimmed, empty items dropped.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // planFor runs the planner on the request, as the state machine's validate and configure steps will; gpuTypes

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -142,16 +143,20 @@ func defineLocalDeploy(fs *pflag.FlagSet) runner {
 	follow := fs.Bool("follow", true, "show the execution until it ends")
 	output := outputFlag(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
-		// The same checks and plan as on AWS, on the local cluster's GPU types, before anything starts.
-		req, _, err := d.request(pos[0], localGPUTypes())
-		if err != nil {
-			return err
-		}
 		ls, err := openLocal(ctx, true, stderr)
 		if err != nil {
 			return err
 		}
 		defer ls.Close(context.WithoutCancel(ctx))
+		// The same checks and plan as on AWS, on the running stack's GPU types, before anything starts.
+		var gpuTypes []string
+		if err := ls.Do(ctx, http.MethodGet, "/gpu-types", nil, &gpuTypes); err != nil {
+			return err
+		}
+		req, _, err := d.request(pos[0], gpuTypes)
+		if err != nil {
+			return err
+		}
 		var started struct{ ExecutionArn string }
 		if err := ls.Do(ctx, http.MethodPost, "/deploy", req, &started); err != nil {
 			return err
@@ -160,19 +165,8 @@ func defineLocalDeploy(fs *pflag.FlagSet) runner {
 		if !*follow && !ls.OneShot() {
 			return nil
 		}
-		return followLocal(ctx, ls, started.ExecutionArn, *output == "json", stdout)
+		return followLocal(ctx, ls, startResult{DeploymentID: req.DeploymentID, ExecutionArn: started.ExecutionArn}, *output == "json", stdout)
 	}
-}
-
-// localGPUTypes are the GPU types of the embedded local cluster.
-func localGPUTypes() []string {
-	var types []string
-	for _, g := range localcloud.DefaultConfig().ContainerInstances {
-		if g.GPUs > 0 {
-			types = append(types, g.InstanceType)
-		}
-	}
-	return types
 }
 
 func defineLocalUpload(fs *pflag.FlagSet) runner {
@@ -181,6 +175,9 @@ func defineLocalUpload(fs *pflag.FlagSet) runner {
 	follow := fs.Bool("follow", true, "show the deployment the upload starts")
 	output := outputFlag(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		if *env != "dev" && *env != "prod" {
+			return usageError{fmt.Sprintf("--env %q is not dev or prod", *env)}
+		}
 		modelfile, err := checkModelFile(pos[0])
 		if err != nil {
 			return err
@@ -224,7 +221,7 @@ func defineLocalUpload(fs *pflag.FlagSet) runner {
 				return err
 			}
 			if len(now) > len(before) {
-				return followLocal(ctx, ls, now[len(before)].ExecutionArn, *output == "json", stdout)
+				return followLocal(ctx, ls, startResult{DeploymentID: now[len(before)].DeploymentID, ExecutionArn: now[len(before)].ExecutionArn}, *output == "json", stdout)
 			}
 			if time.Now().After(deadline) {
 				return errors.New("the upload started no execution within 10 s")
@@ -248,9 +245,9 @@ func (l localEngine) read(ctx context.Context, arn string) (execution, []deploym
 
 // followLocal follows a local execution to its end as deploy --follow does on AWS: the same lines, the same
 // record, the same JSON.
-func followLocal(ctx context.Context, ls localStack, arn string, asJSON bool, stdout io.Writer) error {
+func followLocal(ctx context.Context, ls localStack, res startResult, asJSON bool, stdout io.Writer) error {
 	f := &follower{Source: localEngine{ls}, Out: stdout, Spinner: isTerminal(stdout), Interval: 100 * time.Millisecond, Quiet: asJSON}
-	if err := followToEnd(ctx, f, startResult{ExecutionArn: arn}, asJSON, stdout); err != nil {
+	if err := followToEnd(ctx, f, res, asJSON, stdout); err != nil {
 		return err
 	}
 	if ls.OneShot() && !asJSON {
@@ -276,12 +273,20 @@ func defineLocalList(fs *pflag.FlagSet) runner {
 func defineLocalStop(fs *pflag.FlagSet) runner {
 	return localStackCommand(fs,
 		func(ctx context.Context, ls localStack, pos []string, asJSON bool, stdout io.Writer) error {
+			if !events.ValidDeploymentID(pos[0]) {
+				return usageError{fmt.Sprintf("%q is not a deployment id (3-36 of a-z, 0-9, -)", pos[0])}
+			}
+			// Unknown ids fail before anything is stopped, as on AWS: a typo must not look like a stop.
+			var ds []listedDeployment
+			if err := ls.Do(ctx, http.MethodGet, "/deployments", nil, &ds); err != nil {
+				return err
+			}
+			if !slices.ContainsFunc(ds, func(d listedDeployment) bool { return d.DeploymentID == pos[0] }) {
+				return fmt.Errorf("unknown deployment %q: no running task", pos[0])
+			}
 			var res deployment.Stopped
 			if err := ls.Do(ctx, http.MethodPost, "/stop", events.StopRequest{DeploymentID: pos[0]}, &res); err != nil {
 				return err
-			}
-			if len(res.Tasks) == 0 {
-				return fmt.Errorf("unknown deployment %q: no running task", pos[0])
 			}
 			if asJSON {
 				return writeJSON(stdout, res)
@@ -317,7 +322,7 @@ func defineLocalHistory(fs *pflag.FlagSet) runner {
 			if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &started); err != nil {
 				return err
 			}
-			// Newest first: the id names the execution (direct deploys) or appears in its record or input.
+			// Newest first: the execution's ARN, its name (direct deploys), or the deployment id its input gives.
 			for i := len(started) - 1; i >= 0; i-- {
 				var ex engine.Execution
 				if err := ls.Do(ctx, http.MethodGet, "/executions/"+started[i].ExecutionArn, nil, &ex); err != nil {
@@ -325,8 +330,7 @@ func defineLocalHistory(fs *pflag.FlagSet) runner {
 				}
 				var rec deployment.Record
 				_ = json.Unmarshal(ex.Output, &rec)
-				if ex.ExecutionArn != pos[0] && ex.Name != pos[0] && rec.DeploymentID != pos[0] &&
-					!strings.Contains(string(ex.Input), `"`+pos[0]+`"`) {
+				if ex.ExecutionArn != pos[0] && ex.Name != pos[0] && rec.DeploymentID != pos[0] && started[i].DeploymentID != pos[0] {
 					continue
 				}
 				x := execution{ARN: ex.ExecutionArn, Name: ex.Name, Status: string(ex.Status), StartDate: ex.StartDate,

@@ -28,8 +28,9 @@ type spec struct {
 	use, short string
 	long       string
 	define     func(*pflag.FlagSet) runner
-	// complete offers the positional arguments (model names, deployment ids) to shell completion.
-	complete func(ctx context.Context, pos []string) []string
+	// complete offers the positional arguments (model names, deployment ids) to shell completion; flags are the
+	// command's, as typed so far (--profile, --region, --stack).
+	complete func(ctx context.Context, flags *pflag.FlagSet) []string
 }
 
 func commands() []spec {
@@ -111,6 +112,11 @@ func newRoot() *cobra.Command {
 		SilenceUsage: true, SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
+	root.Args = cobra.NoArgs
+	root.RunE = func(c *cobra.Command, _ []string) error {
+		_ = c.Help()
+		return usageError{"no command given"}
+	}
 	for _, s := range commands() {
 		root.AddCommand(command(s))
 	}
@@ -149,7 +155,7 @@ func command(s spec) *cobra.Command {
 			if len(args) > 0 {
 				return nil, cobra.ShellCompDirectiveNoFileComp
 			}
-			return s.complete(c.Context(), args), cobra.ShellCompDirectiveNoFileComp
+			return s.complete(c.Context(), c.Flags()), cobra.ShellCompDirectiveNoFileComp
 		}
 	}
 	return c
@@ -197,7 +203,7 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 // modelNames completes a MODEL: the catalog's names.
-func modelNames(context.Context, []string) []string {
+func modelNames(context.Context, *pflag.FlagSet) []string {
 	var names []string
 	for _, m := range catalog.Default().Models {
 		names = append(names, m.Name)
@@ -205,13 +211,18 @@ func modelNames(context.Context, []string) []string {
 	return names
 }
 
-// deploymentIDs completes an ID: the deployments the stack's cluster runs (found with the SDK's default
-// credentials and the stack's outputs; nothing when they cannot be read within a few seconds).
-func deploymentIDs(ctx context.Context, _ []string) []string {
+// deploymentIDs completes an ID: the deployments the stack's cluster runs, read with the AWS flags typed so far
+// (nothing when they cannot be read within a few seconds).
+func deploymentIDs(ctx context.Context, typed *pflag.FlagSet) []string {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	fs := pflag.NewFlagSet("complete", pflag.ContinueOnError)
 	af := addAWSFlags(fs)
+	typed.Visit(func(f *pflag.Flag) {
+		if fs.Lookup(f.Name) != nil {
+			_ = fs.Set(f.Name, f.Value.String())
+		}
+	})
 	c, err := connect(ctx, af, outCluster, outScheduleGroup)
 	if err != nil {
 		return nil

@@ -2,7 +2,7 @@
 // local Step Functions engine, the CDK CLI) and the local stack's pointer file: $OLLAMA_ECS_CACHE, else
 // ollama-ecs under the user's cache folder ($XDG_CACHE_HOME or ~/.cache). It is outside any checkout, so the
 // command works from any directory and a fresh clone on the same machine (CI's) reuses the builds. The scripts in
-// scripts/ compute the same folder.
+// scripts/ compute the same folder on Linux (scripts/cachedir.sh; os.UserCacheDir differs elsewhere, e.g. macOS).
 package cachedir
 
 import (
