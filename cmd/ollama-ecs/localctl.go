@@ -153,19 +153,33 @@ func defineLocalDeploy(fs *pflag.FlagSet) runner {
 		if err := ls.Do(ctx, http.MethodGet, "/gpu-types", nil, &gpuTypes); err != nil {
 			return err
 		}
-		req, _, err := d.request(pos[0], gpuTypes)
+		req, plan, err := d.request(pos[0], gpuTypes)
 		if err != nil {
 			return err
 		}
-		var started struct{ ExecutionArn string }
-		if err := ls.Do(ctx, http.MethodPost, "/deploy", req, &started); err != nil {
+		// A direct deploy's execution is named after its deployment id: one already there is this deployment, and
+		// nothing new starts, as on AWS.
+		res, err := localExisting(ctx, ls, req.DeploymentID)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "deployment %s: execution %s\n", req.DeploymentID, started.ExecutionArn)
+		if !res.AlreadyStarted {
+			var started struct{ ExecutionArn string }
+			if err := ls.Do(ctx, http.MethodPost, "/deploy", req, &started); err != nil {
+				return err
+			}
+			res = startResult{DeploymentID: req.DeploymentID, ExecutionArn: started.ExecutionArn, Status: "RUNNING"}
+		}
+		if *output != "json" {
+			writeStarted(stdout, req, plan, res)
+		}
 		if !*follow && !ls.OneShot() {
+			if *output == "json" {
+				return writeJSON(stdout, res)
+			}
 			return nil
 		}
-		return followLocal(ctx, ls, startResult{DeploymentID: req.DeploymentID, ExecutionArn: started.ExecutionArn}, *output == "json", stdout)
+		return followLocal(ctx, ls, res, *output == "json", stdout)
 	}
 }
 
@@ -229,6 +243,24 @@ func defineLocalUpload(fs *pflag.FlagSet) runner {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+}
+
+// localExisting finds the execution a direct deploy of id started before, if any.
+func localExisting(ctx context.Context, ls localStack, id string) (startResult, error) {
+	var started []local.Started
+	if err := ls.Do(ctx, http.MethodGet, "/executions", nil, &started); err != nil {
+		return startResult{}, err
+	}
+	for _, st := range started {
+		if strings.HasSuffix(st.ExecutionArn, ":"+id) {
+			x, _, err := localEngine{ls}.read(ctx, st.ExecutionArn)
+			if err != nil {
+				return startResult{}, err
+			}
+			return startResult{DeploymentID: id, ExecutionArn: x.ARN, StartDate: x.StartDate, Status: x.Status, AlreadyStarted: true}, nil
+		}
+	}
+	return startResult{DeploymentID: id}, nil
 }
 
 // localEngine reads executions from the local stack's engine.
