@@ -127,8 +127,8 @@ func ReadableCause(cause string) string {
 	return cause
 }
 
-// HistoryEvent is one entry of an execution's history, taken from the engine's
-// event log. Types: ExecutionStarted, ExecutionSucceeded, ExecutionFailed,
+// HistoryEvent is one entry of an execution's history, as the local engine logs it
+// and as the CLI converts Step Functions' history into it. Types: ExecutionStarted, ExecutionSucceeded, ExecutionFailed,
 // ExecutionAborted, ExecutionTimeout, StateEntered, StateExited, StateFailed,
 // StateRetried, StateCaught, MapIterationStarted/Succeeded/Failed and
 // ParallelBranchStarted/Succeeded/Failed.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
 	"github.com/ollama-ecs/ollama-ecs/deployment"
-	"github.com/ollama-ecs/ollama-ecs/planner"
 )
 
 // describer answers DescribeTasks with one task.
@@ -153,41 +151,5 @@ func TestHealthRules(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestCapacityPassesOverSmallerGPUs: after a model did not fit wholly in one GPU type's memory, GPU candidates
-// with no more GPU memory are passed over (with the reason), and the ladder goes on to the next placement.
-func TestCapacityPassesOverSmallerGPUs(t *testing.T) {
-	gpu := func(typ string, poolMiB int) planner.Candidate {
-		return planner.Candidate{Placement: "EC2 " + typ, InstanceType: typ, LaunchType: planner.LaunchTypeEC2,
-			TaskDefinition: planner.TaskDefinitionGPU, NeedMiB: 4000, HeadroomMiB: poolMiB - 4000}
-	}
-	fargate := planner.Candidate{Placement: "Fargate", LaunchType: planner.LaunchTypeFargate, TaskDefinition: planner.TaskDefinitionCPU}
-	plan := &planner.Plan{Candidates: []planner.Candidate{gpu("g4dn.xlarge", 15000), gpu("g6.xlarge", 15000), fargate}}
-	c := &Capacity{} // neither step below needs AWS: a passed-over GPU and Fargate
-	st, err := c.Handle(context.Background(), deployment.State{Request: &deployment.Request{DeploymentID: "d"}, Plan: plan, Capacity: &deployment.CapacityState{
-		Cursor: 0, Attempts: []deployment.Attempt{}, LastError: &deployment.StateError{Error: "ModelNotOnGPUError", Cause: "tiny loaded with 0 of 9 bytes in GPU memory"}}})
-	if err != nil || !st.Available || st.Cursor != 2 || len(st.Attempts) != 2 ||
-		!strings.Contains(st.Attempts[1].Reason, "no more than g4dn.xlarge's") {
-		t.Fatalf("%+v %v", st, err)
-	}
-}
-
-// TestLambdaAWSConfig: the functions take Lambda's credentials and region from the environment, and refuse to
-// start without them rather than fall back to anything else.
-func TestLambdaAWSConfig(t *testing.T) {
-	env := map[string]string{"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token"}
-	cfg, err := deployment.LambdaAWSConfig(func(k string) string { return env[k] })
-	if err != nil || cfg.Region != "eu-west-1" {
-		t.Fatalf("%+v %v", cfg, err)
-	}
-	creds, err := cfg.Credentials.Retrieve(context.Background())
-	if err != nil || creds.AccessKeyID != "AKID" || creds.SecretAccessKey != "secret" || creds.SessionToken != "token" {
-		t.Errorf("credentials %+v %v", creds, err)
-	}
-	delete(env, "AWS_REGION")
-	if _, err := deployment.LambdaAWSConfig(func(k string) string { return env[k] }); err == nil {
-		t.Error("no region: want an error")
 	}
 }
