@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/ollama-ecs/ollama-ecs/local/lambdaapi"
 )
 
 // Toy handlers standing in for the project's real ones: typed errors whose
@@ -101,9 +102,9 @@ func (f *toyFunctions) poll(_ context.Context, in pollIn) (pollOut, error) {
 
 func (f *toyFunctions) handlers() map[string]lambda.Handler {
 	return map[string]lambda.Handler{
-		"ToyValidate": lambda.NewHandler(f.validate),
-		"ToyReserve":  lambda.NewHandler(f.reserve),
-		"ToyPoll":     lambda.NewHandler(f.poll),
-		"ToyEcho":     lambda.NewHandler(func(in map[string]any) (map[string]any, error) { return in, nil }),
+		"ToyValidate": lambdaapi.Func(f.validate),
+		"ToyReserve":  lambdaapi.Func(f.reserve),
+		"ToyPoll":     lambdaapi.Func(f.poll),
+		"ToyEcho":     lambdaapi.Func(func(in map[string]any) (map[string]any, error) { return in, nil }),
 	}
 }
