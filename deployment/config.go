@@ -40,6 +40,16 @@ const (
 	SettingScheduleGroup        = "SCHEDULE_GROUP"
 	SettingSchedulerRoleArn     = "SCHEDULER_ROLE_ARN"
 	SettingStateMachineArn      = "STATE_MACHINE_ARN"
+	SettingListenerArn          = "LISTENER_ARN"
+	SettingLoadBalancerName     = "LOAD_BALANCER_NAME"
+	SettingEndpointBase         = "ENDPOINT_BASE"
+	SettingVpcID                = "VPC_ID"
+	SettingAPIKeys              = "API_KEYS"
+	SettingKeyPrefix            = "KEY_PREFIX"
+	SettingIdleWindow           = "IDLE_WINDOW"
+	SettingMaxLifetime          = "MAX_LIFETIME"
+	SettingStopFunctionArn      = "STOP_FUNCTION_ARN"
+	SettingScaleTarget          = "SCALE_TARGET_REQUESTS"
 )
 
 // Config is every setting a step reads: on Lambda from the environment the CDK stack sets (ConfigFromEnv), in local
@@ -77,6 +87,25 @@ type Config struct {
 	SchedulerRoleArn string
 	// StateMachineArn is the deploy state machine, which the teardown function starts to restart a deployment.
 	StateMachineArn string
+	// ListenerArn is the load balancer's listener that holds every deployment's rules; LoadBalancerName its
+	// CloudWatch dimension (app/<name>/<id>); EndpointBase the URL clients reach it at; VpcID where the target
+	// groups are. An empty ListenerArn means a stack without a load balancer.
+	ListenerArn      string
+	LoadBalancerName string
+	EndpointBase     string
+	VpcID            string
+	// APIKeys puts every deployment behind an API key unless its request says otherwise; the keys are SSM
+	// parameters under KeyPrefix.
+	APIKeys   bool
+	KeyPrefix string
+	// IdleWindow is how far back auto-stop looks for requests: a deployment used within it is not stopped yet but
+	// looked at again one window later, up to MaxLifetime from its start.
+	IdleWindow  time.Duration
+	MaxLifetime time.Duration
+	// StopFunctionArn is the function an auto-stop schedule invokes (the teardown function).
+	StopFunctionArn string
+	// ScaleTargetRequests is the requests per minute per task a prod service's target tracking holds.
+	ScaleTargetRequests int
 }
 
 // DefaultConfig is every default, the one place they are written.
@@ -86,6 +115,7 @@ func DefaultConfig() Config {
 		CPUTaskDefinition: "ollama-cpu", GPUTaskDefinition: "ollama-gpu",
 		HealthTimeout: 30 * time.Minute, HealthWatch: 20 * time.Second, HealthPoll: time.Second,
 		ProvisioningTimeout: DefaultProvisioningTimeout, OllamaPort: OllamaPort, ScheduleGroup: "ollama-ecs",
+		KeyPrefix: "/ollama-ecs/keys", IdleWindow: 30 * time.Minute, MaxLifetime: 12 * time.Hour, ScaleTargetRequests: 12,
 	}
 }
 
@@ -103,6 +133,19 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	str(SettingScheduleGroup, &c.ScheduleGroup)
 	str(SettingSchedulerRoleArn, &c.SchedulerRoleArn)
 	str(SettingStateMachineArn, &c.StateMachineArn)
+	str(SettingListenerArn, &c.ListenerArn)
+	str(SettingLoadBalancerName, &c.LoadBalancerName)
+	str(SettingEndpointBase, &c.EndpointBase)
+	str(SettingVpcID, &c.VpcID)
+	str(SettingKeyPrefix, &c.KeyPrefix)
+	str(SettingStopFunctionArn, &c.StopFunctionArn)
+	switch v := getenv(SettingAPIKeys); v {
+	case "", "off":
+	case "on":
+		c.APIKeys = true
+	default:
+		return c, fmt.Errorf("%s=%q: want on or off", SettingAPIKeys, v)
+	}
 	c.GPUInstanceTypes = list(getenv(SettingGPUInstanceTypes))
 	c.Subnets = list(getenv(SettingSubnets))
 	c.SecurityGroups = list(getenv(SettingSecurityGroups))
@@ -110,7 +153,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		env  string
 		min  int
 		into *int
-	}{{SettingOllamaPort, 1, &c.OllamaPort}, {SettingGPUVolumeGiB, 1, &c.GPUVolumeGiB}} {
+	}{{SettingOllamaPort, 1, &c.OllamaPort}, {SettingGPUVolumeGiB, 1, &c.GPUVolumeGiB}, {SettingScaleTarget, 1, &c.ScaleTargetRequests}} {
 		if v := getenv(n.env); v != "" {
 			i, err := strconv.Atoi(v)
 			if err != nil || i < n.min || (n.env == SettingOllamaPort && i > 65535) {
@@ -135,7 +178,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		env  string
 		into *time.Duration
 	}{{SettingDevTTL, &c.DevTTL}, {SettingHealthTimeout, &c.HealthTimeout}, {SettingHealthWatch, &c.HealthWatch},
-		{SettingHealthPoll, &c.HealthPoll}, {SettingProvisioningTimeout, &c.ProvisioningTimeout}} {
+		{SettingHealthPoll, &c.HealthPoll}, {SettingProvisioningTimeout, &c.ProvisioningTimeout},
+		{SettingIdleWindow, &c.IdleWindow}, {SettingMaxLifetime, &c.MaxLifetime}} {
 		if v := getenv(d.env); v != "" {
 			parsed, err := time.ParseDuration(v)
 			if err != nil || parsed <= 0 {

@@ -3,11 +3,13 @@ package deployment
 // Record is a successful execution's output, built by the "Deployment ready" state: what a user needs to reach
 // and account for the deployment.
 type Record struct {
-	DeploymentID  string  `json:"deploymentId"`
-	Model         string  `json:"model"`
-	Env           string  `json:"env"`
-	Endpoint      string  `json:"endpoint"`
-	TaskArn       string  `json:"taskArn"`
+	DeploymentID string `json:"deploymentId"`
+	Model        string `json:"model"`
+	Env          string `json:"env"`
+	Endpoint     string `json:"endpoint"`
+	TaskArn      string `json:"taskArn"`
+	// ServiceArn is a prod deployment's ECS service (TaskArn is then empty).
+	ServiceArn    string  `json:"serviceArn"`
 	Placement     string  `json:"placement"`
 	InstanceType  string  `json:"instanceType"`
 	HourlyCostUSD float64 `json:"hourlyCostUSD"`

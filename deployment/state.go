@@ -107,6 +107,11 @@ type Request struct {
 	Avoid []string `json:"avoid,omitempty"`
 	// Restart counts restarts after interruptions; it is part of RunTask's client token.
 	Restart int `json:"restart,omitempty"`
+	// APIKey, when set, overrides the stack's default for putting the deployment behind an API key.
+	APIKey *bool `json:"apiKey,omitempty"`
+	// MinTasks and MaxTasks bound a prod deployment's service (0 for dev, which is one task).
+	MinTasks int `json:"minTasks,omitempty"`
+	MaxTasks int `json:"maxTasks,omitempty"`
 }
 
 // ScheduleName is the auto-stop schedule's name for a deployment.
@@ -149,6 +154,12 @@ type TaskInfo struct {
 	MemoryMiB     int     `json:"memoryMiB"`
 	HourlyCostUSD float64 `json:"hourlyCostUSD"`
 	StartedAt     string  `json:"startedAt"`
+	// ServiceArn is a prod deployment's ECS service (TaskArn is then empty: the service runs the tasks);
+	// DesiredTasks is how many healthy targets Poll health waits for.
+	ServiceArn   string `json:"serviceArn"`
+	DesiredTasks int    `json:"desiredTasks"`
+	// Route is how clients reach the deployment through the load balancer.
+	Route *Route `json:"route,omitempty"`
 }
 
 // TaskDefinitions are the CPU and GPU task definition families of one image.
@@ -174,6 +185,7 @@ const (
 	PhaseStarting     = "STARTING_SERVER"
 	PhasePulling      = "PULLING_MODEL"
 	PhaseLoading      = "LOADING_MODEL"
+	PhaseRegistering  = "REGISTERING_TARGET"
 	PhaseReady        = "READY"
 )
 
@@ -189,8 +201,12 @@ type HealthState struct {
 	Polls int `json:"polls"`
 	// WaitSeconds is how long the state machine waits before the next poll.
 	WaitSeconds int `json:"waitSeconds"`
-	// Endpoint is Ollama's base URL once the task is running.
-	Endpoint string `json:"endpoint,omitempty"`
+	// Endpoint is the deployment's URL once it is ready: its load balancer route (Ollama's own address in a stack
+	// without one). TaskEndpoint is the watched task's Ollama, which only the health function reaches.
+	Endpoint     string `json:"endpoint,omitempty"`
+	TaskEndpoint string `json:"taskEndpoint,omitempty"`
+	// WatchedTask is the service task whose model the polls check (a prod deployment).
+	WatchedTask string `json:"watchedTask,omitempty"`
 	// FirstPollAt and Deadline bound the whole wait.
 	FirstPollAt string `json:"firstPollAt"`
 	Deadline    string `json:"deadline"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
@@ -20,6 +21,10 @@ type Stopped struct {
 	Tasks []string `json:"tasks"`
 	// Schedules are the auto-stop schedules deleted.
 	Schedules []string `json:"schedules"`
+	// Services are the prod services deleted (their tasks drain and stop).
+	Services []string `json:"services,omitempty"`
+	// AutoStop is what an auto-stop schedule's check decided.
+	AutoStop *AutoStopDecision `json:"autoStop,omitempty"`
 	// Interrupted is what was done about a task that stopped on its own (an ECS Task State Change).
 	Interrupted *InterruptedResult `json:"interrupted,omitempty"`
 }
@@ -31,13 +36,28 @@ type Stopper struct {
 	Scheduler Schedules
 	Cluster   string
 	Group     string
-	Log       *slog.Logger
+	// Routes takes a deployment off the load balancer once none of its tasks is left (nil: a stack without one).
+	Routes RouteRemover
+	// Services deletes a prod deployment's service (nil: a stack without services).
+	Services ServiceRemover
+	Log      *slog.Logger
+}
+
+// ServiceRemover deletes a deployment's service and its scaling; with execution set, only the service that
+// execution created (othersLeft reports another request's).
+type ServiceRemover interface {
+	Remove(ctx context.Context, deploymentID, execution string) (removed string, othersLeft bool, err error)
+}
+
+// RouteRemover deletes a deployment's rules, target group and API key; what is already gone is fine.
+type RouteRemover interface {
+	Remove(ctx context.Context, deploymentID string) error
 }
 
 // StopDeployment stops every task the deployment started and deletes its schedule. Already-gone things are fine:
 // stopping is idempotent.
 func (s *Stopper) StopDeployment(ctx context.Context, deploymentID, reason string) (Stopped, error) {
-	return s.stop(ctx, deploymentID, reason, func(ecstypes.Task) bool { return true }, func(string) bool { return true })
+	return s.stop(ctx, deploymentID, "", reason, func(ecstypes.Task) bool { return true }, func(string) bool { return true })
 }
 
 // StopExecution stops only what one execution of the state machine started: the tasks tagged with its name, and
@@ -52,7 +72,7 @@ func (s *Stopper) StopExecution(ctx context.Context, deploymentID, execution, kn
 	ownsSchedule := func(target string) bool {
 		return target != "" && (target == knownTask || slices.Contains(stopped, target))
 	}
-	return s.stop(ctx, deploymentID, reason, func(t ecstypes.Task) bool {
+	return s.stop(ctx, deploymentID, execution, reason, func(t ecstypes.Task) bool {
 		if own(t) {
 			stopped = append(stopped, aws.ToString(t.TaskArn))
 			return true
@@ -63,8 +83,19 @@ func (s *Stopper) StopExecution(ctx context.Context, deploymentID, execution, kn
 
 // stop stops the deployment's tasks that pick accepts, then deletes its schedule if ownsSchedule accepts the task
 // the schedule would stop.
-func (s *Stopper) stop(ctx context.Context, deploymentID, reason string, pick func(ecstypes.Task) bool, ownsSchedule func(target string) bool) (Stopped, error) {
+func (s *Stopper) stop(ctx context.Context, deploymentID, execution, reason string, pick func(ecstypes.Task) bool, ownsSchedule func(target string) bool) (Stopped, error) {
 	res := Stopped{Deployments: []string{deploymentID}, Tasks: []string{}, Schedules: []string{}}
+	othersLeft := false
+	if s.Services != nil {
+		removed, others, err := s.Services.Remove(ctx, deploymentID, execution)
+		if err != nil {
+			return res, err
+		}
+		if removed != "" {
+			res.Services = append(res.Services, removed)
+		}
+		othersLeft = others
+	}
 	tasks, err := DeploymentTasks(ctx, s.ECS, s.Cluster, deploymentID)
 	if err != nil {
 		return res, err
@@ -84,6 +115,12 @@ func (s *Stopper) stop(ctx context.Context, deploymentID, reason string, pick fu
 	}
 	if deleted {
 		res.Schedules = append(res.Schedules, ScheduleName(deploymentID))
+	}
+	if s.Routes != nil && len(res.Tasks) == len(tasks) && !othersLeft {
+		// Nothing of the deployment runs any more (a stop never leaves another request's task without its route).
+		if err := s.Routes.Remove(ctx, deploymentID); err != nil {
+			return res, err
+		}
 	}
 	Logger(s.Log, deploymentID).Info("deployment stopped", "tasks", len(res.Tasks), "scheduleDeleted", deleted, "reason", reason)
 	return res, nil
@@ -117,8 +154,10 @@ func (s *Stopper) StopEnv(ctx context.Context, env, reason string) (Stopped, err
 	seen := map[string]bool{}
 	for _, t := range tasks {
 		id := TagValue(t.Tags, TagDeploymentID)
+		// A deployment's own tasks are startedBy its id; a prod service's carry its tags and ECS's startedBy.
+		startedBy := aws.ToString(t.StartedBy)
 		if TagValue(t.Tags, TagManagedBy) != ManagedByValue || TagValue(t.Tags, TagEnv) != env ||
-			id == "" || aws.ToString(t.StartedBy) != id || seen[id] {
+			id == "" || (startedBy != id && !strings.HasPrefix(startedBy, "ecs-svc/")) || seen[id] {
 			continue
 		}
 		seen[id] = true
@@ -129,6 +168,7 @@ func (s *Stopper) StopEnv(ctx context.Context, env, reason string) (Stopped, err
 		all.Deployments = append(all.Deployments, id)
 		all.Tasks = append(all.Tasks, one.Tasks...)
 		all.Schedules = append(all.Schedules, one.Schedules...)
+		all.Services = append(all.Services, one.Services...)
 	}
 	return all, nil
 }

@@ -95,7 +95,20 @@ type DeployRequest struct {
 	// Restart counts the restarts after interruptions (set by ollama-ecs, at most MaxRestarts); each restart is an
 	// execution of its own with its own RunTask client tokens.
 	Restart int `json:"restart,omitempty"`
+	// APIKey puts the deployment behind an API key (kept in SSM Parameter Store; see "ollama-ecs endpoint"):
+	// requests without it get 401 from the load balancer. Unset means the stack's default.
+	APIKey *bool `json:"apiKey,omitempty"`
+	// MinTasks and MaxTasks bound a prod deployment's ECS service as it scales with load (defaults 1 and 3).
+	MinTasks int `json:"minTasks,omitempty"`
+	MaxTasks int `json:"maxTasks,omitempty"`
 }
+
+// Scaling bounds of a prod deployment's service.
+const (
+	DefaultMinTasks = 1
+	DefaultMaxTasks = 3
+	MaxTasksLimit   = 20
+)
 
 // TaskStateChange is the detail of an ECS "ECS Task State Change" event, as far as ollama-ecs reads it. Fields
 // ECS adds are accepted, since AWS, not a person, writes this shape.
@@ -354,6 +367,14 @@ func (d DeployRequest) Validate() error {
 		return invalid("detail.avoid", "at most 16 placements")
 	case d.Restart < 0 || d.Restart > MaxRestarts:
 		return invalid("detail.restart", "%d is outside 0..%d", d.Restart, MaxRestarts)
+	case (d.MinTasks != 0 || d.MaxTasks != 0) && d.Env != "prod":
+		return invalid("detail.minTasks", "minTasks and maxTasks scale a prod deployment's service; a dev deployment is one task")
+	case d.MinTasks < 0 || d.MinTasks > MaxTasksLimit:
+		return invalid("detail.minTasks", "%d is outside 1..%d", d.MinTasks, MaxTasksLimit)
+	case d.MaxTasks < 0 || d.MaxTasks > MaxTasksLimit:
+		return invalid("detail.maxTasks", "%d is outside 1..%d", d.MaxTasks, MaxTasksLimit)
+	case d.MaxTasks != 0 && d.MaxTasks < max(d.MinTasks, 1):
+		return invalid("detail.maxTasks", "%d is below minTasks %d", d.MaxTasks, max(d.MinTasks, 1))
 	}
 	for _, a := range d.Avoid {
 		if !placementPattern.MatchString(a) {

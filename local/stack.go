@@ -25,6 +25,7 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	schedtypes "github.com/aws/aws-sdk-go-v2/service/scheduler/types"
 
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
@@ -75,6 +76,15 @@ type Options struct {
 	// tasks run on the CPU, so real Ollama reports no GPU memory and every GPU placement fails the rule: this
 	// shows the ladder moving on from a model that is not wholly in GPU memory. Off by default.
 	ApplyGPURule bool
+	// APIKeys puts every deployment behind an API key unless its request says otherwise (the stack's setting).
+	APIKeys bool
+	// IdleWindow and MaxLifetime are auto-stop's usage window and bound, in schedule time (defaults: the stack's).
+	IdleWindow, MaxLifetime time.Duration
+	// ScalingInterval and ScalingWindow pace local target tracking (defaults 1 s and 10 s); ScaleOutCooldown and
+	// ScaleInCooldown replace the policy's cooldowns (60 s and 300 s) when set.
+	ScalingInterval, ScalingWindow, ScaleOutCooldown, ScaleInCooldown time.Duration
+	// ScaleTargetRequests is target tracking's requests per minute per task (default: the stack's 12).
+	ScaleTargetRequests int
 	// Interceptor, when set, runs before every Lambda invocation (fault injection).
 	Interceptor lambdaapi.Interceptor
 	Log         *slog.Logger
@@ -85,8 +95,14 @@ type Stack struct {
 	ECS       *cloud.ECS
 	Scheduler *cloud.Scheduler
 	Bucket    *cloud.Bucket
-	Engine    *engine.Engine
-	Lambda    *lambdaapi.Server
+	// LB is the stack's load balancer, on loopback: every deployment's endpoint is a path on it.
+	LB *cloud.LoadBalancer
+	// Parameters holds the deployments' API keys.
+	Parameters *cloud.Parameters
+	// Scaling is Application Auto Scaling for prod services, fed by the load balancer's counters.
+	Scaling *cloud.AppAutoScaling
+	Engine  *engine.Engine
+	Lambda  *lambdaapi.Server
 	// Teardown is the teardown function the stop and scheduled-teardown rules target.
 	Teardown *steps.Teardown
 
@@ -158,13 +174,23 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if runner == nil {
 		runner = &cloud.OllamaRunner{TempDir: s.dir, Objects: s.Bucket, Log: opts.Log}
 	}
-	s.ECS, err = cloud.NewECS(cloud.ECSOptions{Config: cfg, Runner: runner, Log: opts.Log,
+	// The load balancer counts requests in schedule time (the scheduler, made below, may run faster than the clock).
+	s.LB, err = cloud.NewLoadBalancer(cloud.LoadBalancerOptions{Region: cfg.Region, Account: cfg.Account,
+		HealthCheckInterval: 250 * time.Millisecond, Now: func() time.Time { return s.Scheduler.Now() }, Log: opts.Log})
+	if err != nil {
+		return nil, err
+	}
+	s.ECS, err = cloud.NewECS(cloud.ECSOptions{Config: cfg, Runner: runner, Log: opts.Log, Targets: s.LB,
 		ProvisioningDelay: opts.ECSDelays, PendingDelay: opts.ECSDelays, OnTaskStopped: s.deliverAsync})
 	if err != nil {
 		return nil, err
 	}
+	// Schedules invoke the stack's functions: an auto-stop schedule hands its check to the teardown function.
 	s.Scheduler = cloud.NewScheduler(cloud.SchedulerOptions{Region: cfg.Region, Account: cfg.Account,
-		TimeScale: opts.TimeScale, ECS: s.ECS, Log: opts.Log})
+		TimeScale: opts.TimeScale, Log: opts.Log, Invoke: s.invokeTarget})
+	s.Scaling = cloud.NewAppAutoScaling(cloud.AppAutoScalingOptions{ECS: s.ECS, LB: s.LB, Interval: opts.ScalingInterval,
+		Window: opts.ScalingWindow, ScaleOutCooldown: opts.ScaleOutCooldown, ScaleInCooldown: opts.ScaleInCooldown, Log: opts.Log})
+	s.Parameters = cloud.NewParameters()
 
 	handlers := s.handlers()
 	s.Teardown = handlers.teardown
@@ -197,19 +223,25 @@ func (s *Stack) handlers() handlerSet {
 	cfg := deployment.DefaultConfig()
 	cfg.Cluster, cfg.ModelBucket, cfg.ModelPrefix = o.Cluster.Name, Bucket, ModelPrefix
 	cfg.ScheduleGroup, cfg.SchedulerRoleArn, cfg.StateMachineArn = ScheduleGroup, SchedulerRole, s.StateMachineArn()
+	cfg.StopFunctionArn = s.FunctionArn("teardown")
 	cfg.Subnets, cfg.SecurityGroups = []string{"subnet-local"}, []string{"sg-local"}
 	cfg.DevTTL, cfg.HealthTimeout, cfg.HealthWatch, cfg.HealthPoll = o.DevTTL, o.HealthTimeout, o.HealthWatch, o.HealthPoll
 	cfg.ProvisioningTimeout = cmp.Or(o.ProvisioningTimeout, cfg.ProvisioningTimeout)
+	cfg.ListenerArn, cfg.LoadBalancerName, cfg.EndpointBase = s.LB.ListenerArn(), s.LB.FullName(), s.LB.URL()
+	cfg.VpcID, cfg.APIKeys = "vpc-local", o.APIKeys
+	cfg.IdleWindow, cfg.MaxLifetime = cmp.Or(o.IdleWindow, cfg.IdleWindow), cmp.Or(o.MaxLifetime, cfg.MaxLifetime)
+	cfg.ScaleTargetRequests = cmp.Or(o.ScaleTargetRequests, cfg.ScaleTargetRequests)
 	cfg.GPUInstanceTypes = s.GPUInstanceTypes()
 	for _, p := range o.Cluster.CapacityProviders {
 		cfg.Providers[p.Instance.InstanceType] = p.Name
 	}
 	set := steps.Build(cfg, steps.Clients{S3: s.Bucket, ECS: s.ECS, AutoScaling: s.ECS.AutoScaling(), Quotas: s.ECS.Account(),
-		EC2: s.ECS.Account(), Scheduler: s.Scheduler, Executions: executions{s}}, s.log)
+		EC2: s.ECS.Account(), Scheduler: s.Scheduler, Executions: executions{s}, LB: s.LB, Metrics: s.LB,
+		Parameters: s.Parameters, Services: s.ECS, Scaling: s.Scaling}, s.log)
 	// What is local by nature: every task answers on 127.0.0.1 at its own port, schedule time may run faster
 	// than real time, and a CPU cannot meet the GPU readiness rule.
 	set.Health.Endpoint = s.ECS.Endpoint
-	set.AutoStop.Now, set.Teardown.Interrupted.Now = s.Scheduler.Now, s.Scheduler.Now
+	set.AutoStop.Now, set.Teardown.Interrupted.Now, set.Teardown.Now = s.Scheduler.Now, s.Scheduler.Now, s.Scheduler.Now
 	if !o.ApplyGPURule {
 		set.Health.GPURuleNotApplicable = "local mode runs GPU placements on the CPU"
 	}
@@ -326,6 +358,22 @@ func (s *Stack) StateMachineArn() string {
 	return fmt.Sprintf("arn:aws:states:%s:%s:stateMachine:%s", cfg.Region, cfg.Account, StateMachine)
 }
 
+// FunctionArn is a local function's ARN, as the state machine and the schedules name it.
+func (s *Stack) FunctionArn(name string) string {
+	cfg := s.opts.Cluster
+	return fmt.Sprintf("arn:aws:lambda:%s:%s:function:%s", cfg.Region, cfg.Account, name)
+}
+
+// invokeTarget runs a schedule's target: the teardown function, with the schedule's input, as Scheduler invokes
+// a Lambda target.
+func (s *Stack) invokeTarget(ctx context.Context, _ string, target schedtypes.Target) error {
+	if aws.ToString(target.Arn) != s.FunctionArn("teardown") {
+		return fmt.Errorf("no local function %s", aws.ToString(target.Arn))
+	}
+	_, err := s.Teardown.Handle(ctx, json.RawMessage(aws.ToString(target.Input)))
+	return err
+}
+
 // invokeTeardown runs the teardown function's handler with the event, as the rules' Lambda target does.
 func (s *Stack) invokeTeardown(ctx context.Context, raw []byte) (deployment.Stopped, error) {
 	return s.Teardown.Handle(ctx, raw)
@@ -425,8 +473,14 @@ func (s *Stack) Close(ctx context.Context) error {
 	if s.Engine != nil {
 		errs = append(errs, s.Engine.Close())
 	}
+	if s.Scaling != nil {
+		s.Scaling.Close()
+	}
 	if s.ECS != nil {
 		errs = append(errs, s.ECS.Close(ctx))
+	}
+	if s.LB != nil {
+		errs = append(errs, s.LB.Close(ctx))
 	}
 	if s.lambdaClose != nil {
 		errs = append(errs, s.lambdaClose())

@@ -363,6 +363,10 @@ func newSimTask(start time.Time, pending, starting, pulling, loading time.Durati
 
 func (t *simTask) Now() time.Time { return t.now }
 
+func (t *simTask) ListTasks(context.Context, *ecs.ListTasksInput, ...func(*ecs.Options)) (*ecs.ListTasksOutput, error) {
+	return &ecs.ListTasksOutput{}, nil
+}
+
 func (t *simTask) DescribeTasks(_ context.Context, in *ecs.DescribeTasksInput, _ ...func(*ecs.Options)) (*ecs.DescribeTasksOutput, error) {
 	if !t.firstCall {
 		t.now = t.now.Add(t.step) // the watch's PollInterval, in virtual time

@@ -31,6 +31,8 @@ func fakeOllama(t *testing.T) string {
 	answer := func(v any) http.HandlerFunc {
 		return func(w http.ResponseWriter, _ *http.Request) { _ = json.NewEncoder(w).Encode(v) }
 	}
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("Ollama is running")) })
+	mux.HandleFunc("GET /v1/models/{model}", answer(map[string]any{"id": "tiny:latest", "object": "model"}))
 	mux.HandleFunc("GET /api/version", answer(map[string]string{"version": "0.17.4"}))
 	mux.HandleFunc("GET /api/tags", answer(map[string]any{"models": []any{model}}))
 	mux.HandleFunc("GET /api/ps", answer(map[string]any{"models": []any{model}}))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	schedtypes "github.com/aws/aws-sdk-go-v2/service/scheduler/types"
@@ -83,6 +84,12 @@ func tasksOf(t *testing.T, s *local.Stack, deploymentID string) []ecstypes.Task 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A prod deployment's tasks are its service's.
+	svc, err := s.ECS.ListTasks(ctx, &ecs.ListTasksInput{Cluster: aws.String(s.ECS.Config().Name), ServiceName: aws.String(deployment.ServiceName(deploymentID))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list.TaskArns = append(list.TaskArns, svc.TaskArns...)
 	if len(list.TaskArns) == 0 {
 		return nil
 	}
@@ -114,6 +121,9 @@ func assertNothingLeft(t *testing.T, s *local.Stack, deploymentID string) {
 	var missing *schedtypes.ResourceNotFoundException
 	if !errors.As(err, &missing) {
 		t.Errorf("deployment %s: its schedule is not gone (GetSchedule: %v)", deploymentID, err)
+	}
+	if _, err := s.LB.DescribeTargetGroups(ctxFor(t, 5*time.Second), &elbv2.DescribeTargetGroupsInput{Names: []string{deployment.TargetGroupName(deploymentID)}}); err == nil {
+		t.Errorf("deployment %s: its target group is still on the load balancer", deploymentID)
 	}
 	// A stopped task's process exits after its stop (SIGTERM, grace): wait for every process of the deployment's
 	// tasks, whatever their status, to be gone.

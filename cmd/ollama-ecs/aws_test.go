@@ -180,7 +180,7 @@ func (m *motoEnv) startDeployment(t *testing.T, id, model, env string, stopAt ti
 	st.Task = &task
 	p.AutoStopSeconds = 7200
 	a := &steps.AutoStop{Scheduler: scheduler.NewFromConfig(m.cfg), ECS: ecs.NewFromConfig(m.cfg), Cluster: "ollama", Group: "ollama-ecs",
-		RoleArn: "arn:aws:iam::123456789012:role/scheduler", Now: func() time.Time { return stopAt.Add(-2 * time.Hour) }}
+		RoleArn: "arn:aws:iam::123456789012:role/scheduler", StopFunctionArn: "arn:aws:lambda:us-east-1:123456789012:function:teardown", Now: func() time.Time { return stopAt.Add(-2 * time.Hour) }}
 	if _, err := a.Handle(ctx, st); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/ollama/ollama/api"
 
 	"github.com/ollama-ecs/ollama-ecs/deployment"
@@ -26,6 +29,7 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/local"
 	localcloud "github.com/ollama-ecs/ollama-ecs/local/cloud"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
+	"github.com/ollama-ecs/ollama-ecs/local/ollama"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
 )
 
@@ -121,13 +125,16 @@ func (d *demo) run() error {
 	if err != nil {
 		d.step("generate from the endpoint", err, "")
 	}
+	if err := d.ollamaCLI(rec.Endpoint, rec.Model); err != nil {
+		return err
+	}
 
 	// 3. Two GPU requests on the bus: the second finds the cheapest GPU type full and falls back.
 	source := "s3://" + local.Bucket + "/models/tiny-llama.gguf"
 	for i, id := range []string{"demo-gpu-a", "demo-gpu-b"} {
 		raw, _ := json.Marshal(map[string]any{"version": "0", "id": "demo-event-" + id, "source": events.SourceOllamaECS,
 			"detail-type": events.DetailTypeDeploy, "account": cfg.Account, "region": cfg.Region, "time": time.Now().UTC(),
-			"detail": events.DeployRequest{Model: "tiny-llama", Source: source, Prefer: "gpu", DeploymentID: id, Requester: "demo"}})
+			"detail": events.DeployRequest{Model: "tiny-llama", Source: source, Prefer: "gpu", DeploymentID: id, Requester: "demo", APIKey: aws.Bool(i == 0)}})
 		routed, err := d.s.PutEvent(d.ctx, raw)
 		if err != nil {
 			return d.step("put a GPU deploy request on the bus", err, "")
@@ -146,6 +153,11 @@ func (d *demo) run() error {
 		}
 		if err := d.step(name, err, note); err != nil {
 			return err
+		}
+		if i == 0 {
+			if err := d.keyChecked(rec); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -219,6 +231,64 @@ func (d *demo) generate(rec deployment.Record) error {
 	}
 	return d.step("generate 8 tokens from "+rec.Endpoint, err,
 		fmt.Sprintf("%d tokens in %s (done: %s)", resp.EvalCount, time.Since(start).Round(time.Millisecond), resp.DoneReason))
+}
+
+// keyChecked shows a deployment behind an API key: the load balancer answers 401 to a request without it, and
+// forwards one with it, as a bearer header or in the path.
+func (d *demo) keyChecked(rec deployment.Record) error {
+	got, err := d.s.Parameters.GetParameter(d.ctx, &ssm.GetParameterInput{
+		Name: aws.String(deployment.KeyParameterName(deployment.DefaultConfig().KeyPrefix, rec.DeploymentID)), WithDecryption: aws.Bool(true)})
+	if err != nil {
+		return d.step("a request without the API key is refused", err, "")
+	}
+	key := aws.ToString(got.Parameter.Value)
+	status := func(url, auth string) int {
+		req, _ := http.NewRequestWithContext(d.ctx, http.MethodGet, url, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	none, wrong := status(rec.Endpoint+"/api/tags", ""), status(rec.Endpoint+"/api/tags", "Bearer not-the-key")
+	bearer, inPath := status(rec.Endpoint+"/api/tags", "Bearer "+key), status(rec.Endpoint+deployment.KeySegment+key+"/api/tags", "")
+	if none != http.StatusUnauthorized || wrong != http.StatusUnauthorized || bearer != http.StatusOK || inPath != http.StatusOK {
+		err = fmt.Errorf("no key %d, wrong key %d, bearer key %d, key in path %d", none, wrong, bearer, inPath)
+	}
+	return d.step("a request without the API key is refused", err,
+		fmt.Sprintf("no key: %d, wrong key: %d, Authorization: Bearer <key>: %d, %s/k/<key>: %d", none, wrong, bearer, rec.Endpoint, inPath))
+}
+
+// ollamaCLI generates through the endpoint with the real ollama command line as the client, unchanged: only
+// OLLAMA_HOST names the deployment.
+func (d *demo) ollamaCLI(endpoint, model string) error {
+	bin, err := ollama.FindBinary()
+	if err != nil {
+		return d.step("generate with the ollama CLI through the load balancer", err, "")
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
+	defer cancel()
+	home, err := os.MkdirTemp("", "ollama-ecs-cli-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(home)
+	cmd := exec.CommandContext(ctx, bin, "run", model, "Say hello.")
+	cmd.Env = []string{"HOME=" + home, "OLLAMA_HOST=" + endpoint, "PATH=" + os.Getenv("PATH")}
+	out, err := cmd.CombinedOutput()
+	text := strings.Join(strings.Fields(string(out)), " ")
+	if err == nil && text == "" {
+		err = errors.New("the ollama CLI printed nothing")
+	}
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, text)
+	}
+	return d.step("generate with the ollama CLI through the load balancer", err,
+		fmt.Sprintf("OLLAMA_HOST=%s ollama run %s: %d words", endpoint, model, len(strings.Fields(text))))
 }
 
 func (d *demo) waitStopped(taskArn string) error {

@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,10 +16,15 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
-// AutoStop creates a one-time schedule, named after the deployment and deleted after it fires, that stops the
-// deployment's task when its time to live is up.
+// AutoStop creates a one-time schedule, named after the deployment, that hands the deployment to the stop function
+// (StopFunctionArn, the teardown function) when its time to live is up. That function stops it if it was idle over
+// the last IdleWindow, and otherwise moves the schedule on by one window, up to MaxLifetime from the start (see
+// AutoStopCheck); the schedule is deleted with the deployment.
 type AutoStop struct {
 	Scheduler deployment.Schedules
+	// StopFunctionArn is the schedule's target; IdleWindow and MaxLifetime go into its payload.
+	StopFunctionArn         string
+	IdleWindow, MaxLifetime time.Duration
 	// ECS is asked, once the schedule exists, whether the task is still wanted: a stop that landed between the
 	// last health poll and this step would otherwise leave a schedule and a successful record behind.
 	ECS     deployment.TaskDescriber
@@ -41,10 +47,14 @@ func (a *AutoStop) Handle(ctx context.Context, s deployment.State) (deployment.A
 	// The scheduler has one-minute precision: round up, so a deployment never stops early.
 	at := now().UTC().Add(ttl).Add(time.Minute - time.Nanosecond).Truncate(time.Minute)
 	name := deployment.ScheduleName(s.Request.DeploymentID)
-	payload, _ := json.Marshal(deployment.StopTaskInput{
-		Cluster: a.Cluster, Task: s.Task.TaskArn,
-		Reason: fmt.Sprintf("ollama-ecs auto-stop after %s", ttl),
-	})
+	watched := cmp.Or(s.Task.ServiceArn, s.Task.TaskArn)
+	check := &deployment.AutoStopCheck{DeploymentID: s.Request.DeploymentID, Execution: s.Request.ExecutionName, Task: watched,
+		IdleSeconds: int(a.IdleWindow.Seconds()), StopBy: now().UTC().Add(max(a.MaxLifetime, ttl)).Format(time.RFC3339),
+		Reason: fmt.Sprintf("ollama-ecs auto-stop after %s", ttl)}
+	if s.Task.Route != nil {
+		check.TargetGroup = s.Task.Route.TargetGroupArn
+	}
+	payload, _ := json.Marshal(deployment.AutoStopPayload{AutoStop: check})
 	create := func() error {
 		_, err := a.Scheduler.CreateSchedule(ctx, &scheduler.CreateScheduleInput{
 			Name:                       aws.String(name),
@@ -52,10 +62,11 @@ func (a *AutoStop) Handle(ctx context.Context, s deployment.State) (deployment.A
 			ScheduleExpression:         aws.String("at(" + at.Format("2006-01-02T15:04:05") + ")"),
 			ScheduleExpressionTimezone: aws.String("UTC"),
 			FlexibleTimeWindow:         &schedtypes.FlexibleTimeWindow{Mode: schedtypes.FlexibleTimeWindowModeOff},
-			ActionAfterCompletion:      schedtypes.ActionAfterCompletionDelete,
-			Description:                aws.String("auto-stop of ollama-ecs deployment " + s.Request.DeploymentID),
+			// The stop function deletes the schedule with the deployment, or moves it on when the deployment is in use.
+			ActionAfterCompletion: schedtypes.ActionAfterCompletionNone,
+			Description:           aws.String("auto-stop of ollama-ecs deployment " + s.Request.DeploymentID),
 			Target: &schedtypes.Target{
-				Arn: aws.String(deployment.StopTaskTarget), RoleArn: aws.String(a.RoleArn), Input: aws.String(string(payload)),
+				Arn: aws.String(a.StopFunctionArn), RoleArn: aws.String(a.RoleArn), Input: aws.String(string(payload)),
 				RetryPolicy: &schedtypes.RetryPolicy{MaximumRetryAttempts: aws.Int32(10)},
 			},
 		})
@@ -68,7 +79,7 @@ func (a *AutoStop) Handle(ctx context.Context, s deployment.State) (deployment.A
 		if gerr != nil {
 			return deployment.AutoStopResult{}, deployment.AWSError("scheduler:GetSchedule", gerr)
 		}
-		if deployment.ScheduleTarget(got) == s.Task.TaskArn {
+		if deployment.ScheduleTarget(got) == watched {
 			// A retried step: the schedule is already there. Report the time it actually has.
 			if t, perr := time.Parse("at(2006-01-02T15:04:05)", aws.ToString(got.ScheduleExpression)); perr == nil {
 				at = t
@@ -78,7 +89,7 @@ func (a *AutoStop) Handle(ctx context.Context, s deployment.State) (deployment.A
 			// A schedule of another task of this id. If that task still runs, the schedule is another request's:
 			// leave it (Clean up then stops only this execution's task). If it is gone, the schedule would stop
 			// nothing: replace it.
-			if target := deployment.ScheduleTarget(got); target != "" {
+			if target := deployment.ScheduleTarget(got); target != "" && s.Task.ServiceArn == "" {
 				live, lerr := a.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(a.Cluster), Tasks: []string{target}})
 				if lerr != nil {
 					return deployment.AutoStopResult{}, deployment.AWSError("ecs:DescribeTasks", lerr)
@@ -96,6 +107,11 @@ func (a *AutoStop) Handle(ctx context.Context, s deployment.State) (deployment.A
 	}
 	if err != nil {
 		return deployment.AutoStopResult{}, deployment.AWSError("scheduler:CreateSchedule", err)
+	}
+	if s.Task.ServiceArn != "" {
+		res := deployment.AutoStopResult{ScheduleName: name, StopAt: at.Format(time.RFC3339)}
+		deployment.Logger(a.Log, s.Request.DeploymentID).Info("auto-stop scheduled", "schedule", name, "stopAt", res.StopAt)
+		return res, nil
 	}
 	out, err := a.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(a.Cluster), Tasks: []string{s.Task.TaskArn}})
 	if err != nil {

@@ -197,7 +197,9 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 			t.Fatal(err)
 		}
 		now := time.Date(2026, 11, 27, 10, 0, 30, 0, time.UTC)
-		a := &AutoStop{Scheduler: sched, ECS: ecsc, Cluster: "ollama", Group: "ollama-ecs", RoleArn: "arn:aws:iam::123456789012:role/sched", Now: func() time.Time { return now }}
+		stopFn := "arn:aws:lambda:us-east-1:123456789012:function:teardown"
+		a := &AutoStop{Scheduler: sched, ECS: ecsc, Cluster: "ollama", Group: "ollama-ecs", RoleArn: "arn:aws:iam::123456789012:role/sched",
+			StopFunctionArn: stopFn, IdleWindow: 30 * time.Minute, MaxLifetime: 12 * time.Hour, Now: func() time.Time { return now }}
 		st := deployment.State{Request: request, Plan: &planner.Plan{AutoStopSeconds: 3600}, Task: &deployment.TaskInfo{TaskArn: info.TaskArn}}
 		res, err := a.Handle(ctx, st)
 		if err != nil {
@@ -210,11 +212,12 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var input deployment.StopTaskInput
+		var input deployment.AutoStopPayload
 		_ = json.Unmarshal([]byte(aws.ToString(got.Target.Input)), &input)
-		if aws.ToString(got.ScheduleExpression) != "at(2026-11-27T11:01:00)" || aws.ToString(got.Target.Arn) != deployment.StopTaskTarget ||
-			got.ActionAfterCompletion != "DELETE" || input.Task != st.Task.TaskArn {
-			t.Errorf("schedule %s target %s action %s input %+v", aws.ToString(got.ScheduleExpression), aws.ToString(got.Target.Arn), got.ActionAfterCompletion, input)
+		if aws.ToString(got.ScheduleExpression) != "at(2026-11-27T11:01:00)" || aws.ToString(got.Target.Arn) != stopFn ||
+			got.ActionAfterCompletion != "NONE" || input.AutoStop == nil || input.AutoStop.Task != st.Task.TaskArn ||
+			input.AutoStop.IdleSeconds != 1800 || input.AutoStop.StopBy != "2026-11-27T22:00:30Z" {
+			t.Errorf("schedule %s target %s action %s input %+v", aws.ToString(got.ScheduleExpression), aws.ToString(got.Target.Arn), got.ActionAfterCompletion, input.AutoStop)
 		}
 		if _, err := a.Handle(ctx, st); err != nil {
 			t.Errorf("retried create: %v", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/aws/aws-lambda-go/cfn"
 
@@ -80,6 +81,9 @@ type Teardown struct {
 	Stopper *deployment.Stopper
 	// Interrupted handles task state changes; nil refuses them.
 	Interrupted *Interrupted
+	// Usage reads a deployment's requests for an auto-stop check (nil: the check stops at the time to live).
+	Usage *UsageReader
+	Now   func() time.Time
 }
 
 func (t *Teardown) Handle(ctx context.Context, raw TeardownInput) (deployment.Stopped, error) {
@@ -88,10 +92,15 @@ func (t *Teardown) Handle(ctx context.Context, raw TeardownInput) (deployment.St
 		return t.stackEvent(ctx, raw)
 	}
 	var direct struct {
-		DeploymentID string `json:"deploymentId"`
-		Env          string `json:"env"`
+		DeploymentID string                    `json:"deploymentId"`
+		Env          string                    `json:"env"`
+		AutoStop     *deployment.AutoStopCheck `json:"autoStop"`
 	}
-	if err := json.Unmarshal(raw, &direct); err == nil && (direct.DeploymentID != "" || direct.Env != "") {
+	err := json.Unmarshal(raw, &direct)
+	if err == nil && direct.AutoStop != nil {
+		return t.autoStop(ctx, direct.AutoStop)
+	}
+	if err == nil && (direct.DeploymentID != "" || direct.Env != "") {
 		if direct.DeploymentID != "" {
 			if !events.ValidDeploymentID(direct.DeploymentID) {
 				return deployment.Stopped{}, &deployment.InvalidEventError{Reason: fmt.Sprintf("%q is not a deployment id", direct.DeploymentID)}

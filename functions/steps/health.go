@@ -1,11 +1,13 @@
 package steps
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,7 +24,7 @@ import (
 // Watch, so readiness is noticed within PollInterval without paying for state transitions; then it returns with
 // the next wait, which grows with the time already waited.
 type Health struct {
-	ECS     deployment.TaskDescriber
+	ECS     deployment.TaskLister
 	Cluster string
 	// Endpoint finds a running task's Ollama base URL; on AWS, PrivateEndpoint(OLLAMA_PORT).
 	Endpoint func(ctx context.Context, task ecstypes.Task) (string, error)
@@ -38,8 +40,13 @@ type Health struct {
 	// placement is refused with a CapacityError and the state machine tries the next candidate.
 	ProvisioningTimeout time.Duration
 	Launches            *Launches
-	Now                 func() time.Time
-	Log                 *slog.Logger
+	// Router registers a dev deployment's task with its target group once the model is loaded, and tells when
+	// the load balancer finds it healthy: the deployment is ready when its route serves.
+	Router *Router
+	// Services watches a prod deployment's service: its rollout, and one of its running tasks for the model.
+	Services *ServiceRunner
+	Now      func() time.Time
+	Log      *slog.Logger
 }
 
 func (h *Health) now() time.Time {
@@ -54,9 +61,9 @@ func (h *Health) Handle(ctx context.Context, s deployment.State) (deployment.Hea
 		return deployment.HealthState{}, &deployment.IncompleteStateError{Step: "Poll health", Missing: "its task"}
 	}
 	log := deployment.Logger(h.Log, s.Request.DeploymentID)
-	st := deployment.HealthState{Polls: 1, TaskArn: s.Task.TaskArn}
+	st := deployment.HealthState{Polls: 1, TaskArn: cmp.Or(s.Task.ServiceArn, s.Task.TaskArn)}
 	start := h.now()
-	if prev := s.Health; prev != nil && prev.TaskArn == s.Task.TaskArn {
+	if prev := s.Health; prev != nil && prev.TaskArn == st.TaskArn {
 		st.Polls = prev.Polls + 1
 		if t, err := time.Parse(time.RFC3339Nano, prev.FirstPollAt); err == nil {
 			start = t
@@ -103,17 +110,50 @@ func (h *Health) Handle(ctx context.Context, s deployment.State) (deployment.Hea
 
 // observe fills in the phase; an error means the deployment cannot become healthy.
 func (h *Health) observe(ctx context.Context, s deployment.State, st *deployment.HealthState) error {
-	out, err := h.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(h.Cluster), Tasks: []string{s.Task.TaskArn}})
+	taskArn := s.Task.TaskArn
+	service := s.Task.ServiceArn != "" && h.Services != nil
+	if service {
+		// A service's rollout, and one of its live tasks for the model; ECS replaces the tasks that stop.
+		svc, err := h.Services.Observe(ctx, s.Task.ServiceArn)
+		if err != nil {
+			return err
+		}
+		tasks, err := deployment.ListTasks(ctx, h.ECS, h.Cluster, &ecs.ListTasksInput{Cluster: aws.String(h.Cluster),
+			ServiceName: svc.ServiceName})
+		if err != nil {
+			return err
+		}
+		tasks = deployment.Live(tasks)
+		if len(tasks) == 0 {
+			st.Phase, st.Detail = deployment.PhasePending, "service: "+serviceDetail(svc)
+			return nil
+		}
+		taskArn = aws.ToString(tasks[0].TaskArn)
+		for _, t := range tasks {
+			if aws.ToString(t.LastStatus) == "RUNNING" {
+				taskArn = aws.ToString(t.TaskArn)
+				break
+			}
+		}
+		if st.WatchedTask != taskArn {
+			st.WatchedTask, st.TaskEndpoint = taskArn, ""
+		}
+	}
+	out, err := h.ECS.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(h.Cluster), Tasks: []string{taskArn}})
 	if err != nil {
 		return deployment.AWSError("ecs:DescribeTasks", err)
 	}
 	if len(out.Tasks) == 0 {
-		return &deployment.TaskStoppedError{TaskArn: s.Task.TaskArn, StopCode: "Missing", Reason: "the task is no longer known to ECS"}
+		return &deployment.TaskStoppedError{TaskArn: taskArn, StopCode: "Missing", Reason: "the task is no longer known to ECS"}
 	}
 	task := out.Tasks[0]
 	status := aws.ToString(task.LastStatus)
+	if service && (status == "STOPPED" || aws.ToString(task.DesiredStatus) == "STOPPED") {
+		st.Phase, st.Detail = deployment.PhasePending, "service task "+taskArn+" stopped; ECS starts another"
+		return nil
+	}
 	if status == "STOPPED" || aws.ToString(task.DesiredStatus) == "STOPPED" {
-		e := &deployment.TaskStoppedError{TaskArn: s.Task.TaskArn, StopCode: string(task.StopCode), Reason: aws.ToString(task.StoppedReason)}
+		e := &deployment.TaskStoppedError{TaskArn: taskArn, StopCode: string(task.StopCode), Reason: aws.ToString(task.StoppedReason)}
 		for _, c := range task.Containers {
 			if aws.ToString(c.Name) == deployment.ContainerName {
 				e.ExitCode = c.ExitCode
@@ -132,17 +172,17 @@ func (h *Health) observe(ctx context.Context, s deployment.State, st *deployment
 		st.Phase, st.Detail = deployment.PhasePending, "task is "+status
 		return nil
 	}
-	if st.Endpoint == "" {
+	if st.TaskEndpoint == "" {
 		ep, err := h.Endpoint(ctx, task)
 		if err != nil {
 			st.Phase, st.Detail = deployment.PhaseStarting, err.Error()
 			return nil
 		}
-		st.Endpoint = ep
+		st.TaskEndpoint = ep
 	}
-	base, err := url.Parse(st.Endpoint)
+	base, err := url.Parse(st.TaskEndpoint)
 	if err != nil {
-		return &deployment.IncompleteStateError{Step: "Poll health", Missing: "a valid endpoint (got " + st.Endpoint + ")"}
+		return &deployment.IncompleteStateError{Step: "Poll health", Missing: "a valid endpoint (got " + st.TaskEndpoint + ")"}
 	}
 	client := api.NewClient(base, h.HTTP)
 	callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -184,10 +224,41 @@ func (h *Health) observe(ctx context.Context, s deployment.State, st *deployment
 				st.GPU = "met"
 			}
 		}
-		st.Ready, st.Phase, st.Detail = true, deployment.PhaseReady, fmt.Sprintf("%s loaded (%d bytes)", want, m.Size)
-		return nil
+		loaded := fmt.Sprintf("%s loaded (%d bytes)", want, m.Size)
+		return h.routed(ctx, s.Task, base, st, loaded)
 	}
 	st.Phase, st.Detail = deployment.PhaseLoading, want+" present, not loaded yet"
+	return nil
+}
+
+// routed finishes a poll whose model is loaded: without a route the task's own address is the endpoint; with
+// one, the task is registered with its target group and the deployment is ready once the load balancer's health
+// checks pass.
+func (h *Health) routed(ctx context.Context, info *deployment.TaskInfo, base *url.URL, st *deployment.HealthState, loaded string) error {
+	route := info.Route
+	if route == nil || h.Router == nil {
+		st.Ready, st.Phase, st.Detail, st.Endpoint = true, deployment.PhaseReady, loaded, st.TaskEndpoint
+		return nil
+	}
+	if info.ServiceArn == "" {
+		// A dev task is registered here, once its model is loaded; ECS registers a service's tasks itself.
+		port, err := strconv.Atoi(base.Port())
+		if err != nil {
+			return &deployment.IncompleteStateError{Step: "Poll health", Missing: "a port in the task's endpoint (got " + st.TaskEndpoint + ")"}
+		}
+		if err := h.Router.Register(ctx, route.TargetGroupArn, base.Hostname(), port); err != nil {
+			return err
+		}
+	}
+	healthy, others, err := h.Router.TargetHealth(ctx, route.TargetGroupArn)
+	if err != nil {
+		return err
+	}
+	if healthy < max(1, info.DesiredTasks) {
+		st.Phase, st.Detail = deployment.PhaseRegistering, fmt.Sprintf("%s; %d of %d targets healthy: %s", loaded, healthy, max(1, info.DesiredTasks), cmp.Or(others, "no target yet"))
+		return nil
+	}
+	st.Ready, st.Phase, st.Detail, st.Endpoint = true, deployment.PhaseReady, loaded+"; serving at "+route.Endpoint, route.Endpoint
 	return nil
 }
 

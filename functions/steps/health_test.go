@@ -19,7 +19,11 @@ import (
 // describer answers DescribeTasks with one task.
 type describer struct{ task ecstypes.Task }
 
-var _ deployment.TaskDescriber = (*describer)(nil)
+var _ deployment.TaskLister = (*describer)(nil)
+
+func (d *describer) ListTasks(context.Context, *ecs.ListTasksInput, ...func(*ecs.Options)) (*ecs.ListTasksOutput, error) {
+	return &ecs.ListTasksOutput{TaskArns: []string{aws.ToString(d.task.TaskArn)}}, nil
+}
 
 func (d *describer) DescribeTasks(_ context.Context, in *ecs.DescribeTasksInput, _ ...func(*ecs.Options)) (*ecs.DescribeTasksOutput, error) {
 	return &ecs.DescribeTasksOutput{Tasks: []ecstypes.Task{d.task}}, nil

@@ -33,8 +33,14 @@ type RunTask struct {
 	ModelTaskDefinitions map[string]deployment.TaskDefinitions
 	// Providers maps a GPU instance type to its capacity provider, which RunTask then uses so ECS can scale out.
 	Providers map[string]string
-	Now       func() time.Time
-	Log       *slog.Logger
+	// Router puts the deployment on the load balancer before its task starts (nil: a stack without one, where
+	// the endpoint is the task's own address). APIKeys is the stack's default for deployments behind a key.
+	Router  *Router
+	APIKeys bool
+	// Services runs prod deployments as ECS services behind their route (nil: every deployment is one task).
+	Services *ServiceRunner
+	Now      func() time.Time
+	Log      *slog.Logger
 }
 
 func (r *RunTask) Handle(ctx context.Context, s deployment.State) (deployment.TaskInfo, error) {
@@ -59,7 +65,41 @@ func (r *RunTask) Handle(ctx context.Context, s deployment.State) (deployment.Ta
 		return deployment.TaskInfo{}, &deployment.DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: others,
 			Reason: "a task of this id, started by another request, is still running; stop it first or deploy under another id"}
 	}
+	var route *deployment.Route
+	if r.Router != nil {
+		withKey := r.APIKeys
+		if req.APIKey != nil {
+			withKey = *req.APIKey
+		}
+		rt, err := r.Router.Ensure(ctx, req.DeploymentID, req.ModelName, withKey)
+		if err != nil {
+			return deployment.TaskInfo{}, err
+		}
+		route = &rt
+	}
 	in := r.input(req, cand, s.Capacity.Cursor)
+	if route != nil {
+		in.Tags = append(in.Tags, tag(deployment.TagTargetGroup, route.TargetGroupArn))
+	}
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	info := deployment.TaskInfo{
+		Placement: cand.Placement, LaunchType: cand.LaunchType, InstanceType: cand.InstanceType, GPU: cand.IsGPU(),
+		CPU: cand.CPU, MemoryMiB: cand.MemoryMiB, HourlyCostUSD: cand.HourlyCostUSD,
+		StartedAt: now().UTC().Format(time.RFC3339), Route: route,
+	}
+	if req.Env == "prod" && req.MinTasks > 0 && r.Services != nil && route != nil {
+		arn, err := r.Services.Run(ctx, req, in, route)
+		if err != nil {
+			return deployment.TaskInfo{}, err
+		}
+		info.ServiceArn, info.DesiredTasks = arn, req.MinTasks
+		info.HourlyCostUSD = cand.HourlyCostUSD * float64(req.MinTasks)
+		log.Info("service started", "serviceArn", arn, "placement", info.Placement, "minTasks", req.MinTasks, "maxTasks", req.MaxTasks)
+		return info, nil
+	}
 	out, err := r.ECS.RunTask(ctx, in)
 	var conflict *ecstypes.ConflictException
 	if errors.As(err, &conflict) || deployment.IsCode(err, "ConflictException") {
@@ -96,16 +136,7 @@ func (r *RunTask) Handle(ctx context.Context, s deployment.State) (deployment.Ta
 		return deployment.TaskInfo{}, &deployment.DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: []string{aws.ToString(t.TaskArn)},
 			Reason: "ECS answered with a task another request started; deploy under another id"}
 	}
-	now := time.Now
-	if r.Now != nil {
-		now = r.Now
-	}
-	info := deployment.TaskInfo{
-		TaskArn: aws.ToString(t.TaskArn), ClusterArn: aws.ToString(t.ClusterArn),
-		Placement: cand.Placement, LaunchType: cand.LaunchType, InstanceType: cand.InstanceType, GPU: cand.IsGPU(),
-		CPU: cand.CPU, MemoryMiB: cand.MemoryMiB, HourlyCostUSD: cand.HourlyCostUSD,
-		StartedAt: now().UTC().Format(time.RFC3339),
-	}
+	info.TaskArn, info.ClusterArn = aws.ToString(t.TaskArn), aws.ToString(t.ClusterArn)
 	log.Info("task started", "taskArn", info.TaskArn, "placement", info.Placement, "instanceType", info.InstanceType)
 	return info, nil
 }

@@ -74,6 +74,11 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 		req.TTLSeconds = int(ttl.Seconds())
 		req.Requester = d.Requester
 		req.KeepRunning, req.Avoid, req.Restart = d.KeepRunning, d.Avoid, d.Restart
+		req.APIKey = d.APIKey
+		if req.Env == "prod" {
+			req.MinTasks = cmp.Or(d.MinTasks, events.DefaultMinTasks)
+			req.MaxTasks = max(cmp.Or(d.MaxTasks, events.DefaultMaxTasks), req.MinTasks)
+		}
 		if ttl < 0 {
 			req.TTLSeconds = -1
 		}

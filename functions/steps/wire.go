@@ -10,13 +10,17 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/applicationautoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
@@ -32,6 +36,11 @@ type Clients struct {
 	EC2         deployment.EC2Instances
 	Scheduler   deployment.Schedules
 	Executions  deployment.Executions
+	LB          deployment.LoadBalancer
+	Metrics     deployment.Metrics
+	Services    deployment.Services
+	Scaling     deployment.Scaling
+	Parameters  deployment.Parameters
 }
 
 // Set is every step and the teardown function, configured.
@@ -51,7 +60,27 @@ type Set struct {
 // replaces only what is local by nature (how a task's endpoint is found, the clock, the GPU rule's verdict).
 func Build(cfg deployment.Config, c Clients, log *slog.Logger) *Set {
 	launches := &Launches{ECS: c.ECS, Groups: c.AutoScaling, Quotas: c.Quotas, Instances: c.EC2}
+	var router *Router
+	if cfg.ListenerArn != "" && c.LB != nil {
+		router = &Router{LB: c.LB, Keys: c.Parameters, ListenerArn: cfg.ListenerArn, VpcID: cfg.VpcID,
+			BaseURL: cfg.EndpointBase, KeyPrefix: cfg.KeyPrefix, Port: cfg.OllamaPort}
+	}
+	var usage *UsageReader
+	if c.Metrics != nil && cfg.LoadBalancerName != "" {
+		usage = &UsageReader{Metrics: c.Metrics, LoadBalancer: cfg.LoadBalancerName}
+	}
+	var services *ServiceRunner
+	if router != nil && c.Services != nil {
+		services = &ServiceRunner{Services: c.Services, Scaling: c.Scaling, Cluster: cfg.Cluster, LoadBalancer: cfg.LoadBalancerName,
+			TargetRequests: cfg.ScaleTargetRequests}
+	}
 	stopper := &deployment.Stopper{ECS: c.ECS, Scheduler: c.Scheduler, Cluster: cfg.Cluster, Group: cfg.ScheduleGroup, Log: log}
+	if router != nil {
+		stopper.Routes = router
+	}
+	if services != nil {
+		stopper.Services = services
+	}
 	return &Set{
 		Validate: &Validate{Catalog: catalog.Default(), S3: c.S3, Bucket: cfg.ModelBucket, Prefix: cfg.ModelPrefix, Log: log},
 		Configure: &Configure{Catalog: catalog.Default(), GPUInstanceTypes: cfg.GPUInstanceTypes, DevTTL: cfg.DevTTL,
@@ -59,15 +88,15 @@ func Build(cfg deployment.Config, c Clients, log *slog.Logger) *Set {
 		Capacity: &Capacity{ECS: c.ECS, Launches: launches, Cluster: cfg.Cluster, Providers: cfg.Providers, Log: log},
 		RunTask: &RunTask{ECS: c.ECS, Cluster: cfg.Cluster, CPUTaskDefinition: cfg.CPUTaskDefinition,
 			GPUTaskDefinition: cfg.GPUTaskDefinition, ModelTaskDefinitions: cfg.ModelTaskDefinitions, Subnets: cfg.Subnets,
-			SecurityGroups: cfg.SecurityGroups, Providers: cfg.Providers, Log: log},
+			SecurityGroups: cfg.SecurityGroups, Providers: cfg.Providers, Router: router, APIKeys: cfg.APIKeys, Services: services, Log: log},
 		Health: &Health{ECS: c.ECS, Cluster: cfg.Cluster, Endpoint: PrivateEndpoint(cfg.OllamaPort),
 			HTTP: &http.Client{Timeout: 5 * time.Second}, Timeout: cfg.HealthTimeout, Watch: cfg.HealthWatch,
-			PollInterval: cfg.HealthPoll, ProvisioningTimeout: cfg.ProvisioningTimeout, Launches: launches, Log: log},
+			PollInterval: cfg.HealthPoll, ProvisioningTimeout: cfg.ProvisioningTimeout, Launches: launches, Router: router, Services: services, Log: log},
 		AutoStop: &AutoStop{Scheduler: c.Scheduler, ECS: c.ECS, Cluster: cfg.Cluster, Group: cfg.ScheduleGroup,
-			RoleArn: cfg.SchedulerRoleArn, Log: log},
+			RoleArn: cfg.SchedulerRoleArn, StopFunctionArn: cfg.StopFunctionArn, IdleWindow: cfg.IdleWindow, MaxLifetime: cfg.MaxLifetime, Log: log},
 		Cleanup: &Cleanup{Stopper: stopper},
 		Teardown: &Teardown{Stopper: stopper, Interrupted: &Interrupted{Stopper: stopper, Tags: c.ECS,
-			Executions: c.Executions, StateMachineArn: cfg.StateMachineArn}},
+			Executions: c.Executions, StateMachineArn: cfg.StateMachineArn}, Usage: usage},
 	}
 }
 
@@ -100,11 +129,13 @@ func CapacityHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any 
 }
 
 func RunTaskHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
-	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a)}, log).RunTask.Handle
+	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), LB: elbv2.NewFromConfig(a), Parameters: ssm.NewFromConfig(a),
+		Services: ecs.NewFromConfig(a), Scaling: applicationautoscaling.NewFromConfig(a)}, log).RunTask.Handle
 }
 
 func HealthHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
-	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), AutoScaling: autoscaling.NewFromConfig(a)}, log).Health.Handle
+	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), AutoScaling: autoscaling.NewFromConfig(a), LB: elbv2.NewFromConfig(a),
+		Services: ecs.NewFromConfig(a)}, log).Health.Handle
 }
 
 func AutoStopHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
@@ -112,10 +143,12 @@ func AutoStopHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any 
 }
 
 func CleanupHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
-	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), Scheduler: scheduler.NewFromConfig(a)}, log).Cleanup.Handle
+	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), Scheduler: scheduler.NewFromConfig(a), LB: elbv2.NewFromConfig(a),
+		Parameters: ssm.NewFromConfig(a), Services: ecs.NewFromConfig(a), Scaling: applicationautoscaling.NewFromConfig(a)}, log).Cleanup.Handle
 }
 
 func TeardownHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
 	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), Scheduler: scheduler.NewFromConfig(a),
-		Executions: sfn.NewFromConfig(a)}, log).Teardown.Handle
+		Executions: sfn.NewFromConfig(a), LB: elbv2.NewFromConfig(a), Parameters: ssm.NewFromConfig(a), Metrics: cloudwatch.NewFromConfig(a),
+		Services: ecs.NewFromConfig(a), Scaling: applicationautoscaling.NewFromConfig(a)}, log).Teardown.Handle
 }

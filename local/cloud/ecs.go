@@ -47,7 +47,9 @@ type ECSOptions struct {
 	// OnTaskStopped, when set, receives an "ECS Task State Change" event (EventBridge's envelope, JSON) for every
 	// task that reaches STOPPED, as ECS sends one to the default bus. It is called outside the cluster's lock.
 	OnTaskStopped func(event []byte)
-	Log           *slog.Logger
+	// Targets is the load balancer services register their tasks with (nil: services without load balancers).
+	Targets Targets
+	Log     *slog.Logger
 }
 
 // ECS is the local ECS cluster. It is safe for concurrent use: placement happens under one lock, so concurrent
@@ -71,6 +73,8 @@ type ECS struct {
 	order     []*task          // in start order, for listing
 	tokens    map[string]tokenUse
 	seq       int
+	services  map[string]*service // by name
+	taskDefs  taskDefinitions
 }
 
 type instance struct {
@@ -159,6 +163,7 @@ func NewECS(opts ECSOptions) (*ECS, error) {
 		opts: opts, cfg: cfg, faults: &Faults{}, log: log, ctx: ctx, cancel: cancel,
 		clusterArn: fmt.Sprintf("arn:aws:ecs:%s:%s:cluster/%s", cfg.Region, cfg.Account, cfg.Name),
 		providers:  map[string]*provider{}, tasks: map[string]*task{}, tokens: map[string]tokenUse{},
+		services: map[string]*service{}, taskDefs: taskDefinitions{},
 	}
 	for _, g := range cfg.ContainerInstances {
 		for range g.Count {
@@ -747,6 +752,7 @@ func (e *ECS) ListTasks(_ context.Context, in *ecs.ListTasksInput, _ ...func(*ec
 		case t.desiredStatus != desired,
 			in.StartedBy != nil && t.startedBy != aws.ToString(in.StartedBy),
 			in.Family != nil && t.family != aws.ToString(in.Family),
+			in.ServiceName != nil && t.group != "service:"+aws.ToString(in.ServiceName),
 			in.LaunchType != "" && t.launchType != in.LaunchType,
 			in.ContainerInstance != nil && (t.inst == nil || (t.inst.arn != aws.ToString(in.ContainerInstance) && t.inst.id != aws.ToString(in.ContainerInstance))):
 			continue

@@ -2,7 +2,6 @@ package cloud
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -11,10 +10,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	schedtypes "github.com/aws/aws-sdk-go-v2/service/scheduler/types"
-	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
 // SchedulerOptions configure NewScheduler.
@@ -24,9 +21,8 @@ type SchedulerOptions struct {
 	// second of wall time. Schedule time starts equal to wall time at NewScheduler and then runs TimeScale times
 	// faster; give Now to the handlers that compute at() times (AutoStop.Now) so they agree. 0 means 1.
 	TimeScale float64
-	// ECS receives the universal target arn:aws:scheduler:::aws-sdk:ecs:stopTask.
-	ECS deployment.TaskStopper
-	// Invoke fires any other target; nil makes such schedules record an error when they fire.
+	// Invoke fires a schedule's target (the local stack's functions); nil makes schedules record an error when
+	// they fire.
 	Invoke func(ctx context.Context, scheduleName string, target schedtypes.Target) error
 	Log    *slog.Logger
 }
@@ -164,6 +160,39 @@ func (s *Scheduler) CreateSchedule(_ context.Context, in *scheduler.CreateSchedu
 	return &scheduler.CreateScheduleOutput{ScheduleArn: aws.String(s.arn(group, name))}, nil
 }
 
+// UpdateSchedule replaces a schedule (its time, target and settings), as EventBridge Scheduler does; a missing one
+// is ResourceNotFoundException. A schedule that has fired (and was kept) is armed again.
+func (s *Scheduler) UpdateSchedule(_ context.Context, in *scheduler.UpdateScheduleInput, _ ...func(*scheduler.Options)) (*scheduler.UpdateScheduleOutput, error) {
+	name, group := aws.ToString(in.Name), groupOf(in.GroupName)
+	if in.Target == nil || aws.ToString(in.Target.Arn) == "" || in.FlexibleTimeWindow == nil {
+		return nil, &schedtypes.ValidationException{Message: aws.String("Target and FlexibleTimeWindow are required.")}
+	}
+	at, err := parseAt(aws.ToString(in.ScheduleExpression), aws.ToString(in.ScheduleExpressionTimezone))
+	if err != nil {
+		return nil, &schedtypes.ValidationException{Message: aws.String(err.Error())}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := group + "/" + name
+	old, ok := s.schedules[key]
+	if !ok {
+		return nil, notFound(name)
+	}
+	if old.timer != nil {
+		old.timer.Stop()
+	}
+	sc := &schedule{group: group, at: at, created: old.created, in: scheduler.CreateScheduleInput{
+		Name: in.Name, GroupName: in.GroupName, ScheduleExpression: in.ScheduleExpression,
+		ScheduleExpressionTimezone: in.ScheduleExpressionTimezone, FlexibleTimeWindow: in.FlexibleTimeWindow, Target: in.Target,
+		ActionAfterCompletion: in.ActionAfterCompletion, Description: in.Description, State: in.State}}
+	s.schedules[key] = sc
+	if in.State != schedtypes.ScheduleStateDisabled && !s.closed {
+		sc.timer = time.AfterFunc(max(0, s.wallDelay(at)), func() { s.fire(key, sc) })
+	}
+	s.log.Info("schedule updated", "name", name, "group", group, "at", at)
+	return &scheduler.UpdateScheduleOutput{ScheduleArn: aws.String(s.arn(group, name))}, nil
+}
+
 func (s *Scheduler) arn(group, name string) string {
 	return fmt.Sprintf("arn:aws:scheduler:%s:%s:schedule/%s/%s", s.opts.Region, s.opts.Account, group, name)
 }
@@ -195,17 +224,6 @@ func (s *Scheduler) fire(key string, sc *schedule) {
 }
 
 func (s *Scheduler) invoke(ctx context.Context, name string, target schedtypes.Target) error {
-	if aws.ToString(target.Arn) == deployment.StopTaskTarget {
-		if s.opts.ECS == nil {
-			return fmt.Errorf("no local ECS to stop the task")
-		}
-		var in deployment.StopTaskInput
-		if err := json.Unmarshal([]byte(aws.ToString(target.Input)), &in); err != nil {
-			return fmt.Errorf("target input is not a StopTask request: %w", err)
-		}
-		_, err := s.opts.ECS.StopTask(ctx, &ecs.StopTaskInput{Cluster: aws.String(in.Cluster), Task: aws.String(in.Task), Reason: aws.String(in.Reason)})
-		return err
-	}
 	if s.opts.Invoke == nil {
 		return fmt.Errorf("no local handler for target %s", aws.ToString(target.Arn))
 	}

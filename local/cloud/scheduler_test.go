@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,19 +31,32 @@ func apiCode(err error) string {
 }
 
 // TestAutoStopFires runs the real auto-stop step against the local scheduler at 600x: a one-minute TTL (rounded
-// up to the next minute, so up to two minutes of schedule time) stops the task within a fraction of a second,
-// and the schedule deletes itself.
+// up to the next minute, so up to two minutes of schedule time) hands the deployment to the real stop function
+// within a fraction of a second, which (with no request metrics to look at) stops the task and deletes the
+// schedule.
 func TestAutoStopFires(t *testing.T) {
 	e, _ := newTestECS(t, Config{})
-	sched := NewScheduler(SchedulerOptions{TimeScale: 600, ECS: e, Log: quiet})
+	const stopFn = testStopFn
+	var teardown *steps.Teardown
+	sched := NewScheduler(SchedulerOptions{TimeScale: 600, Log: quiet, Invoke: func(ctx context.Context, _ string, target schedtypes.Target) error {
+		if aws.ToString(target.Arn) != stopFn {
+			return errors.New("unknown target " + aws.ToString(target.Arn))
+		}
+		_, err := teardown.Handle(ctx, json.RawMessage(aws.ToString(target.Input)))
+		return err
+	}})
 	defer sched.Close()
+	teardown = &steps.Teardown{Stopper: &deployment.Stopper{ECS: e, Scheduler: sched, Cluster: "ollama-ecs", Group: "ollama-ecs"}, Now: sched.Now}
 	ctx := context.Background()
-	out, err := e.RunTask(ctx, gpuRun("dep-ttl", 1024, 1024, 0, ""))
+	in := gpuRun("dep-ttl", 1024, 1024, 0, "")
+	in.Tags = append(in.Tags, ecstypesTag(deployment.TagManagedBy, deployment.ManagedByValue), ecstypesTag(deployment.TagDeploymentID, "dep-ttl"))
+	out, err := e.RunTask(ctx, in)
 	if err != nil || len(out.Tasks) != 1 {
 		t.Fatalf("RunTask: %v %+v", err, out)
 	}
 	arn := aws.ToString(out.Tasks[0].TaskArn)
-	h := &steps.AutoStop{Scheduler: sched, ECS: e, Cluster: "ollama-ecs", Group: "ollama-ecs", RoleArn: "arn:aws:iam::111122223333:role/s", Now: sched.Now}
+	h := &steps.AutoStop{Scheduler: sched, ECS: e, Cluster: "ollama-ecs", Group: "ollama-ecs", RoleArn: "arn:aws:iam::111122223333:role/s",
+		StopFunctionArn: stopFn, IdleWindow: 30 * time.Minute, MaxLifetime: 12 * time.Hour, Now: sched.Now}
 	state := deployment.State{Request: &deployment.Request{DeploymentID: "dep-ttl"}, Task: &deployment.TaskInfo{TaskArn: arn}, Plan: &planner.Plan{AutoStopSeconds: 60}}
 	res, err := h.Handle(ctx, state)
 	if err != nil {
@@ -62,11 +76,11 @@ func TestAutoStopFires(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if task.StopCode != "UserInitiated" || aws.ToString(task.StoppedReason) != "ollama-ecs auto-stop after 1m0s" {
+	if task.StopCode != "UserInitiated" || !strings.HasPrefix(aws.ToString(task.StoppedReason), "ollama-ecs auto-stop after 1m0s: ") {
 		t.Errorf("stopped with %s %q", task.StopCode, aws.ToString(task.StoppedReason))
 	}
 	fired := sched.Fired()
-	if len(fired) != 1 || fired[0].Err != nil || fired[0].TargetArn != deployment.StopTaskTarget {
+	if len(fired) != 1 || fired[0].Err != nil || fired[0].TargetArn != stopFn {
 		t.Fatalf("fired: %+v", fired)
 	}
 	if late := fired[0].FiredAt.Sub(stopAt); late < 0 || late > 30*time.Second {
@@ -74,7 +88,7 @@ func TestAutoStopFires(t *testing.T) {
 	}
 	_, err = sched.GetSchedule(ctx, &scheduler.GetScheduleInput{Name: aws.String(res.ScheduleName), GroupName: aws.String("ollama-ecs")})
 	if apiCode(err) != "ResourceNotFoundException" {
-		t.Fatalf("GetSchedule after firing: %v, want ResourceNotFoundException (ActionAfterCompletion DELETE)", err)
+		t.Fatalf("GetSchedule after firing: %v, want ResourceNotFoundException (deleted with the deployment)", err)
 	}
 }
 
@@ -136,7 +150,7 @@ func TestSchedulerAPI(t *testing.T) {
 // TestCleanupStopsTaskAndSchedule runs the real cleanup step: the task stops and the schedule is gone.
 func TestCleanupStopsTaskAndSchedule(t *testing.T) {
 	e, _ := newTestECS(t, Config{})
-	sched := NewScheduler(SchedulerOptions{ECS: e, Log: quiet})
+	sched := NewScheduler(SchedulerOptions{Log: quiet})
 	defer sched.Close()
 	ctx := context.Background()
 	run := &steps.RunTask{ECS: e, Cluster: "ollama-ecs", CPUTaskDefinition: "ollama-cpu", GPUTaskDefinition: "ollama-gpu"}
@@ -148,7 +162,7 @@ func TestCleanupStopsTaskAndSchedule(t *testing.T) {
 		t.Fatal(err)
 	}
 	state.Task = &info
-	if _, err := (&steps.AutoStop{Scheduler: sched, ECS: e, Cluster: "ollama-ecs", Group: "ollama-ecs"}).Handle(ctx, state); err != nil {
+	if _, err := (&steps.AutoStop{Scheduler: sched, ECS: e, Cluster: "ollama-ecs", Group: "ollama-ecs", StopFunctionArn: testStopFn}).Handle(ctx, state); err != nil {
 		t.Fatal(err)
 	}
 	stopper := &deployment.Stopper{ECS: e, Scheduler: sched, Cluster: "ollama-ecs", Group: "ollama-ecs"}
@@ -173,7 +187,7 @@ func TestCleanupStopsTaskAndSchedule(t *testing.T) {
 // schedule that would stop it.
 func TestCleanupStopsOnlyItsOwnExecution(t *testing.T) {
 	e, _ := newTestECS(t, Config{})
-	sched := NewScheduler(SchedulerOptions{ECS: e, Log: quiet})
+	sched := NewScheduler(SchedulerOptions{Log: quiet})
 	defer sched.Close()
 	ctx := context.Background()
 	in := gpuRun("dep-shared", 1024, 1024, 0, "")
@@ -183,7 +197,7 @@ func TestCleanupStopsOnlyItsOwnExecution(t *testing.T) {
 		t.Fatalf("RunTask: %v %+v", err, out)
 	}
 	arn := aws.ToString(out.Tasks[0].TaskArn)
-	a := &steps.AutoStop{Scheduler: sched, ECS: e, Cluster: "ollama-ecs", Group: "ollama-ecs", RoleArn: "arn:aws:iam::111122223333:role/s", Now: sched.Now}
+	a := &steps.AutoStop{Scheduler: sched, ECS: e, Cluster: "ollama-ecs", Group: "ollama-ecs", RoleArn: "arn:aws:iam::111122223333:role/s", StopFunctionArn: testStopFn, Now: sched.Now}
 	if _, err := a.Handle(ctx, deployment.State{Request: &deployment.Request{DeploymentID: "dep-shared"}, Task: &deployment.TaskInfo{TaskArn: arn},
 		Plan: &planner.Plan{AutoStopSeconds: 3600}}); err != nil {
 		t.Fatal(err)
@@ -215,7 +229,7 @@ func ecstypesTag(k, v string) ecstypes.Tag {
 // every deployment (dev and prod) and answers CloudFormation at its ResponseURL; creating it stops nothing.
 func TestStackDeletionStopsEveryDeployment(t *testing.T) {
 	e, _ := newTestECS(t, Config{})
-	sched := NewScheduler(SchedulerOptions{ECS: e, Log: quiet})
+	sched := NewScheduler(SchedulerOptions{Log: quiet})
 	defer sched.Close()
 	ctx := context.Background()
 	for _, env := range []string{"dev", "prod"} {
@@ -253,3 +267,6 @@ func TestStackDeletionStopsEveryDeployment(t *testing.T) {
 		t.Errorf("answers to CloudFormation: %+v", answers)
 	}
 }
+
+// testStopFn is the stop function auto-stop schedules target in these tests.
+const testStopFn = "arn:aws:lambda:us-east-1:111122223333:function:teardown"

@@ -1,0 +1,165 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+
+	"github.com/ollama-ecs/ollama-ecs/deployment"
+	"github.com/ollama-ecs/ollama-ecs/events"
+	"github.com/ollama-ecs/ollama-ecs/local"
+)
+
+// generate streams one generation through url and reports its error (a non-200 answer is one).
+func generate(ctx context.Context, endpoint, model string, tokens int) error {
+	body := `{"model":"` + model + `","prompt":"hello","options":{"num_predict":` + itoa(tokens) + `,"seed":1}}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint+"/api/generate", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return errors.New(resp.Status + ": " + string(raw))
+	}
+	if !strings.Contains(string(raw), `"done":true`) {
+		return errors.New("the stream ended before done: " + string(raw[max(0, len(raw)-200):]))
+	}
+	return nil
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// routeTargetGroup is a deployment's target group on the local load balancer.
+func routeTargetGroup(t *testing.T, s *local.Stack, id string) string {
+	t.Helper()
+	out, err := s.LB.DescribeTargetGroups(context.Background(), &elbv2.DescribeTargetGroupsInput{Names: []string{deployment.TargetGroupName(id)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aws.ToString(out.TargetGroups[0].TargetGroupArn)
+}
+
+// TestProdServiceScalesAndHeals deploys prod as a service behind the load balancer: a burst of concurrent
+// generations scales it out, idleness scales it in with no request failing, and a task killed is replaced.
+func TestProdServiceScalesAndHeals(t *testing.T) {
+	s := stackWithTiny(t, local.Options{ScalingInterval: 200 * time.Millisecond, ScalingWindow: 2 * time.Second,
+		ScaleOutCooldown: time.Second, ScaleInCooldown: 3 * time.Second, ScaleTargetRequests: 300})
+	ex := deploy(t, s, events.DeployRequest{Model: "tiny", Env: "prod", DeploymentID: "prod-scale", MinTasks: 1, MaxTasks: 2, Requester: "test"})
+	rec := succeeded(t, ex)
+	if rec.ServiceArn == "" || rec.TaskArn != "" || !strings.HasSuffix(rec.Endpoint, deployment.RoutePath("prod-scale")) {
+		t.Fatalf("record %+v: want a service behind the route", rec)
+	}
+	svcName := deployment.ServiceName("prod-scale")
+	running := func() int { return len(s.ECS.ServiceTasks(svcName)) }
+	if n := running(); n != 1 {
+		t.Fatalf("%d tasks at min 1", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// Load: keep generating until a second task serves.
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := generate(ctx, rec.Endpoint, "tiny", 4); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for s.LB.Stats(routeTargetGroup(t, s, "prod-scale")).Healthy < 2 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if healthy := s.LB.Stats(routeTargetGroup(t, s, "prod-scale")).Healthy; healthy < 2 {
+		t.Fatalf("the burst did not scale out: %d healthy targets; activities %+v", healthy, s.Scaling.Activities())
+	}
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d requests failed during scale-out: %v", n, firstErr.Load())
+	}
+
+	// Idle, with a slow trickle that must not fail while a task drains.
+	trickleErrs := 0
+	for time.Now().Before(deadline) && running() > 1 {
+		if err := generate(ctx, rec.Endpoint, "tiny", 2); err != nil {
+			trickleErrs++
+			t.Logf("during scale-in: %v", err)
+		}
+		time.Sleep(time.Second)
+	}
+	if n := running(); n != 1 {
+		t.Fatalf("idleness did not scale in: %d tasks; activities %+v", n, s.Scaling.Activities())
+	}
+	if trickleErrs != 0 {
+		t.Errorf("%d requests failed during scale-in", trickleErrs)
+	}
+
+	// A task that dies is replaced by the service.
+	victim := s.ECS.ServiceTasks(svcName)[0]
+	if err := s.ECS.CrashTask(victim); err != nil {
+		t.Fatal(err)
+	}
+	for time.Now().Before(deadline) {
+		tasks := s.ECS.ServiceTasks(svcName)
+		if len(tasks) == 1 && tasks[0] != victim && s.LB.Stats(routeTargetGroup(t, s, "prod-scale")).Healthy == 1 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := generate(ctx, rec.Endpoint, "tiny", 2); err != nil {
+		t.Fatalf("after the replacement: %v", err)
+	}
+
+	// Stopping the deployment deletes the service and the route.
+	routed, err := s.PutEvent(ctx, stopEvent("prod-scale"))
+	if err != nil || len(routed.Stopped.Services) != 1 {
+		t.Fatalf("stop: %v %+v", err, routed.Stopped)
+	}
+	for time.Now().Before(deadline) && len(s.ECS.ServiceTasks(svcName)) > 0 {
+		time.Sleep(100 * time.Millisecond)
+	}
+	out, _ := s.ECS.ListTasks(ctx, &ecs.ListTasksInput{Cluster: aws.String(s.ECS.Config().Name), ServiceName: aws.String(svcName)})
+	if len(out.TaskArns) != 0 {
+		t.Errorf("tasks left after the stop: %v", out.TaskArns)
+	}
+	resp, err := http.Get(rec.Endpoint + "/api/tags")
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("the route answers %d after the stop, want 404", resp.StatusCode)
+		}
+	}
+}
