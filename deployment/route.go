@@ -26,8 +26,12 @@ const (
 	KeySegment = "/k/"
 	// TagTargetGroup is a deployment's target group, on its tasks and services.
 	TagTargetGroup = "ollama-ecs:target-group"
-	// ServicePrefix starts a prod deployment's ECS service name; the deployment id follows.
-	ServicePrefix = "ollama-"
+	// ServicePrefix starts a prod deployment's ECS service name, and ServiceFamilyPrefix its task definition
+	// family (apart from the stack's ollama-cpu and ollama-gpu whatever the id); the deployment id follows.
+	ServicePrefix       = "ollama-"
+	ServiceFamilyPrefix = "ollama-svc-"
+	// TargetGroupPrefix starts every deployment's target group name (the stack's IAM is scoped by it).
+	TargetGroupPrefix = "oe-"
 )
 
 // RoutePath is the path prefix of a deployment on the load balancer.
@@ -36,12 +40,15 @@ func RoutePath(deploymentID string) string { return RoutePrefix + deploymentID }
 // ServiceName is a prod deployment's ECS service.
 func ServiceName(deploymentID string) string { return ServicePrefix + deploymentID }
 
+// ServiceFamily is a prod deployment's task definition family.
+func ServiceFamily(deploymentID string) string { return ServiceFamilyPrefix + deploymentID }
+
 // TargetGroupName is a deployment's target group name: at most 32 characters of letters, digits and hyphens,
 // unique per deployment id (a short hash follows a readable prefix of the id).
 func TargetGroupName(deploymentID string) string {
 	sum := sha256.Sum256([]byte(deploymentID))
 	short := strings.TrimRight(deploymentID[:min(len(deploymentID), 18)], "-")
-	return "oe-" + short + "-" + hex.EncodeToString(sum[:4])
+	return TargetGroupPrefix + short + "-" + hex.EncodeToString(sum[:4])
 }
 
 // KeyParameterName is where a deployment's API key is kept (an SSM SecureString parameter under the stack's

@@ -54,14 +54,16 @@ func contractConstants(t *testing.T) map[string]string {
 }
 
 // TestContractWithFunctions keeps what the stack defines and what the Lambda code assumes equal: container names,
-// the Ollama port, the stop target of the auto-stop schedules and the default task-definition families.
+// the Ollama port, the names the stack's IAM is scoped by, the key prefix and the default task-definition families.
 func TestContractWithFunctions(t *testing.T) {
 	c := contractConstants(t)
 	for name, want := range map[string]string{
-		"ContainerName":      OllamaContainer,
-		"FetchContainerName": FetchContainer,
-		"OllamaPort":         strconv.Itoa(OllamaPort),
-		"StopTaskTarget":     StopTaskTarget,
+		"ContainerName":       OllamaContainer,
+		"FetchContainerName":  FetchContainer,
+		"OllamaPort":          strconv.Itoa(OllamaPort),
+		"TargetGroupPrefix":   TargetGroupPrefix,
+		"ServicePrefix":       "ollama-",
+		"ServiceFamilyPrefix": "ollama-svc-",
 	} {
 		if got := c[name]; got != want {
 			t.Errorf("deployment.%s = %q, the stack has %q", name, got, want)
@@ -70,6 +72,9 @@ func TestContractWithFunctions(t *testing.T) {
 	config, err := os.ReadFile(filepath.Join("..", "deployment", "config.go"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(string(config), strconv.Quote(KeyPrefix)) {
+		t.Errorf("deployment/config.go does not default to the stack's key prefix %q", KeyPrefix)
 	}
 	for _, family := range []string{CpuFamily, GpuFamily} {
 		if !strings.Contains(string(config), strconv.Quote(family)) {
@@ -101,7 +106,7 @@ func TestEnvironmentIsTheFunctionsSettings(t *testing.T) {
 			set[key] = true
 		}
 	}
-	tuning := map[string]bool{"HEALTH_WATCH": true, "HEALTH_POLL": true, "PROVISIONING_TIMEOUT": true}
+	tuning := map[string]bool{"HEALTH_WATCH": true, "HEALTH_POLL": true, "PROVISIONING_TIMEOUT": true, "SCALE_TARGET_REQUESTS": true}
 	for key := range settings {
 		if !set[key] && !tuning[key] {
 			t.Errorf("no function gets %s from the stack", key)

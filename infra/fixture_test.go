@@ -64,7 +64,7 @@ func TestMain(m *testing.M) {
 // synth returns the shared fixture, failing the calling test if synth failed.
 func synth(t *testing.T) *fixture {
 	t.Helper()
-	fixtureOnce.Do(func() { theFixture, fixtureErr = buildFixture() })
+	fixtureOnce.Do(func() { theFixture, fixtureErr = buildFixture(nil) })
 	if fixtureErr != nil {
 		t.Fatalf("synth: %v", fixtureErr)
 	}
@@ -107,7 +107,7 @@ func repoContext() (map[string]interface{}, error) {
 	return cfg.Context, nil
 }
 
-func buildFixture() (f *fixture, err error) {
+func buildFixture(extra map[string]interface{}) (f *fixture, err error) {
 	// jsii reports construct errors as panics; make them a test failure.
 	defer func() {
 		if r := recover(); r != nil {
@@ -134,6 +134,9 @@ func buildFixture() (f *fixture, err error) {
 	ctx[contextPrefix+"lambdaDist"] = dist
 	ctx[contextPrefix+"definitionFile"] = definitionPath
 	ctx[contextPrefix+"modelImages"] = map[string]interface{}{testModel: testModelImage}
+	for k, v := range extra {
+		ctx[k] = v
+	}
 
 	root, err := filepath.Abs("..")
 	if err != nil {

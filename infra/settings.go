@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -61,6 +62,20 @@ type Settings struct {
 	// DefinitionFile is the state machine's ASL file, absolute after
 	// resolution against the repository root.
 	DefinitionFile string
+	// InternetFacing puts the load balancer in the public subnets; it then
+	// admits only AllowedCidrs (required). Internal by default: reachable
+	// from the VPC (and what is peered or connected to it), from AllowedCidrs.
+	InternetFacing bool
+	AllowedCidrs   []string
+	// CertificateArn (an ACM certificate) makes the listener HTTPS on 443.
+	CertificateArn string
+	// APIKeys puts every deployment behind an API key unless its request
+	// says otherwise ("on" or "off").
+	APIKeys string
+	// IdleWindow is how far back auto-stop looks for requests; MaxLifetime
+	// bounds how long use can keep a dev deployment past its TTL.
+	IdleWindow  string
+	MaxLifetime string
 }
 
 // DefaultSettings are the values used for every key absent from the context.
@@ -79,6 +94,10 @@ func DefaultSettings() Settings {
 		HealthTimeout:    "30m",
 		LambdaDist:       "dist",
 		DefinitionFile:   "workflow/deploy.asl.json",
+		AllowedCidrs:     []string{},
+		APIKeys:          "off",
+		IdleWindow:       "30m",
+		MaxLifetime:      "12h",
 	}
 }
 
@@ -119,6 +138,24 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 	readString("healthTimeout", &s.HealthTimeout)
 	readString("lambdaDist", &s.LambdaDist)
 	readString("definitionFile", &s.DefinitionFile)
+	readString("certificateArn", &s.CertificateArn)
+	readString("apiKeys", &s.APIKeys)
+	readString("idleWindow", &s.IdleWindow)
+	readString("maxLifetime", &s.MaxLifetime)
+	var scheme string
+	readString("loadBalancerScheme", &scheme)
+	switch scheme {
+	case "", "internal":
+	case "internet-facing":
+		s.InternetFacing = true
+	default:
+		fail("loadBalancerScheme", fmt.Errorf("%q is not internal or internet-facing", scheme))
+	}
+	if v, ok, err := stringListValue(ctx, "allowedCidrs"); err != nil {
+		fail("allowedCidrs", err)
+	} else if ok {
+		s.AllowedCidrs = v
+	}
 
 	if v, ok, err := stringListValue(ctx, "gpuInstanceTypes"); err != nil {
 		fail("gpuInstanceTypes", err)
@@ -156,7 +193,24 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 	if s.MaxGpuInstances < 1 {
 		fail("maxGpuInstances", fmt.Errorf("must be at least 1, got %d", s.MaxGpuInstances))
 	}
-	for key, v := range map[string]string{"devTtl": s.DevTTL, "healthTimeout": s.HealthTimeout} {
+	for _, c := range s.AllowedCidrs {
+		if _, _, err := net.ParseCIDR(c); err != nil || !strings.Contains(c, ".") {
+			fail("allowedCidrs", fmt.Errorf("%q is not an IPv4 CIDR such as \"10.0.0.0/8\"", c))
+		}
+		if c == "0.0.0.0/0" && !s.InternetFacing {
+			fail("allowedCidrs", fmt.Errorf("0.0.0.0/0 on an internal load balancer: name the networks that may call the models"))
+		}
+	}
+	if s.InternetFacing && len(s.AllowedCidrs) == 0 {
+		fail("allowedCidrs", fmt.Errorf("an internet-facing load balancer needs the source CIDRs allowed to call it"))
+	}
+	if s.CertificateArn != "" && !strings.HasPrefix(s.CertificateArn, "arn:") {
+		fail("certificateArn", fmt.Errorf("%q is not an ACM certificate ARN", s.CertificateArn))
+	}
+	if s.APIKeys != "on" && s.APIKeys != "off" {
+		fail("apiKeys", fmt.Errorf("%q is not on or off", s.APIKeys))
+	}
+	for key, v := range map[string]string{"devTtl": s.DevTTL, "healthTimeout": s.HealthTimeout, "idleWindow": s.IdleWindow, "maxLifetime": s.MaxLifetime} {
 		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
 			fail(key, fmt.Errorf("%q is not a positive Go duration such as \"2h\"", v))
 		}

@@ -31,6 +31,10 @@ func TestSettingsDefaults(t *testing.T) {
 		HealthTimeout:    "30m",
 		LambdaDist:       filepath.Join("/repo", "dist"),
 		DefinitionFile:   filepath.Join("/repo", "workflow", "deploy.asl.json"),
+		AllowedCidrs:     []string{},
+		APIKeys:          "off",
+		IdleWindow:       "30m",
+		MaxLifetime:      "12h",
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("defaults =\n%+v\nwant\n%+v", s, want)
@@ -68,6 +72,13 @@ func TestSettingsFromContext(t *testing.T) {
 			func(s Settings) bool {
 				return s.DevTTL == "45m" && s.Policy == "seed" && s.ModelPrefix == "uploads/" &&
 					s.TeardownCron == "rate(1 day)" && s.Image == "ollama/ollama:0.18.0"
+			}},
+		{"internet-facing load balancer", MapContext{"ollama-ecs:loadBalancerScheme": "internet-facing",
+			"ollama-ecs:allowedCidrs": "203.0.113.0/24, 198.51.100.7/32", "ollama-ecs:certificateArn": "arn:aws:acm:us-east-1:111122223333:certificate/x",
+			"ollama-ecs:apiKeys": "on", "ollama-ecs:idleWindow": "15m"},
+			func(s Settings) bool {
+				return s.InternetFacing && reflect.DeepEqual(s.AllowedCidrs, []string{"203.0.113.0/24", "198.51.100.7/32"}) &&
+					s.CertificateArn != "" && s.APIKeys == "on" && s.IdleWindow == "15m"
 			}},
 	}
 	for _, c := range cases {
@@ -109,6 +120,13 @@ func TestSettingsRejectBadValues(t *testing.T) {
 		{"modelImages", `{"llama2:7b": ""}`},
 		{"modelImages", "not json"},
 		{"image", ""},
+		{"loadBalancerScheme", "public"},
+		{"allowedCidrs", "10.0.0.0"},
+		{"allowedCidrs", "0.0.0.0/0"},
+		{"certificateArn", "my-cert"},
+		{"apiKeys", "yes"},
+		{"idleWindow", "soon"},
+		{"maxLifetime", "0s"},
 	}
 	for _, c := range cases {
 		t.Run(c.key, func(t *testing.T) {

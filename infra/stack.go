@@ -43,10 +43,12 @@ func NewOllamaEcsStack(scope constructs.Construct, id string, props *OllamaEcsSt
 	storage := NewStorage(stack, "Storage")
 	cluster := NewCluster(stack, "Compute", s, network)
 	tasks := NewTasks(stack, "Tasks", s, storage.ModelBucket)
-	schedules := NewSchedules(stack, "Schedules", cluster.Cluster)
+	schedules := NewSchedules(stack, "Schedules")
+	lb := NewLoadBalancer(stack, "LoadBalancer", s, network, storage)
 	functions := NewFunctions(stack, "Functions", FunctionsProps{
-		Settings: s, Network: network, Cluster: cluster, Tasks: tasks, Storage: storage, Schedules: schedules,
+		Settings: s, Network: network, Cluster: cluster, Tasks: tasks, Storage: storage, Schedules: schedules, LoadBalancer: lb,
 	})
+	functions.CanStop(schedules)
 	stateMachine := NewDeployStateMachine(stack, "Deploy", props.Definition, functions.Workflow())
 	triggers := NewTriggers(stack, "Triggers", TriggersProps{
 		Settings: s, StateMachine: stateMachine, Teardown: functions.ByName["teardown"], ModelBucket: storage.ModelBucket,
@@ -65,6 +67,11 @@ func NewOllamaEcsStack(scope constructs.Construct, id string, props *OllamaEcsSt
 		"ScheduleGroupName": schedules.Group.ScheduleGroupName(),
 		// The CLI plans against the cluster's GPU types before it starts anything.
 		"GpuInstanceTypes": jsii.String(strings.Join(s.GpuInstanceTypes, ",")),
+		// Every deployment's endpoint is <EndpointBase>/d/<id>; the CLI reads keys under KeyPrefix, metrics by
+		// LoadBalancerFullName, and changes a prod service's scaling.
+		"EndpointBase":         jsii.String(lb.EndpointBase),
+		"LoadBalancerFullName": lb.Alb.LoadBalancerFullName(),
+		"KeyPrefix":            jsii.String(KeyPrefix),
 	}
 	for _, name := range SortedKeys(outputs) {
 		awscdk.NewCfnOutput(stack, jsii.String(name), &awscdk.CfnOutputProps{Value: outputs[name]})

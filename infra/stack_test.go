@@ -225,15 +225,17 @@ func TestLambdas(t *testing.T) {
 		t.Fatalf("%d Lambda functions, want at least %d", got, len(FunctionNames))
 	}
 	clusterID := onlyID(t, f.ofType("AWS::ECS::Cluster"), "ComputeCluster")
+	// The load balancer's settings go to every function that routes or unroutes a deployment.
+	route := []string{"ENDPOINT_BASE", "KEY_PREFIX", "LISTENER_ARN", "LOAD_BALANCER_NAME", "VPC_ID"}
 	wantEnv := map[string][]string{
 		"validate":  {"MODEL_BUCKET", "MODEL_PREFIX"},
 		"configure": {"DEV_TTL", "GPU_INSTANCE_TYPES", "GPU_VOLUME_GIB", "POLICY"},
 		"capacity":  {"GPU_CAPACITY_PROVIDERS"},
-		"runtask":   {"CPU_TASK_DEFINITION", "GPU_CAPACITY_PROVIDERS", "GPU_TASK_DEFINITION", "MODEL_TASK_DEFINITIONS", "SECURITY_GROUPS", "SUBNETS"},
-		"health":    {"HEALTH_TIMEOUT", "OLLAMA_PORT"},
-		"autostop":  {"SCHEDULER_ROLE_ARN", "SCHEDULE_GROUP"},
-		"cleanup":   {"SCHEDULE_GROUP"},
-		"teardown":  {"SCHEDULE_GROUP", "STATE_MACHINE_ARN"},
+		"runtask":   append([]string{"API_KEYS", "CPU_TASK_DEFINITION", "GPU_CAPACITY_PROVIDERS", "GPU_TASK_DEFINITION", "MODEL_TASK_DEFINITIONS", "SECURITY_GROUPS", "SUBNETS"}, route...),
+		"health":    append([]string{"HEALTH_TIMEOUT", "OLLAMA_PORT"}, route...),
+		"autostop":  {"IDLE_WINDOW", "MAX_LIFETIME", "SCHEDULER_ROLE_ARN", "SCHEDULE_GROUP", "STOP_FUNCTION_ARN"},
+		"cleanup":   append([]string{"SCHEDULE_GROUP"}, route...),
+		"teardown":  append([]string{"SCHEDULE_GROUP", "STATE_MACHINE_ARN"}, route...),
 	}
 	for _, name := range FunctionNames {
 		t.Run(name, func(t *testing.T) {
@@ -270,8 +272,8 @@ func TestLambdas(t *testing.T) {
 		"configure": {"DEV_TTL": "2h", "GPU_INSTANCE_TYPES": "g4dn.xlarge,g4dn.2xlarge", "POLICY": "cost", "GPU_VOLUME_GIB": "100"},
 		"runtask":   {"CPU_TASK_DEFINITION": CpuFamily, "GPU_TASK_DEFINITION": GpuFamily},
 		"health":    {"OLLAMA_PORT": "11434", "HEALTH_TIMEOUT": "30m"},
-		"autostop":  {"SCHEDULE_GROUP": ScheduleGroupName},
-		"teardown":  {"SCHEDULE_GROUP": ScheduleGroupName},
+		"autostop":  {"SCHEDULE_GROUP": ScheduleGroupName, "IDLE_WINDOW": "30m", "MAX_LIFETIME": "12h"},
+		"teardown":  {"SCHEDULE_GROUP": ScheduleGroupName, "KEY_PREFIX": KeyPrefix},
 	} {
 		env := values(name)
 		for k, v := range want {
@@ -300,29 +302,50 @@ func TestLambdas(t *testing.T) {
 	}
 }
 
-func TestOllamaPortOnlyFromHealthLambda(t *testing.T) {
+// TestOllamaPortOnlyFromHealthLambdaAndLoadBalancer: the tasks' Ollama port admits the health Lambda and the load
+// balancer, nothing else; the load balancer admits the VPC (it is internal) on its listener port, and may reach
+// only the Ollama port.
+func TestOllamaPortOnlyFromHealthLambdaAndLoadBalancer(t *testing.T) {
 	f := synth(t)
 	taskSG := onlyID(t, f.ofType("AWS::EC2::SecurityGroup"), "NetworkTaskSecurityGroup")
 	healthSG := onlyID(t, f.ofType("AWS::EC2::SecurityGroup"), "NetworkHealthSecurityGroup")
+	lbSG := onlyID(t, f.ofType("AWS::EC2::SecurityGroup"), "LoadBalancerSecurityGroup")
 	var rules []map[string]interface{}
 	for _, id := range f.ofType("AWS::EC2::SecurityGroupIngress") {
 		rules = append(rules, f.resources[id].Properties)
 	}
 	for _, id := range f.ofType("AWS::EC2::SecurityGroup") {
 		for _, r := range asList(f.resources[id].Properties["SecurityGroupIngress"]) {
-			if r != nil {
-				t.Errorf("security group %s has inline ingress %v", id, r)
+			if r == nil {
+				continue
+			}
+			rule := r.(map[string]interface{})
+			if id != lbSG || !reflect.DeepEqual(rule["CidrIp"], getAtt(onlyID(t, f.ofType("AWS::EC2::VPC"), "NetworkVpc"), "CidrBlock")) ||
+				rule["FromPort"] != float64(80) {
+				t.Errorf("security group %s has inline ingress %v; only the load balancer's from the VPC is expected", id, r)
 			}
 		}
 	}
-	if len(rules) != 1 {
-		t.Fatalf("want exactly one ingress rule in the stack, got %v", rules)
+	if len(rules) != 2 {
+		t.Fatalf("want two ingress rules (health Lambda and load balancer into the tasks), got %v", rules)
 	}
-	r := rules[0]
-	if !reflect.DeepEqual(r["GroupId"], getAtt(taskSG, "GroupId")) ||
-		!reflect.DeepEqual(r["SourceSecurityGroupId"], getAtt(healthSG, "GroupId")) ||
-		r["FromPort"] != float64(OllamaPort) || r["ToPort"] != float64(OllamaPort) || r["IpProtocol"] != "tcp" {
-		t.Errorf("ingress = %v, want tcp 11434 into the task SG from the health SG", r)
+	sources := map[string]bool{}
+	for _, r := range rules {
+		if !reflect.DeepEqual(r["GroupId"], getAtt(taskSG, "GroupId")) || r["FromPort"] != float64(OllamaPort) ||
+			r["ToPort"] != float64(OllamaPort) || r["IpProtocol"] != "tcp" {
+			t.Errorf("ingress = %v, want tcp 11434 into the task SG", r)
+		}
+		sources[mustJSON(r["SourceSecurityGroupId"])] = true
+	}
+	if !sources[mustJSON(getAtt(healthSG, "GroupId"))] || !sources[mustJSON(getAtt(lbSG, "GroupId"))] {
+		t.Errorf("ingress sources = %v, want the health Lambda's and the load balancer's groups", sources)
+	}
+	for _, id := range f.ofType("AWS::EC2::SecurityGroupEgress") {
+		e := f.resources[id].Properties
+		if reflect.DeepEqual(e["GroupId"], getAtt(lbSG, "GroupId")) && (e["FromPort"] != float64(OllamaPort) ||
+			!reflect.DeepEqual(e["DestinationSecurityGroupId"], getAtt(taskSG, "GroupId"))) {
+			t.Errorf("load balancer egress %v, want the tasks' Ollama port only", e)
+		}
 	}
 }
 
@@ -347,8 +370,26 @@ func TestIAMScoping(t *testing.T) {
 		}
 		tag := withAction(stmts, "ecs:TagResource")
 		wantTag := map[string]interface{}{"StringEquals": map[string]interface{}{"ecs:CreateAction": "RunTask"}}
-		if len(tag) != 1 || !reflect.DeepEqual(tag[0].Resources, []interface{}{tasksInCluster}) || !reflect.DeepEqual(tag[0].Conditions, wantTag) {
-			t.Errorf("ecs:TagResource = %+v", tag)
+		wantSvcTag := map[string]interface{}{"StringEquals": map[string]interface{}{"ecs:CreateAction": []interface{}{"CreateService", "RegisterTaskDefinition"}}}
+		if len(tag) != 2 || !reflect.DeepEqual(tag[0].Resources, []interface{}{tasksInCluster}) || !reflect.DeepEqual(tag[0].Conditions, wantTag) ||
+			!reflect.DeepEqual(tag[1].Conditions, wantSvcTag) {
+			t.Errorf("ecs:TagResource = %+v: want tagging at RunTask, CreateService and RegisterTaskDefinition only", tag)
+		}
+		// The route: target groups by the stack's name prefix, rules on this listener, keys under the prefix.
+		for action, want := range map[string]string{
+			"elasticloadbalancing:CreateTargetGroup": ":targetgroup/" + TargetGroupPrefix + "*/*",
+			"elasticloadbalancing:CreateRule":        "LoadBalancerAlbListener",
+			"elasticloadbalancing:DeleteRule":        ":listener-rule/",
+			"ssm:PutParameter":                       ":parameter" + KeyPrefix + "/*",
+			"ecs:CreateService":                      "/ollama-*",
+		} {
+			if got := mustJSON(withAction(stmts, action)); !strings.Contains(got, want) || strings.Contains(got, `"Resource":"*"`) {
+				t.Errorf("%s = %s, want it scoped to %s", action, got, want)
+			}
+		}
+		scaling := withAction(stmts, "application-autoscaling:RegisterScalableTarget")
+		if len(scaling) != 1 || !strings.Contains(mustJSON(scaling[0].Conditions), `"application-autoscaling:service-namespace":"ecs"`) {
+			t.Errorf("application-autoscaling:RegisterScalableTarget = %+v, want it held to ECS services", scaling)
 		}
 		pass := withAction(stmts, "iam:PassRole")
 		taskRole := onlyID(t, f.ofType("AWS::IAM::Role"), "TasksTaskRole")
@@ -361,7 +402,14 @@ func TestIAMScoping(t *testing.T) {
 				t.Errorf("%s = %+v, want it held to the cluster", a, s)
 			}
 		}
-		wantActions := []string{"ecs:DescribeTasks", "ecs:ListTasks", "ecs:RunTask", "ecs:TagResource", "iam:PassRole", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}
+		wantActions := []string{"application-autoscaling:PutScalingPolicy", "application-autoscaling:RegisterScalableTarget",
+			"cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm",
+			"ecs:CreateService", "ecs:DescribeServices", "ecs:DescribeTaskDefinition", "ecs:DescribeTasks", "ecs:ListTasks",
+			"ecs:RegisterTaskDefinition", "ecs:RunTask", "ecs:TagResource",
+			"elasticloadbalancing:AddTags", "elasticloadbalancing:CreateRule", "elasticloadbalancing:CreateTargetGroup",
+			"elasticloadbalancing:DeleteRule", "elasticloadbalancing:DescribeRules", "elasticloadbalancing:DescribeTargetGroups",
+			"elasticloadbalancing:ModifyTargetGroupAttributes", "iam:CreateServiceLinkedRole", "iam:PassRole",
+			"logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameter", "ssm:PutParameter", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}
 		if got := allActions(stmts); !reflect.DeepEqual(got, wantActions) {
 			t.Errorf("runtask actions = %v, want %v", got, wantActions)
 		}
@@ -389,15 +437,19 @@ func TestIAMScoping(t *testing.T) {
 		if !strings.Contains(trust, `"Service":"scheduler.amazonaws.com"`) || !strings.Contains(trust, "aws:SourceAccount") {
 			t.Errorf("scheduler role trust = %s", trust)
 		}
+		// The schedules invoke the stop (teardown) function, which looks at the deployment's use first.
 		stmts := f.roleStatements(t, schedRole)
-		if got := allActions(stmts); !reflect.DeepEqual(got, []string{"ecs:StopTask"}) {
-			t.Errorf("scheduler role actions = %v, want ecs:StopTask only", got)
+		if got := allActions(stmts); !reflect.DeepEqual(got, []string{"lambda:InvokeFunction"}) {
+			t.Errorf("scheduler role actions = %v, want lambda:InvokeFunction only", got)
 		}
-		if !reflect.DeepEqual(stmts[0].Resources, []interface{}{tasksInCluster}) || !reflect.DeepEqual(stmts[0].Conditions, inCluster) {
-			t.Errorf("scheduler role StopTask = %+v", stmts[0])
+		teardown, _ := f.function(t, "teardown")
+		if res := mustJSON(stmts[0].Resources); !strings.Contains(res, teardown) || strings.Contains(res, `"*"`) {
+			t.Errorf("scheduler role may invoke %s, want the teardown function only", res)
 		}
-		if StopTaskTarget != "arn:aws:scheduler:::aws-sdk:ecs:stopTask" {
-			t.Errorf("StopTaskTarget = %s", StopTaskTarget)
+		autostop, props := f.function(t, "autostop")
+		_, teardownProps := f.function(t, "teardown")
+		if env := mustJSON(props["Environment"]); !strings.Contains(env, `"STOP_FUNCTION_ARN":{"Fn::Join"`) || !strings.Contains(env, `:function:`+teardownProps["FunctionName"].(string)) {
+			t.Errorf("%s environment %s: want STOP_FUNCTION_ARN = the teardown function", autostop, env)
 		}
 	})
 
@@ -444,8 +496,9 @@ func TestIAMScoping(t *testing.T) {
 		if got := allActions(f.functionStatements(t, "health")); !reflect.DeepEqual(got, []string{
 			"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities",
 			"ec2:AssignPrivateIpAddresses", "ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:DescribeNetworkInterfaces",
-			"ec2:DescribeSubnets", "ec2:UnassignPrivateIpAddresses", "ecs:DescribeCapacityProviders",
-			"ecs:DescribeTasks", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}) {
+			"ec2:DescribeSubnets", "ec2:UnassignPrivateIpAddresses", "ecs:DescribeCapacityProviders", "ecs:DescribeServices",
+			"ecs:DescribeTasks", "ecs:ListTasks", "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:RegisterTargets",
+			"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}) {
 			t.Errorf("health actions = %v", got)
 		}
 		capacity := allActions(f.functionStatements(t, "capacity"))
@@ -739,7 +792,8 @@ func TestStopDeploymentsOnDelete(t *testing.T) {
 
 func TestOutputs(t *testing.T) {
 	f := synth(t)
-	want := []string{"ClusterName", "EventBusName", "GpuInstanceTypes", "ModelBucketName", "ModelPrefix", "ScheduleGroupName", "StateMachineArn"}
+	want := []string{"ClusterName", "EndpointBase", "EventBusName", "GpuInstanceTypes", "KeyPrefix", "LoadBalancerFullName", "ModelBucketName",
+		"ModelPrefix", "ScheduleGroupName", "StateMachineArn"}
 	if got := keys(f.outputs); !reflect.DeepEqual(got, want) {
 		t.Errorf("outputs = %v, want %v", got, want)
 	}
@@ -856,4 +910,36 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// TestInternetFacingLoadBalancer: with the context keys, the load balancer is internet-facing in the public
+// subnets, listens on HTTPS with the given certificate, and admits only the given CIDRs; cdk-nag stays clean.
+func TestInternetFacingLoadBalancer(t *testing.T) {
+	cert := "arn:aws:acm:us-east-1:111122223333:certificate/0f0e0d0c-0000-4000-8000-000000000000"
+	f, err := buildFixture(map[string]interface{}{
+		contextPrefix + "loadBalancerScheme": "internet-facing", contextPrefix + "allowedCidrs": "203.0.113.0/24",
+		contextPrefix + "certificateArn": cert,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alb := f.resources[onlyID(t, f.ofType("AWS::ElasticLoadBalancingV2::LoadBalancer"), "LoadBalancerAlb")].Properties
+	if alb["Scheme"] != "internet-facing" || !strings.Contains(mustJSON(alb["Subnets"]), "publicSubnet") {
+		t.Errorf("load balancer %s, want internet-facing in the public subnets", mustJSON(alb))
+	}
+	listener := f.resources[onlyID(t, f.ofType("AWS::ElasticLoadBalancingV2::Listener"), "LoadBalancerAlbListener")].Properties
+	if listener["Protocol"] != "HTTPS" || listener["Port"] != float64(443) || !strings.Contains(mustJSON(listener["Certificates"]), cert) {
+		t.Errorf("listener %s, want HTTPS on 443 with the certificate", mustJSON(listener))
+	}
+	lbSG := f.resources[onlyID(t, f.ofType("AWS::EC2::SecurityGroup"), "LoadBalancerSecurityGroup")].Properties
+	ingress := asList(lbSG["SecurityGroupIngress"])
+	if len(ingress) != 1 || ingress[0].(map[string]interface{})["CidrIp"] != "203.0.113.0/24" || ingress[0].(map[string]interface{})["FromPort"] != float64(443) {
+		t.Errorf("load balancer ingress %s, want 203.0.113.0/24 on 443 only", mustJSON(ingress))
+	}
+	if out := mustJSON(f.outputs["EndpointBase"]); !strings.Contains(out, "https://") {
+		t.Errorf("EndpointBase = %s, want https://", out)
+	}
+	for _, m := range *f.annotations.FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*"))) {
+		t.Errorf("cdk-nag error at %s: %v", *m.Id, m.Entry.Data)
+	}
 }

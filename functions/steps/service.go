@@ -102,7 +102,7 @@ func (sr *ServiceRunner) taskDefinition(ctx context.Context, deploymentID string
 	td := base.TaskDefinition
 	o := run.Overrides
 	in := &ecs.RegisterTaskDefinitionInput{
-		Family: aws.String(deployment.ServiceName(deploymentID)), Cpu: o.Cpu, Memory: o.Memory, NetworkMode: td.NetworkMode,
+		Family: aws.String(deployment.ServiceFamily(deploymentID)), Cpu: o.Cpu, Memory: o.Memory, NetworkMode: td.NetworkMode,
 		RequiresCompatibilities: td.RequiresCompatibilities, TaskRoleArn: td.TaskRoleArn, ExecutionRoleArn: td.ExecutionRoleArn,
 		Volumes: td.Volumes, EphemeralStorage: o.EphemeralStorage, RuntimePlatform: td.RuntimePlatform,
 		Tags: []ecstypes.Tag{tag(deployment.TagManagedBy, deployment.ManagedByValue), tag(deployment.TagDeploymentID, deploymentID)},
