@@ -7,6 +7,8 @@ type Record struct {
 	Model        string `json:"model"`
 	Env          string `json:"env"`
 	Endpoint     string `json:"endpoint"`
+	// KeyParameter is the SSM parameter holding the deployment's API key; empty when it needs none.
+	KeyParameter string `json:"keyParameter"`
 	TaskArn      string `json:"taskArn"`
 	// ServiceArn is a prod deployment's ECS service (TaskArn is then empty).
 	ServiceArn    string  `json:"serviceArn"`

@@ -205,6 +205,8 @@ type HealthState struct {
 	// without one). TaskEndpoint is the watched task's Ollama, which only the health function reaches.
 	Endpoint     string `json:"endpoint,omitempty"`
 	TaskEndpoint string `json:"taskEndpoint,omitempty"`
+	// KeyParameter is where the deployment's API key is kept ("" without one).
+	KeyParameter string `json:"keyParameter"`
 	// WatchedTask is the service task whose model the polls check (a prod deployment).
 	WatchedTask string `json:"watchedTask,omitempty"`
 	// FirstPollAt and Deadline bound the whole wait.

@@ -72,6 +72,7 @@ func NewOllamaEcsStack(scope constructs.Construct, id string, props *OllamaEcsSt
 		"EndpointBase":         jsii.String(lb.EndpointBase),
 		"LoadBalancerFullName": lb.Alb.LoadBalancerFullName(),
 		"KeyPrefix":            jsii.String(KeyPrefix),
+		"ListenerArn":          lb.Listener.ListenerArn(),
 	}
 	for _, name := range SortedKeys(outputs) {
 		awscdk.NewCfnOutput(stack, jsii.String(name), &awscdk.CfnOutputProps{Value: outputs[name]})

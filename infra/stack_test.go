@@ -792,7 +792,7 @@ func TestStopDeploymentsOnDelete(t *testing.T) {
 
 func TestOutputs(t *testing.T) {
 	f := synth(t)
-	want := []string{"ClusterName", "EndpointBase", "EventBusName", "GpuInstanceTypes", "KeyPrefix", "LoadBalancerFullName", "ModelBucketName",
+	want := []string{"ClusterName", "EndpointBase", "EventBusName", "GpuInstanceTypes", "KeyPrefix", "ListenerArn", "LoadBalancerFullName", "ModelBucketName",
 		"ModelPrefix", "ScheduleGroupName", "StateMachineArn"}
 	if got := keys(f.outputs); !reflect.DeepEqual(got, want) {
 		t.Errorf("outputs = %v, want %v", got, want)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,13 +13,18 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/cloudformation"
+	"github.com/aws/aws-sdk-go-v2/service/applicationautoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/smithy-go"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
+	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 )
 
 // The stack's outputs the commands read (infra/stack.go names them).
@@ -31,6 +37,12 @@ const (
 	outScheduleGroup = "ScheduleGroupName"
 	// outGPUTypes lists the GPU instance types the cluster has capacity providers for, comma-separated.
 	outGPUTypes = "GpuInstanceTypes"
+	// The load balancer: every endpoint is <outEndpointBase>/d/<id>; keys are SSM parameters under outKeyPrefix;
+	// request counts are CloudWatch metrics by outLBName; rules are on outListener.
+	outEndpointBase = "EndpointBase"
+	outKeyPrefix    = "KeyPrefix"
+	outLBName       = "LoadBalancerFullName"
+	outListener     = "ListenerArn"
 
 	defaultStack = "OllamaEcs"
 )
@@ -121,8 +133,14 @@ type cloud struct {
 	SFN       Executions
 	Events    EventPutter
 	S3        ObjectUploader
-	ECS       deployment.TaskStopper
+	ECS       deployment.ECSAPI
 	Scheduler deployment.Schedules
+	// The load balancer's side of a deployment: its route, key, service, scaling and request counts.
+	LB       deployment.LoadBalancer
+	Params   deployment.Parameters
+	Services deployment.Services
+	Scaling  deployment.Scaling
+	Metrics  deployment.Metrics
 	// Outputs are the system's locations by stack output name.
 	Outputs map[string]string
 }
@@ -163,8 +181,33 @@ func newCloud(cfg aws.Config) *cloud {
 		S3:        s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = o.BaseEndpoint != nil }),
 		ECS:       ecs.NewFromConfig(cfg),
 		Scheduler: scheduler.NewFromConfig(cfg),
+		LB:        elbv2.NewFromConfig(cfg),
+		Params:    ssm.NewFromConfig(cfg),
+		Services:  ecs.NewFromConfig(cfg),
+		Scaling:   applicationautoscaling.NewFromConfig(cfg),
+		Metrics:   cloudwatch.NewFromConfig(cfg),
 		Outputs:   map[string]string{},
 	}
+}
+
+// usage reads deployments' request counts from the load balancer's metrics (nil without the load balancer's
+// name among the resolved outputs).
+func (c *cloud) usage() *steps.UsageReader {
+	if c.Outputs[outLBName] == "" {
+		return nil
+	}
+	return &steps.UsageReader{Metrics: c.Metrics, LoadBalancer: c.Outputs[outLBName]}
+}
+
+// stopper stops deployments as the stack's stop function does: tasks, schedule, service and route (it needs
+// outCluster, outScheduleGroup, outListener and outLBName resolved).
+func (c *cloud) stopper() *deployment.Stopper {
+	cfg := deployment.DefaultConfig()
+	cfg.Cluster, cfg.ScheduleGroup, cfg.ListenerArn, cfg.LoadBalancerName = c.Outputs[outCluster], c.Outputs[outScheduleGroup],
+		c.Outputs[outListener], c.Outputs[outLBName]
+	cfg.KeyPrefix = cmp.Or(c.Outputs[outKeyPrefix], cfg.KeyPrefix)
+	return steps.Build(cfg, steps.Clients{ECS: c.ECS, Scheduler: c.Scheduler, LB: c.LB, Parameters: c.Params,
+		Services: c.Services, Scaling: c.Scaling}, nil).Teardown.Stopper
 }
 
 // resolve fills Outputs: overrides first, then the stack's outputs for whatever is still missing.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,8 +47,33 @@ func addDeployFlags(fs *pflag.FlagSet) *deployFlags {
 	fs.StringVar(&d.name, "name", "", "distinguishes a second deployment of the same model and env")
 	fs.StringVar(&d.requester, "requester", envOr("USER", ""), "who asks, for the task's tags")
 	fs.BoolVar(&d.req.KeepRunning, "keep-running", false, "start it again, on the next candidate, if its task dies on its own (Spot interruption, crash)")
+	fs.Var(&optionalBool{&d.req.APIKey}, "api-key", "put it behind an API key (--api-key=false for none; default: the stack's setting)")
+	fs.Lookup("api-key").NoOptDefVal = "true"
+	fs.IntVar(&d.req.MinTasks, "min", 0, "prod: the fewest tasks its service keeps (default 1)")
+	fs.IntVar(&d.req.MaxTasks, "max", 0, "prod: the most tasks its service scales out to under load (default 3)")
 	return d
 }
+
+// optionalBool is a flag that may be left unset (nil), set true or set false.
+type optionalBool struct{ v **bool }
+
+func (o *optionalBool) String() string {
+	if o.v == nil || *o.v == nil {
+		return ""
+	}
+	return strconv.FormatBool(**o.v)
+}
+
+func (o *optionalBool) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*o.v = &b
+	return nil
+}
+
+func (o *optionalBool) Type() string { return "bool" }
 
 // request is the deploy request for MODEL, checked as the state machine checks it, and planned when the model is
 // a catalog one (an uploaded GGUF is sized from its header by the state machine): a request the planner rejects

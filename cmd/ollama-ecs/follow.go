@@ -194,10 +194,24 @@ func writeRecord(w io.Writer, x execution, rec deployment.Record, now time.Time)
 	fmt.Fprintf(w, "  placement  %s\n", placementText(rec.Placement, rec.InstanceType))
 	fmt.Fprintf(w, "  cost       $%.4f/hour\n", rec.HourlyCostUSD)
 	fmt.Fprintf(w, "  auto-stop  %s\n", autoStopText(rec.AutoStopAt, now))
-	fmt.Fprintf(w, "  task       %s\n", rec.TaskArn)
+	if rec.ServiceArn != "" {
+		fmt.Fprintf(w, "  service    %s (scales with load: ollama-ecs scale %s --min N --max M)\n", rec.ServiceArn, rec.DeploymentID)
+	} else {
+		fmt.Fprintf(w, "  task       %s\n", rec.TaskArn)
+	}
 	for _, a := range rec.Fallbacks {
 		fmt.Fprintf(w, "  fell back  from %s: %s\n", a.Placement, a.Reason)
 	}
+	fmt.Fprintf(w, "\n%s\n", runLine(rec))
+}
+
+// runLine is the command that talks to a ready deployment with the unchanged ollama CLI.
+func runLine(rec deployment.Record) string {
+	if rec.KeyParameter != "" {
+		// The key goes in the path: the ollama CLI sends no Authorization header of its own.
+		return fmt.Sprintf("OLLAMA_HOST=$(ollama-ecs endpoint %s --with-key) ollama run %s", rec.DeploymentID, rec.Model)
+	}
+	return fmt.Sprintf("OLLAMA_HOST=%s ollama run %s", rec.Endpoint, rec.Model)
 }
 
 // autoStopText is a stop time with how far away it is, or "none".

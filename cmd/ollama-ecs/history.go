@@ -53,7 +53,7 @@ func defineHistory(fs *pflag.FlagSet) runner {
 		writeExecutionHeader(stdout, x)
 		if id != "" {
 			// What became of the deployment since: an interruption (or a restart) is not in this execution's history.
-			ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], id, time.Now(), true)
+			ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], id, time.Now(), true, nil)
 			if err != nil {
 				return err
 			}

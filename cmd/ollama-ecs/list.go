@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -17,17 +18,18 @@ import (
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
+	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 )
 
 func defineList(fs *pflag.FlagSet) runner {
 	af := addAWSFlags(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
-		c, err := connect(ctx, af, outCluster, outScheduleGroup)
+		c, err := connect(ctx, af, outCluster, outScheduleGroup, outLBName)
 		if err != nil {
 			return err
 		}
 		now := time.Now()
-		ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], "", now, true)
+		ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], "", now, true, c.usage())
 		if err != nil {
 			return err
 		}
@@ -58,13 +60,24 @@ type listedDeployment struct {
 	AutoStopAt time.Time `json:"autoStopAt,omitzero"`
 	// StoppedReason is why an INTERRUPTED deployment's task stopped.
 	StoppedReason string `json:"stoppedReason,omitempty"`
+	// Requests are those the load balancer forwarded to the deployment since the task started, and LastUse the
+	// last minute with any; UsageError says why they could not be read.
+	Requests   int       `json:"requests"`
+	LastUse    time.Time `json:"lastUse,omitzero"`
+	UsageError string    `json:"usageError,omitempty"`
+	// Service is a prod deployment's ECS service, which runs the task.
+	Service string `json:"service,omitempty"`
+	targetGroup string
 }
 
 // listDeployments reads the deployments from ECS: tasks of the cluster tagged as managed by ollama-ecs, with the
 // deployment id as startedBy; startedBy, when not empty, narrows the list to one deployment. With interrupted, a
 // deployment whose ready task stopped on its own (the teardown function tagged it interrupted, with its stop
 // code) and that has no live task shows as INTERRUPTED while ECS still describes the stopped task (about an hour).
-func listDeployments(ctx context.Context, api deployment.TaskStopper, sched deployment.Schedules, cluster, group, startedBy string, now time.Time, interrupted bool) ([]listedDeployment, error) {
+//
+// A prod deployment's tasks are its service's (startedBy ecs-svc/...), one row each. With usage, each row has the
+// requests the load balancer counted for the deployment since its task started.
+func listDeployments(ctx context.Context, api deployment.TaskStopper, sched deployment.Schedules, cluster, group, startedBy string, now time.Time, interrupted bool, usage *steps.UsageReader) ([]listedDeployment, error) {
 	statuses := []ecstypes.DesiredStatus{ecstypes.DesiredStatusRunning}
 	if interrupted {
 		statuses = append(statuses, ecstypes.DesiredStatusStopped)
@@ -72,21 +85,29 @@ func listDeployments(ctx context.Context, api deployment.TaskStopper, sched depl
 	ds := []listedDeployment{}
 	live := map[string]bool{}
 	for _, desired := range statuses {
-		in := &ecs.ListTasksInput{Cluster: aws.String(cluster), DesiredStatus: desired}
+		ins := []*ecs.ListTasksInput{{Cluster: aws.String(cluster), DesiredStatus: desired}}
 		if startedBy != "" {
-			in.StartedBy = aws.String(startedBy)
+			ins = []*ecs.ListTasksInput{
+				{Cluster: aws.String(cluster), DesiredStatus: desired, StartedBy: aws.String(startedBy)},
+				{Cluster: aws.String(cluster), DesiredStatus: desired, ServiceName: aws.String(deployment.ServiceName(startedBy))},
+			}
 		}
-		tasks, err := deployment.ListTasks(ctx, api, cluster, in)
-		var refused *deployment.AWSRequestError
-		if errors.As(err, &refused) && refused.Code == "ClusterNotFoundException" {
-			return nil, fmt.Errorf("cluster %q not found: check --stack or --cluster", cluster)
-		}
-		if err != nil {
-			return nil, err
+		var tasks []ecstypes.Task
+		for _, in := range ins {
+			some, err := deployment.ListTasks(ctx, api, cluster, in)
+			var refused *deployment.AWSRequestError
+			if errors.As(err, &refused) && refused.Code == "ClusterNotFoundException" {
+				return nil, fmt.Errorf("cluster %q not found: check --stack or --cluster", cluster)
+			}
+			if err != nil && !(in.ServiceName != nil && deployment.IsCode(err, "ServiceNotFoundException")) {
+				return nil, err
+			}
+			tasks = append(tasks, some...)
 		}
 		for _, t := range tasks {
 			id := deployment.TagValue(t.Tags, deployment.TagDeploymentID)
-			if deployment.TagValue(t.Tags, deployment.TagManagedBy) != deployment.ManagedByValue || id == "" || aws.ToString(t.StartedBy) != id {
+			service := strings.HasPrefix(aws.ToString(t.StartedBy), "ecs-svc/")
+			if deployment.TagValue(t.Tags, deployment.TagManagedBy) != deployment.ManagedByValue || id == "" || (aws.ToString(t.StartedBy) != id && !service) {
 				continue
 			}
 			stopped := aws.ToString(t.LastStatus) == "STOPPED"
@@ -100,7 +121,10 @@ func listDeployments(ctx context.Context, api deployment.TaskStopper, sched depl
 				DeploymentID: id, Model: deployment.TagValue(t.Tags, deployment.TagModel), Env: deployment.TagValue(t.Tags, deployment.TagEnv),
 				Requester: deployment.TagValue(t.Tags, deployment.TagRequester), Placement: deployment.TagValue(t.Tags, deployment.TagPlacement),
 				InstanceType: deployment.TagValue(t.Tags, deployment.TagInstanceType), Status: aws.ToString(t.LastStatus),
-				TaskArn: aws.ToString(t.TaskArn),
+				TaskArn: aws.ToString(t.TaskArn), targetGroup: deployment.TagValue(t.Tags, deployment.TagTargetGroup),
+			}
+			if service {
+				d.Service = deployment.ServiceName(id)
 			}
 			end := now
 			if desired == ecstypes.DesiredStatusStopped {
@@ -128,6 +152,15 @@ func listDeployments(ctx context.Context, api deployment.TaskStopper, sched depl
 			return nil, err
 		}
 		ds[i].AutoStopAt = at
+		if usage != nil && ds[i].targetGroup != "" && !ds[i].StartedAt.IsZero() {
+			// The load balancer's count covers the deployment's target group: every task of a service shares it.
+			use, err := usage.Usage(ctx, ds[i].targetGroup, ds[i].StartedAt, now.Add(time.Minute))
+			if err != nil {
+				ds[i].UsageError = err.Error()
+				continue
+			}
+			ds[i].Requests, ds[i].LastUse = use.Requests, use.LastUse
+		}
 	}
 	sort.Slice(ds, func(i, j int) bool {
 		if ds[i].DeploymentID != ds[j].DeploymentID {
@@ -168,7 +201,7 @@ func writeDeployments(w io.Writer, ds []listedDeployment, now time.Time) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tMODEL\tENV\tPLACEMENT\tSTATUS\tUPTIME\t$/HOUR\tCOST SO FAR\tAUTO-STOP")
+	fmt.Fprintln(tw, "ID\tMODEL\tENV\tPLACEMENT\tSTATUS\tUPTIME\t$/HOUR\tCOST SO FAR\tREQUESTS\tLAST USE\tAUTO-STOP")
 	for _, d := range ds {
 		placement := placementText(d.Placement, d.InstanceType)
 		stop := "-"
@@ -178,8 +211,19 @@ func writeDeployments(w io.Writer, ds []listedDeployment, now time.Time) error {
 				stop += " (in " + shortDuration(left) + ")"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.4f\t$%.2f\t%s\n", d.DeploymentID, d.Model, d.Env, placement, d.Status,
-			shortDuration(time.Duration(d.UptimeSeconds)*time.Second), d.HourlyUSD, d.CostSoFarUSD, stop)
+		requests, lastUse := strconv.Itoa(d.Requests), "-"
+		if d.UsageError != "" {
+			requests = "?"
+		}
+		if !d.LastUse.IsZero() {
+			lastUse = shortDuration(now.Sub(d.LastUse).Truncate(time.Second)) + " ago"
+		}
+		status := d.Status
+		if d.Service != "" {
+			status += " (service)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.4f\t$%.2f\t%s\t%s\t%s\n", d.DeploymentID, d.Model, d.Env, placement, status,
+			shortDuration(time.Duration(d.UptimeSeconds)*time.Second), d.HourlyUSD, d.CostSoFarUSD, requests, lastUse, stop)
 	}
 	return tw.Flush()
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
+	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 	"github.com/ollama-ecs/ollama-ecs/local"
 	localcloud "github.com/ollama-ecs/ollama-ecs/local/cloud"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
@@ -66,7 +67,8 @@ func controlHandler(s *local.Stack) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", s.Handler())
 	mux.HandleFunc("GET /deployments", func(w http.ResponseWriter, r *http.Request) {
-		ds, err := listDeployments(r.Context(), s.ECS, s.Scheduler, s.ECS.Config().Name, local.ScheduleGroup, "", time.Now(), true)
+		ds, err := listDeployments(r.Context(), s.ECS, s.Scheduler, s.ECS.Config().Name, local.ScheduleGroup, "", time.Now(), true,
+			&steps.UsageReader{Metrics: s.LB, LoadBalancer: s.LB.FullName()})
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

@@ -38,7 +38,9 @@ func commands() []spec {
 		{use: "plan MODEL", short: "size a model and rank where it can run, cheapest first", define: definePlan, complete: modelNames},
 		{use: "deploy MODEL", short: "start a deployment on AWS (--follow to watch it)", define: defineDeploy, complete: modelNames},
 		{use: "list", short: "list deployments with uptime, cost so far and auto-stop", define: defineList},
-		{use: "stop ID", short: "stop a deployment's task and delete its auto-stop schedule", define: defineStop, complete: deploymentIDs},
+		{use: "stop ID", short: "stop a deployment: its task or service, its auto-stop schedule and its route", define: defineStop, complete: deploymentIDs},
+		{use: "endpoint ID", short: "print a deployment's URL (with its API key where allowed: --with-key)", define: defineEndpoint, complete: deploymentIDs},
+		{use: "scale ID", short: "change a prod deployment's service bounds (--min, --max)", define: defineScale, complete: deploymentIDs},
 		{use: "history ID|EXECUTION-ARN", short: "show a deployment's execution history as the console does", define: defineHistory, complete: deploymentIDs},
 		{use: "upload FILE", short: "upload a GGUF model or Modelfile, which deploys it", define: defineUpload},
 	}
@@ -227,7 +229,7 @@ func deploymentIDs(ctx context.Context, typed *pflag.FlagSet) []string {
 	if err != nil {
 		return nil
 	}
-	ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], "", time.Now(), true)
+	ds, err := listDeployments(ctx, c.ECS, c.Scheduler, c.Outputs[outCluster], c.Outputs[outScheduleGroup], "", time.Now(), true, nil)
 	if err != nil {
 		return nil
 	}

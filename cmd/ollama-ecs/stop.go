@@ -23,7 +23,7 @@ func defineStop(fs *pflag.FlagSet) runner {
 		if !events.ValidDeploymentID(id) {
 			return usageError{fmt.Sprintf("%q is not a deployment id (3-36 of a-z, 0-9, -)", id)}
 		}
-		need := []string{outCluster, outScheduleGroup}
+		need := []string{outCluster, outScheduleGroup, outListener, outLBName, outKeyPrefix}
 		if *viaEvents {
 			need = append(need, outEventBus)
 		}
@@ -33,7 +33,7 @@ func defineStop(fs *pflag.FlagSet) runner {
 		}
 		cluster, group := c.Outputs[outCluster], c.Outputs[outScheduleGroup]
 		// Unknown ids fail before anything is asked of the bus or ECS: a typo must not look like a stop.
-		ds, err := listDeployments(ctx, c.ECS, c.Scheduler, cluster, group, id, time.Now(), false)
+		ds, err := listDeployments(ctx, c.ECS, c.Scheduler, cluster, group, id, time.Now(), false, nil)
 		if err != nil {
 			return err
 		}
@@ -64,8 +64,7 @@ func defineStop(fs *pflag.FlagSet) runner {
 			_, err = fmt.Fprintf(stdout, "stop request for %s put on bus %s (event %s)\n", id, c.Outputs[outEventBus], evID)
 			return err
 		}
-		s := &deployment.Stopper{ECS: c.ECS, Scheduler: c.Scheduler, Cluster: cluster, Group: group}
-		res, err := s.StopDeployment(ctx, id, shorten(why, 255))
+		res, err := c.stopper().StopDeployment(ctx, id, shorten(why, 255))
 		if err != nil {
 			return err
 		}
@@ -86,6 +85,9 @@ func writeStopped(w io.Writer, id string, res deployment.Stopped) error {
 		schedules = strings.Join(res.Schedules, ", ")
 	}
 	fmt.Fprintf(w, "  tasks      %s\n", tasks)
+	if len(res.Services) > 0 {
+		fmt.Fprintf(w, "  service    %s deleted (its tasks drain, then stop)\n", strings.Join(res.Services, ", "))
+	}
 	_, err := fmt.Fprintf(w, "  schedule   %s deleted\n", schedules)
 	return err
 }

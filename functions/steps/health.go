@@ -259,6 +259,7 @@ func (h *Health) routed(ctx context.Context, info *deployment.TaskInfo, base *ur
 		return nil
 	}
 	st.Ready, st.Phase, st.Detail, st.Endpoint = true, deployment.PhaseReady, loaded+"; serving at "+route.Endpoint, route.Endpoint
+	st.KeyParameter = route.KeyParameter
 	return nil
 }
 

@@ -144,7 +144,8 @@ func mergeEnv(base, over []ecstypes.KeyValuePair) []ecstypes.KeyValuePair {
 
 // ResourceID is a service's Application Auto Scaling resource id.
 func (sr *ServiceRunner) ResourceID(deploymentID string) string {
-	return "service/" + sr.Cluster + "/" + deployment.ServiceName(deploymentID)
+	cluster := sr.Cluster[strings.LastIndex(sr.Cluster, "/")+1:] // the name, also from an ARN
+	return "service/" + cluster + "/" + deployment.ServiceName(deploymentID)
 }
 
 // scale registers the service's bounds and its target tracking policy (both idempotent).
