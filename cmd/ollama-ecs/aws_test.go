@@ -13,12 +13,16 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/cloudformation"
+	"github.com/aws/aws-sdk-go-v2/service/applicationautoscaling"
+	aastypes "github.com/aws/aws-sdk-go-v2/service/applicationautoscaling/types"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
@@ -58,7 +62,11 @@ const motoStack = `{
     "StateMachineArn": {"Value": "%SM%"},
     "ClusterName": {"Value": "ollama"},
     "ScheduleGroupName": {"Value": "ollama-ecs"},
-    "GpuInstanceTypes": {"Value": "g4dn.xlarge,g4dn.2xlarge"}
+    "GpuInstanceTypes": {"Value": "g4dn.xlarge,g4dn.2xlarge"},
+    "EndpointBase": {"Value": "http://%DNS%"},
+    "KeyPrefix": {"Value": "/ollama-ecs/keys"},
+    "ListenerArn": {"Value": "%LISTENER%"},
+    "LoadBalancerFullName": {"Value": "%LBNAME%"}
   }
 }`
 
@@ -67,6 +75,8 @@ type motoEnv struct {
 	cfg          aws.Config
 	stateMachine string
 	runner       *steps.RunTask
+	net          moto.Network
+	lb           moto.LoadBalancer
 }
 
 // startMoto starts moto_server and points the commands at it through the SDK's default chain (environment
@@ -112,8 +122,10 @@ func (m *motoEnv) reset(t *testing.T) {
 	cfg := m.cfg
 	ctx := moto.Context(t)
 	m.stateMachine = m.newStateMachine(t, "deploy")
+	m.runner = m.cluster(t)
+	stack := strings.NewReplacer("%SM%", m.stateMachine, "%DNS%", m.lb.DNSName, "%LISTENER%", m.lb.ListenerArn, "%LBNAME%", m.lb.FullName).Replace(motoStack)
 	if _, err := cloudformation.NewFromConfig(cfg).CreateStack(ctx, &cloudformation.CreateStackInput{
-		StackName: aws.String("OllamaEcs"), TemplateBody: aws.String(strings.ReplaceAll(motoStack, "%SM%", m.stateMachine)),
+		StackName: aws.String("OllamaEcs"), TemplateBody: aws.String(stack),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +138,6 @@ func (m *motoEnv) reset(t *testing.T) {
 	if _, err := scheduler.NewFromConfig(cfg).CreateScheduleGroup(ctx, &scheduler.CreateScheduleGroupInput{Name: aws.String("ollama-ecs")}); err != nil {
 		t.Fatal(err)
 	}
-	m.runner = m.cluster(t)
 }
 
 // newStateMachine creates the stand-in workflow.
@@ -148,6 +159,7 @@ func (m *motoEnv) s3() *s3.Client {
 // deployments the way the state machine does.
 func (m *motoEnv) cluster(t *testing.T) *steps.RunTask {
 	net := m.srv.Cluster(t, "ollama")
+	m.net, m.lb = net, m.srv.LoadBalancer(t, net)
 	return &steps.RunTask{ECS: ecs.NewFromConfig(m.cfg), Cluster: "ollama", CPUTaskDefinition: "ollama-cpu",
 		Subnets: net.Subnets, SecurityGroups: net.SecurityGroups}
 }
@@ -361,12 +373,54 @@ func TestCommandsAgainstMoto(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &ds); err != nil || len(ds) != 1 || ds[0].DeploymentID != "llama2-7b-prod" {
 			t.Errorf("after stop: %v %s", err, out)
 		}
-		if _, err := cli(t, "stop", "mistral-7b-dev"); err == nil || !strings.Contains(err.Error(), `unknown deployment "mistral-7b-dev"`) {
-			t.Errorf("second stop: %v", err)
+		if out, err := cli(t, "stop", "mistral-7b-dev"); err == nil || !strings.Contains(err.Error(), `unknown deployment "mistral-7b-dev"`) {
+			t.Errorf("second stop: %v\n%s", err, out)
 		}
 		out = mustCLI(t, "stop", "llama2-7b-prod", "--via-events")
 		if !strings.Contains(out, "stop request for llama2-7b-prod put on bus ollama-ecs") {
 			t.Errorf("via events:\n%s", out)
+		}
+	})
+
+	t.Run("endpoint prints the URL, and the key to those who may read it; scale changes a prod service's bounds", func(t *testing.T) {
+		m.reset(t)
+		ctx := moto.Context(t)
+		base := "http://" + m.lb.DNSName + "/d/chat-prod"
+		if out := mustCLI(t, "endpoint", "chat-prod"); strings.TrimSpace(out) != base {
+			t.Errorf("endpoint = %q, want %s", out, base)
+		}
+		if _, err := cli(t, "endpoint", "chat-prod", "--with-key"); err == nil || !strings.Contains(err.Error(), "has no API key") {
+			t.Errorf("--with-key without a key: %v", err)
+		}
+		if _, err := ssm.NewFromConfig(m.cfg).PutParameter(ctx, &ssm.PutParameterInput{Name: aws.String("/ollama-ecs/keys/chat-prod"),
+			Value: aws.String("0123456789abcdef0123456789abcdef"), Type: ssmtypes.ParameterTypeSecureString}); err != nil {
+			t.Fatal(err)
+		}
+		if out := mustCLI(t, "endpoint", "chat-prod", "--with-key"); strings.TrimSpace(out) != base+"/k/0123456789abcdef0123456789abcdef" {
+			t.Errorf("endpoint --with-key = %q", out)
+		}
+		var info endpointInfo
+		if err := json.Unmarshal([]byte(mustCLI(t, "endpoint", "chat-prod", "--output", "json")), &info); err != nil || !info.KeyRequired ||
+			info.Key != "" || info.OpenAI != base+"/v1" {
+			t.Errorf("endpoint json %+v %v: want the key required but not shown", info, err)
+		}
+		if _, err := cli(t, "scale", "chat-prod", "--min", "2", "--max", "4"); err == nil || !strings.Contains(err.Error(), "no active service") {
+			t.Errorf("scale of a deployment without a service: %v", err)
+		}
+		if _, err := ecs.NewFromConfig(m.cfg).CreateService(ctx, &ecs.CreateServiceInput{Cluster: aws.String("ollama"),
+			ServiceName: aws.String("ollama-chat-prod"), TaskDefinition: aws.String("ollama-cpu"), DesiredCount: aws.Int32(1)}); err != nil {
+			t.Fatal(err)
+		}
+		if out := mustCLI(t, "scale", "chat-prod", "--min", "2", "--max", "4"); !strings.Contains(out, "chat-prod scales between 2 and 4 tasks") {
+			t.Errorf("scale: %s", out)
+		}
+		got, err := applicationautoscaling.NewFromConfig(m.cfg).DescribeScalableTargets(ctx, &applicationautoscaling.DescribeScalableTargetsInput{
+			ServiceNamespace: aastypes.ServiceNamespaceEcs, ResourceIds: []string{"service/ollama/ollama-chat-prod"}})
+		if err != nil || len(got.ScalableTargets) != 1 || aws.ToInt32(got.ScalableTargets[0].MinCapacity) != 2 || aws.ToInt32(got.ScalableTargets[0].MaxCapacity) != 4 {
+			t.Errorf("scalable target %+v %v, want 2..4", got, err)
+		}
+		if _, err := cli(t, "scale", "chat-prod", "--min", "5", "--max", "4"); err == nil || exitCode(err) != 2 {
+			t.Errorf("min above max: %v, want a usage error", err)
 		}
 	})
 

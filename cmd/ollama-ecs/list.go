@@ -66,7 +66,7 @@ type listedDeployment struct {
 	LastUse    time.Time `json:"lastUse,omitzero"`
 	UsageError string    `json:"usageError,omitempty"`
 	// Service is a prod deployment's ECS service, which runs the task.
-	Service string `json:"service,omitempty"`
+	Service     string `json:"service,omitempty"`
 	targetGroup string
 }
 
@@ -107,12 +107,13 @@ func listDeployments(ctx context.Context, api deployment.TaskStopper, sched depl
 		for _, t := range tasks {
 			id := deployment.TagValue(t.Tags, deployment.TagDeploymentID)
 			service := strings.HasPrefix(aws.ToString(t.StartedBy), "ecs-svc/")
-			if deployment.TagValue(t.Tags, deployment.TagManagedBy) != deployment.ManagedByValue || id == "" || (aws.ToString(t.StartedBy) != id && !service) {
+			if deployment.TagValue(t.Tags, deployment.TagManagedBy) != deployment.ManagedByValue || id == "" || (aws.ToString(t.StartedBy) != id && !service) ||
+				(startedBy != "" && id != startedBy) {
 				continue
 			}
 			stopped := aws.ToString(t.LastStatus) == "STOPPED"
 			switch {
-			case desired == ecstypes.DesiredStatusRunning && stopped:
+			case desired == ecstypes.DesiredStatusRunning && (stopped || aws.ToString(t.DesiredStatus) == "STOPPED"):
 				continue
 			case desired == ecstypes.DesiredStatusStopped && (live[id] || deployment.TagValue(t.Tags, deployment.TagInterrupted) == ""):
 				continue
