@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/ollama/ollama/api"
@@ -73,7 +76,11 @@ func defineLocalDemo(fs *pflag.FlagSet) runner {
 		fmt.Fprintln(stdout, "ollama-ecs local demo: the deploy state machine (workflow/deploy.asl.json) on the local Step Functions")
 		fmt.Fprintln(stdout, "engine, its real Lambda handlers, and a local cluster whose tasks are real `ollama serve` processes.")
 		// Schedule time runs 60x faster, so the one-minute TTL below fires after a second of waiting.
-		s, err := local.Start(ctx, local.Options{TimeScale: 60, HealthWait: 200 * time.Millisecond, Log: log})
+		// Local target tracking evaluates every 200 ms over a 2 s window, with second-long cooldowns, so a burst
+		// scales out and back in within seconds; a task is held to 300 requests a minute.
+		s, err := local.Start(ctx, local.Options{TimeScale: 60, HealthWait: 200 * time.Millisecond, Log: log,
+			IdleWindow: 2 * time.Minute, ScalingInterval: 200 * time.Millisecond, ScalingWindow: 2 * time.Second,
+			ScaleOutCooldown: time.Second, ScaleInCooldown: 3 * time.Second, ScaleTargetRequests: 300})
 		if err != nil {
 			return fmt.Errorf("starting the local stack: %w", err)
 		}
@@ -161,23 +168,23 @@ func (d *demo) run() error {
 		}
 	}
 
-	// 4. A short dev TTL: the one-time schedule fires and stops the task, then deletes itself.
+	// 4. A short dev TTL while the model is in use: the schedule fires, sees requests in the idle window and moves
+	// itself on; once the requests stop, it fires again and stops the deployment, its schedule and its route.
 	arn, err := d.s.Deploy(d.ctx, events.DeployRequest{Model: "tiny-llama", Source: source, TTL: "1m", DeploymentID: "demo-ttl", Requester: "demo"})
 	if err != nil {
 		return d.step("deploy with a one-minute TTL", err, "")
 	}
 	ttl, err := d.wait(arn)
-	if err := d.step("deploy with a one-minute TTL", err, "auto-stop at "+ttl.AutoStopAt+" (schedule time, 60x)"); err != nil {
+	if err := d.step("deploy with a one-minute TTL", err, "auto-stop at "+ttl.AutoStopAt+" (schedule time, 60x), idle window 2m"); err != nil {
 		return err
 	}
-	err = d.waitStopped(ttl.TaskArn)
-	if err == nil {
-		_, gerr := d.s.Scheduler.GetSchedule(d.ctx, &scheduler.GetScheduleInput{Name: aws.String(ttl.ScheduleName), GroupName: aws.String(local.ScheduleGroup)})
-		if gerr == nil {
-			err = errors.New("the schedule is still there after firing")
-		}
+	if err := d.autoStopWaitsForIdleness(ttl); err != nil {
+		return err
 	}
-	if err := d.step("auto-stop fired: task stopped, schedule deleted", err, ttl.ScheduleName); err != nil {
+
+	// 5. A prod deployment is a service behind the load balancer: a burst of generations scales it out, idleness
+	// back in, with no request failing while a task drains.
+	if err := d.prodScales(source); err != nil {
 		return err
 	}
 
@@ -289,6 +296,164 @@ func (d *demo) ollamaCLI(endpoint, model string) error {
 	}
 	return d.step("generate with the ollama CLI through the load balancer", err,
 		fmt.Sprintf("OLLAMA_HOST=%s ollama run %s: %d words", endpoint, model, len(strings.Fields(text))))
+}
+
+// autoStopWaitsForIdleness keeps a deployment busy past its TTL, then idle, and checks that the auto-stop waited
+// for the idleness: the schedule moved on while requests came, and stopped the task once they stopped.
+func (d *demo) autoStopWaitsForIdleness(rec deployment.Record) error {
+	busyUntil := time.Now().Add(3 * time.Second) // three minutes of schedule time, past the one-minute TTL
+	requests := 0
+	for time.Now().Before(busyUntil) {
+		if err := d.quickGenerate(rec.Endpoint, rec.Model); err != nil {
+			return d.step("auto-stop postponed while the model is in use", err, "")
+		}
+		requests++
+		time.Sleep(150 * time.Millisecond)
+	}
+	var err error
+	postponed := 0
+	for _, f := range d.s.Scheduler.Fired() {
+		if f.Name == rec.ScheduleName && f.Err == nil {
+			postponed++
+		}
+	}
+	if postponed == 0 {
+		err = errors.New("the auto-stop schedule did not fire while the model was in use")
+	}
+	if _, serr := d.s.ECS.WaitStatus(d.ctx, rec.TaskArn, localcloud.StatusRunning); serr != nil || d.stopped(rec.TaskArn) {
+		err = errors.Join(err, errors.New("the task stopped while in use"))
+	}
+	if err := d.step("auto-stop postponed while the model is in use", err,
+		fmt.Sprintf("%d requests over 3 min (schedule time): the schedule fired %d time(s) and moved itself on", requests, postponed)); err != nil {
+		return err
+	}
+	start := time.Now()
+	err = d.waitStopped(rec.TaskArn)
+	if err == nil {
+		_, gerr := d.s.Scheduler.GetSchedule(d.ctx, &scheduler.GetScheduleInput{Name: aws.String(rec.ScheduleName), GroupName: aws.String(local.ScheduleGroup)})
+		if gerr == nil {
+			err = errors.New("the schedule is still there after the stop")
+		}
+	}
+	return d.step("auto-stop fired after idleness: task, schedule, route gone", err,
+		fmt.Sprintf("%s, %s after the last request (wall time)", rec.ScheduleName, time.Since(start).Round(100*time.Millisecond)))
+}
+
+// prodScales deploys prod with 1 to 2 tasks, loads it until it scales out, then lets it idle until it scales in.
+func (d *demo) prodScales(source string) error {
+	arn, err := d.s.Deploy(d.ctx, events.DeployRequest{Model: "tiny-llama", Source: source, Env: "prod", DeploymentID: "demo-prod",
+		MinTasks: 1, MaxTasks: 2, Requester: "demo"})
+	if err != nil {
+		return d.step("prod deployment as a service", err, "")
+	}
+	rec, err := d.wait(arn)
+	if err := d.step("prod deployment as a service", err, describe(rec)+", 1 to 2 tasks"); err != nil {
+		return err
+	}
+	svc := deployment.ServiceName(rec.DeploymentID)
+	ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
+	defer cancel()
+	var failed, sent atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-ctx.Done():
+					return
+				default:
+				}
+				sent.Add(1)
+				if d.quickGenerate(rec.Endpoint, rec.Model) != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	for ctx.Err() == nil && len(d.s.ECS.ServiceTasks(svc)) < 2 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	decided := time.Since(start)
+	for ctx.Err() == nil && d.healthyTargets(rec.DeploymentID) < 2 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	serving := time.Since(start)
+	close(stop)
+	wg.Wait()
+	err = ctx.Err()
+	if failed.Load() > 0 {
+		err = errors.Join(err, fmt.Errorf("%d of %d requests failed", failed.Load(), sent.Load()))
+	}
+	if err := d.step("a burst of 6 concurrent clients scales it out", err,
+		fmt.Sprintf("%d generations, 0 failed; second task started %s after the burst began, serving after %s",
+			sent.Load(), decided.Round(100*time.Millisecond), serving.Round(100*time.Millisecond))); err != nil {
+		return err
+	}
+	idleFrom := time.Now()
+	trickle := 0
+	for ctx.Err() == nil && len(d.s.ECS.ServiceTasks(svc)) > 1 {
+		if err := d.quickGenerate(rec.Endpoint, rec.Model); err != nil {
+			failed.Add(1)
+		}
+		trickle++
+		time.Sleep(time.Second)
+	}
+	err = ctx.Err()
+	if failed.Load() > 0 {
+		err = errors.Join(err, fmt.Errorf("%d requests failed while a task drained", failed.Load()))
+	}
+	if err := d.step("idleness scales it back in", err, fmt.Sprintf("1 task again after %s of a slow trickle (%d requests, 0 failed)",
+		time.Since(idleFrom).Round(100*time.Millisecond), trickle)); err != nil {
+		return err
+	}
+	routed, err := d.s.PutEvent(d.ctx, stopEvent(rec.DeploymentID))
+	if err == nil && (routed.Stopped == nil || len(routed.Stopped.Services) != 1) {
+		err = fmt.Errorf("the stop removed no service: %+v", routed.Stopped)
+	}
+	for err == nil && ctx.Err() == nil && len(d.s.ECS.ServiceTasks(svc)) > 0 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return d.step("stop prod: its service, scaling and route deleted", errors.Join(err, ctx.Err()), "")
+}
+
+// quickGenerate asks for 4 tokens through the endpoint, streamed as clients do.
+func (d *demo) quickGenerate(endpoint, model string) error {
+	base, err := url.Parse(endpoint)
+	if err != nil {
+		return err
+	}
+	client := api.NewClient(base, &http.Client{Timeout: 30 * time.Second})
+	return client.Generate(d.ctx, &api.GenerateRequest{Model: model, Prompt: "hello", Options: map[string]any{"num_predict": 4}},
+		func(api.GenerateResponse) error { return nil })
+}
+
+// healthyTargets counts a deployment's healthy targets on the load balancer.
+func (d *demo) healthyTargets(id string) int {
+	out, err := d.s.LB.DescribeTargetGroups(d.ctx, &elbv2.DescribeTargetGroupsInput{Names: []string{deployment.TargetGroupName(id)}})
+	if err != nil || len(out.TargetGroups) == 0 {
+		return 0
+	}
+	return d.s.LB.Stats(aws.ToString(out.TargetGroups[0].TargetGroupArn)).Healthy
+}
+
+// stopped reports whether a task has stopped.
+func (d *demo) stopped(taskArn string) bool {
+	out, err := d.s.ECS.DescribeTasks(d.ctx, &ecs.DescribeTasksInput{Tasks: []string{taskArn}})
+	return err == nil && len(out.Tasks) == 1 && aws.ToString(out.Tasks[0].DesiredStatus) == localcloud.StatusStopped
+}
+
+// stopEvent is a Stop Request on the bus.
+func stopEvent(id string) []byte {
+	raw, _ := json.Marshal(map[string]any{"version": "0", "id": "demo-stop-" + id, "source": events.SourceOllamaECS,
+		"detail-type": events.DetailTypeStop, "account": "111122223333", "region": "us-east-1", "time": time.Now().UTC(),
+		"detail": events.StopRequest{DeploymentID: id, Requester: "demo"}})
+	return raw
 }
 
 func (d *demo) waitStopped(taskArn string) error {

@@ -98,3 +98,26 @@ func TestLocalUpAndCommands(t *testing.T) {
 		t.Errorf("list after teardown: %s", out)
 	}
 }
+
+// TestLocalDemo runs `make demo`'s command: every step of the main job must happen, and it must leave nothing
+// running.
+func TestLocalDemo(t *testing.T) {
+	tools.Require(t, tools.Local...)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, []string{"local", "demo"}, &stdout, &stderr); err != nil {
+		t.Fatalf("%v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"[ok  ] generate with the ollama CLI through the load balancer", "[ok  ] a request without the API key is refused",
+		"[ok  ] auto-stop postponed while the model is in use", "[ok  ] a burst of 6 concurrent clients scales it out",
+		"[ok  ] idleness scales it back in", "[ok  ] stack closed: no task, process, port or schedule left"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "[FAIL]") {
+		t.Errorf("a demo step failed:\n%s", out)
+	}
+}
