@@ -24,8 +24,6 @@ const (
 	// KeySegment follows the deployment's path when the API key is carried in the URL, for clients that cannot
 	// send a header (the ollama CLI): <endpoint>/k/<key>.
 	KeySegment = "/k/"
-	// TagTargetGroup is a deployment's target group, on its tasks and services.
-	TagTargetGroup = "ollama-ecs:target-group"
 	// ServicePrefix starts a prod deployment's ECS service name, and ServiceFamilyPrefix its task definition
 	// family (apart from the stack's ollama-cpu and ollama-gpu whatever the id); the deployment id follows.
 	ServicePrefix       = "ollama-"

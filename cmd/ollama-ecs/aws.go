@@ -196,7 +196,7 @@ func (c *cloud) usage() *steps.UsageReader {
 	if c.Outputs[outLBName] == "" {
 		return nil
 	}
-	return &steps.UsageReader{Metrics: c.Metrics, LoadBalancer: c.Outputs[outLBName]}
+	return &steps.UsageReader{Metrics: c.Metrics, LoadBalancer: c.Outputs[outLBName], LB: c.LB}
 }
 
 // stopper stops deployments as the stack's stop function does: tasks, schedule, service and route (it needs

@@ -122,7 +122,7 @@ func listDeployments(ctx context.Context, api deployment.TaskStopper, sched depl
 				DeploymentID: id, Model: deployment.TagValue(t.Tags, deployment.TagModel), Env: deployment.TagValue(t.Tags, deployment.TagEnv),
 				Requester: deployment.TagValue(t.Tags, deployment.TagRequester), Placement: deployment.TagValue(t.Tags, deployment.TagPlacement),
 				InstanceType: deployment.TagValue(t.Tags, deployment.TagInstanceType), Status: aws.ToString(t.LastStatus),
-				TaskArn: aws.ToString(t.TaskArn), targetGroup: deployment.TagValue(t.Tags, deployment.TagTargetGroup),
+				TaskArn: aws.ToString(t.TaskArn),
 			}
 			if service {
 				d.Service = deployment.ServiceName(id)
@@ -153,9 +153,9 @@ func listDeployments(ctx context.Context, api deployment.TaskStopper, sched depl
 			return nil, err
 		}
 		ds[i].AutoStopAt = at
-		if usage != nil && ds[i].targetGroup != "" && !ds[i].StartedAt.IsZero() {
+		if usage != nil && !ds[i].StartedAt.IsZero() {
 			// The load balancer's count covers the deployment's target group: every task of a service shares it.
-			use, err := usage.Usage(ctx, ds[i].targetGroup, ds[i].StartedAt, now.Add(time.Minute))
+			use, err := usage.OfDeployment(ctx, ds[i].DeploymentID, ds[i].StartedAt, now.Add(time.Minute))
 			if err != nil {
 				ds[i].UsageError = err.Error()
 				continue

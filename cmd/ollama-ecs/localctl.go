@@ -68,7 +68,7 @@ func controlHandler(s *local.Stack) http.Handler {
 	mux.Handle("/", s.Handler())
 	mux.HandleFunc("GET /deployments", func(w http.ResponseWriter, r *http.Request) {
 		ds, err := listDeployments(r.Context(), s.ECS, s.Scheduler, s.ECS.Config().Name, local.ScheduleGroup, "", time.Now(), true,
-			&steps.UsageReader{Metrics: s.LB, LoadBalancer: s.LB.FullName()})
+			&steps.UsageReader{Metrics: s.LB, LoadBalancer: s.LB.FullName(), LB: s.LB})
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

@@ -397,6 +397,23 @@ type UsageReader struct {
 	Metrics deployment.Metrics
 	// LoadBalancer is the load balancer's full name (app/<name>/<id>), the metrics' LoadBalancer dimension.
 	LoadBalancer string
+	// LB finds a deployment's target group by name (for OfDeployment).
+	LB deployment.LoadBalancer
+}
+
+// OfDeployment is Usage for a deployment's target group; a deployment without one (never routed) has none.
+func (u *UsageReader) OfDeployment(ctx context.Context, deploymentID string, from, to time.Time) (Usage, error) {
+	out, err := u.LB.DescribeTargetGroups(ctx, &elbv2.DescribeTargetGroupsInput{Names: []string{deployment.TargetGroupName(deploymentID)}})
+	if isNotFoundELB(err) {
+		return Usage{}, nil
+	}
+	if err != nil {
+		return Usage{}, deployment.AWSError("elasticloadbalancing:DescribeTargetGroups", err)
+	}
+	if len(out.TargetGroups) == 0 {
+		return Usage{}, nil
+	}
+	return u.Usage(ctx, aws.ToString(out.TargetGroups[0].TargetGroupArn), from, to)
 }
 
 // Usage sums RequestCount for the target group over [from, to), by minute.

@@ -65,22 +65,7 @@ func (r *RunTask) Handle(ctx context.Context, s deployment.State) (deployment.Ta
 		return deployment.TaskInfo{}, &deployment.DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: others,
 			Reason: "a task of this id, started by another request, is still running; stop it first or deploy under another id"}
 	}
-	var route *deployment.Route
-	if r.Router != nil {
-		withKey := r.APIKeys
-		if req.APIKey != nil {
-			withKey = *req.APIKey
-		}
-		rt, err := r.Router.Ensure(ctx, req.DeploymentID, req.ModelName, withKey)
-		if err != nil {
-			return deployment.TaskInfo{}, err
-		}
-		route = &rt
-	}
 	in := r.input(req, cand, s.Capacity.Cursor)
-	if route != nil {
-		in.Tags = append(in.Tags, tag(deployment.TagTargetGroup, route.TargetGroupArn))
-	}
 	now := time.Now
 	if r.Now != nil {
 		now = r.Now
@@ -88,14 +73,22 @@ func (r *RunTask) Handle(ctx context.Context, s deployment.State) (deployment.Ta
 	info := deployment.TaskInfo{
 		Placement: cand.Placement, LaunchType: cand.LaunchType, InstanceType: cand.InstanceType, GPU: cand.IsGPU(),
 		CPU: cand.CPU, MemoryMiB: cand.MemoryMiB, HourlyCostUSD: cand.HourlyCostUSD,
-		StartedAt: now().UTC().Format(time.RFC3339), Route: route,
+		StartedAt: now().UTC().Format(time.RFC3339),
 	}
-	if req.Env == "prod" && req.MinTasks > 0 && r.Services != nil && route != nil {
+	if req.Env == "prod" && req.MinTasks > 0 && r.Services != nil && r.Router != nil {
+		// A service needs its target group first; the service's own check keeps another request's route intact.
+		if err := r.Services.Free(ctx, req); err != nil {
+			return deployment.TaskInfo{}, err
+		}
+		route, err := r.route(ctx, req)
+		if err != nil {
+			return deployment.TaskInfo{}, err
+		}
 		arn, err := r.Services.Run(ctx, req, in, route)
 		if err != nil {
 			return deployment.TaskInfo{}, err
 		}
-		info.ServiceArn, info.DesiredTasks = arn, req.MinTasks
+		info.Route, info.ServiceArn, info.DesiredTasks = route, arn, req.MinTasks
 		info.HourlyCostUSD = cand.HourlyCostUSD * float64(req.MinTasks)
 		log.Info("service started", "serviceArn", arn, "placement", info.Placement, "minTasks", req.MinTasks, "maxTasks", req.MaxTasks)
 		return info, nil
@@ -137,8 +130,28 @@ func (r *RunTask) Handle(ctx context.Context, s deployment.State) (deployment.Ta
 			Reason: "ECS answered with a task another request started; deploy under another id"}
 	}
 	info.TaskArn, info.ClusterArn = aws.ToString(t.TaskArn), aws.ToString(t.ClusterArn)
+	// The route comes once the task is this execution's: a refused or conflicting request leaves none behind, and
+	// a failure from here on is cleaned up (task and route) by the state machine.
+	if r.Router != nil {
+		if info.Route, err = r.route(ctx, req); err != nil {
+			return deployment.TaskInfo{}, err
+		}
+	}
 	log.Info("task started", "taskArn", info.TaskArn, "placement", info.Placement, "instanceType", info.InstanceType)
 	return info, nil
+}
+
+// route puts the deployment on the load balancer, behind a key if the request (or the stack) asks for one.
+func (r *RunTask) route(ctx context.Context, req *deployment.Request) (*deployment.Route, error) {
+	withKey := r.APIKeys
+	if req.APIKey != nil {
+		withKey = *req.APIKey
+	}
+	rt, err := r.Router.Ensure(ctx, req.DeploymentID, req.ModelName, withKey)
+	if err != nil {
+		return nil, err
+	}
+	return &rt, nil
 }
 
 // owner is the execution a task's tags name.

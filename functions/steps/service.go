@@ -42,23 +42,44 @@ const (
 	ScaleInCooldownSeconds  = 300
 )
 
+// Free refuses a deployment id whose service another request started (DeploymentExistsError).
+func (sr *ServiceRunner) Free(ctx context.Context, req *deployment.Request) error {
+	svc, err := sr.active(ctx, req.DeploymentID)
+	if err != nil || svc == nil {
+		return err
+	}
+	if owner := deployment.TagValue(svc.Tags, deployment.TagExecution); owner != req.ExecutionName || owner == "" {
+		return &deployment.DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: []string{aws.ToString(svc.ServiceArn)},
+			Reason: "a service of this id, started by another request, is still active; stop it first or deploy under another id"}
+	}
+	return nil
+}
+
+// active is the deployment's service unless there is none or it is inactive.
+func (sr *ServiceRunner) active(ctx context.Context, deploymentID string) (*ecstypes.Service, error) {
+	got, err := sr.Services.DescribeServices(ctx, &ecs.DescribeServicesInput{Cluster: aws.String(sr.Cluster),
+		Services: []string{deployment.ServiceName(deploymentID)}, Include: []ecstypes.ServiceField{ecstypes.ServiceFieldTags}})
+	if err != nil {
+		return nil, deployment.AWSError("ecs:DescribeServices", err)
+	}
+	for _, svc := range got.Services {
+		if aws.ToString(svc.Status) != "INACTIVE" {
+			return &svc, nil
+		}
+	}
+	return nil, nil
+}
+
 // Run creates the service, or finds this execution's (a retried step). Another request's service of the id is a
 // DeploymentExistsError.
 func (sr *ServiceRunner) Run(ctx context.Context, req *deployment.Request, run *ecs.RunTaskInput, route *deployment.Route) (string, error) {
 	name := deployment.ServiceName(req.DeploymentID)
-	got, err := sr.Services.DescribeServices(ctx, &ecs.DescribeServicesInput{Cluster: aws.String(sr.Cluster), Services: []string{name},
-		Include: []ecstypes.ServiceField{ecstypes.ServiceFieldTags}})
-	if err != nil {
-		return "", deployment.AWSError("ecs:DescribeServices", err)
+	if err := sr.Free(ctx, req); err != nil {
+		return "", err
 	}
-	for _, svc := range got.Services {
-		if aws.ToString(svc.Status) == "INACTIVE" {
-			continue
-		}
-		if owner := deployment.TagValue(svc.Tags, deployment.TagExecution); owner != req.ExecutionName || owner == "" {
-			return "", &deployment.DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: []string{aws.ToString(svc.ServiceArn)},
-				Reason: "a service of this id, started by another request, is still active; stop it first or deploy under another id"}
-		}
+	if svc, err := sr.active(ctx, req.DeploymentID); err != nil {
+		return "", err
+	} else if svc != nil {
 		return aws.ToString(svc.ServiceArn), sr.scale(ctx, req, route)
 	}
 	td, err := sr.taskDefinition(ctx, req.DeploymentID, run)

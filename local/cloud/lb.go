@@ -593,6 +593,7 @@ func (l *LoadBalancer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			pr.SetXForwarded()
 		},
 		FlushInterval: -1, // stream tokens as the target writes them
+		ErrorLog:      slog.NewLogLogger(l.log.Handler(), slog.LevelWarn),
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			l.log.Warn("load balancer: target failed", "target", target.Host, "error", err)
 			fixed(w, http.StatusBadGateway, "application/json", `{"error":"the target closed the connection"}`)
