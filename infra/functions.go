@@ -221,7 +221,7 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 			statements: []awsiam.PolicyStatement{
 				statement([]string{"ecs:DescribeTasks"}, []string{tasksInCluster}, inCluster),
 				// A dev task joins its target group once its model is loaded; a service's are watched.
-				statement([]string{"elasticloadbalancing:RegisterTargets"}, []string{targetGroups}, nil),
+				statement([]string{"elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"}, []string{targetGroups}, nil),
 				statement([]string{"elasticloadbalancing:DescribeTargetHealth"}, []string{"*"}, nil),
 				statement([]string{"ecs:ListTasks"}, []string{"*"}, inCluster),
 				statement([]string{"ecs:DescribeServices"}, []string{services}, inCluster),

@@ -497,7 +497,7 @@ func TestIAMScoping(t *testing.T) {
 			"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities",
 			"ec2:AssignPrivateIpAddresses", "ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:DescribeNetworkInterfaces",
 			"ec2:DescribeSubnets", "ec2:UnassignPrivateIpAddresses", "ecs:DescribeCapacityProviders", "ecs:DescribeServices",
-			"ecs:DescribeTasks", "ecs:ListTasks", "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:RegisterTargets",
+			"ecs:DescribeTasks", "ecs:ListTasks", "elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:RegisterTargets",
 			"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}) {
 			t.Errorf("health actions = %v", got)
 		}

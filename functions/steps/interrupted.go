@@ -114,12 +114,18 @@ func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (d
 			log.Warn("marking the stopped task interrupted", "taskArn", ev.TaskArn, "error", err)
 		}
 	}()
-	if deployment.TagValue(task.Tags, deployment.TagKeepRunning) != "true" {
-		return res, nil
-	}
 	live, err := deployment.DeploymentTasks(ctx, s.ECS, s.Cluster, id)
 	if err != nil {
 		return res, err
+	}
+	if deployment.TagValue(task.Tags, deployment.TagKeepRunning) != "true" {
+		// Not to be restarted: its route goes with it, once nothing of the deployment runs.
+		if len(live) == 0 && s.Routes != nil {
+			if err := s.Routes.Remove(ctx, id); err != nil {
+				return res, err
+			}
+		}
+		return res, nil
 	}
 	if len(live) > 0 {
 		res.Ignored = "the deployment has a live task already"

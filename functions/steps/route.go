@@ -317,9 +317,26 @@ func (r *Router) Key(ctx context.Context, deploymentID string) (string, error) {
 	return aws.ToString(out.Parameter.Value), nil
 }
 
-// Register adds a dev deployment's task to its target group (ECS does this for a service's tasks).
+// Register makes a dev deployment's task the one target of its target group (ECS registers a service's tasks
+// itself): an earlier task's target (one that died, or a refused rung's) is deregistered.
 func (r *Router) Register(ctx context.Context, targetGroup, ip string, port int) error {
-	_, err := r.LB.RegisterTargets(ctx, &elbv2.RegisterTargetsInput{TargetGroupArn: aws.String(targetGroup),
+	out, err := r.LB.DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(targetGroup)})
+	if err != nil {
+		return deployment.AWSError("elasticloadbalancing:DescribeTargetHealth", err)
+	}
+	var stale []elbtypes.TargetDescription
+	for _, t := range out.TargetHealthDescriptions {
+		if t.Target != nil && (aws.ToString(t.Target.Id) != ip || int(aws.ToInt32(t.Target.Port)) != port) &&
+			(t.TargetHealth == nil || t.TargetHealth.State != elbtypes.TargetHealthStateEnumDraining) {
+			stale = append(stale, *t.Target)
+		}
+	}
+	if len(stale) > 0 {
+		if _, err := r.LB.DeregisterTargets(ctx, &elbv2.DeregisterTargetsInput{TargetGroupArn: aws.String(targetGroup), Targets: stale}); err != nil {
+			return deployment.AWSError("elasticloadbalancing:DeregisterTargets", err)
+		}
+	}
+	_, err = r.LB.RegisterTargets(ctx, &elbv2.RegisterTargetsInput{TargetGroupArn: aws.String(targetGroup),
 		Targets: []elbtypes.TargetDescription{{Id: aws.String(ip), Port: aws.Int32(int32(port))}}})
 	if err != nil {
 		return deployment.AWSError("elasticloadbalancing:RegisterTargets", err)
