@@ -126,11 +126,16 @@ func BenchmarkLoadBalancerStreaming(b *testing.B) {
 	}
 	var directTPS, lbTPS, directFirst, lbFirst []float64
 	for b.Loop() {
-		for range rounds() * 3 {
-			for _, path := range []struct {
+		for i := range rounds() * 3 {
+			paths := []struct {
 				base       string
 				tps, first *[]float64
-			}{{direct, &directTPS, &directFirst}, {rec.Endpoint, &lbTPS, &lbFirst}} {
+			}{{direct, &directTPS, &directFirst}, {rec.Endpoint, &lbTPS, &lbFirst}}
+			if i%2 == 1 {
+				// Ollama reuses the previous request's prompt cache: each path goes first in half the rounds.
+				paths[0], paths[1] = paths[1], paths[0]
+			}
+			for _, path := range paths {
 				r, err := streamGenerate(ctx, path.base, tinyModel, streamTokens)
 				if err != nil {
 					b.Fatal(err)
