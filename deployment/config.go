@@ -50,6 +50,9 @@ const (
 	SettingMaxLifetime          = "MAX_LIFETIME"
 	SettingStopFunctionArn      = "STOP_FUNCTION_ARN"
 	SettingScaleTarget          = "SCALE_TARGET_REQUESTS"
+	SettingWakerTargetGroup     = "WAKER_TARGET_GROUP"
+	SettingSleepPrefix          = "SLEEP_PREFIX"
+	SettingWakesPerDay          = "WAKES_PER_DAY"
 )
 
 // Config is every setting a step reads: on Lambda from the environment the CDK stack sets (ConfigFromEnv), in local
@@ -106,6 +109,12 @@ type Config struct {
 	StopFunctionArn string
 	// ScaleTargetRequests is the requests per minute per task a prod service's target tracking holds.
 	ScaleTargetRequests int
+	// WakerTargetGroup is the load balancer's target group of the waker function, where a sleeping deployment's
+	// rules forward (empty: deployments do not sleep); SleepPrefix is where the sleep records are; WakesPerDay
+	// caps one deployment's wakes.
+	WakerTargetGroup string
+	SleepPrefix      string
+	WakesPerDay      int
 }
 
 // DefaultConfig is every default, the one place they are written.
@@ -116,6 +125,7 @@ func DefaultConfig() Config {
 		HealthTimeout: 30 * time.Minute, HealthWatch: 20 * time.Second, HealthPoll: time.Second,
 		ProvisioningTimeout: DefaultProvisioningTimeout, OllamaPort: OllamaPort, ScheduleGroup: "ollama-ecs",
 		KeyPrefix: "/ollama-ecs/keys", IdleWindow: 30 * time.Minute, MaxLifetime: 12 * time.Hour, ScaleTargetRequests: 12,
+		SleepPrefix: "/ollama-ecs/sleep", WakesPerDay: DefaultWakesPerDay,
 	}
 }
 
@@ -139,6 +149,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	str(SettingVpcID, &c.VpcID)
 	str(SettingKeyPrefix, &c.KeyPrefix)
 	str(SettingStopFunctionArn, &c.StopFunctionArn)
+	str(SettingWakerTargetGroup, &c.WakerTargetGroup)
+	str(SettingSleepPrefix, &c.SleepPrefix)
 	switch v := getenv(SettingAPIKeys); v {
 	case "", "off":
 	case "on":
@@ -153,7 +165,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		env  string
 		min  int
 		into *int
-	}{{SettingOllamaPort, 1, &c.OllamaPort}, {SettingGPUVolumeGiB, 1, &c.GPUVolumeGiB}, {SettingScaleTarget, 1, &c.ScaleTargetRequests}} {
+	}{{SettingOllamaPort, 1, &c.OllamaPort}, {SettingGPUVolumeGiB, 1, &c.GPUVolumeGiB}, {SettingScaleTarget, 1, &c.ScaleTargetRequests}, {SettingWakesPerDay, 1, &c.WakesPerDay}} {
 		if v := getenv(n.env); v != "" {
 			i, err := strconv.Atoi(v)
 			if err != nil || i < n.min || (n.env == SettingOllamaPort && i > 65535) {

@@ -112,6 +112,10 @@ type Request struct {
 	// MinTasks and MaxTasks bound a prod deployment's service (0 for dev, which is one task).
 	MinTasks int `json:"minTasks,omitempty"`
 	MaxTasks int `json:"maxTasks,omitempty"`
+	// WakeOnRequest keeps the endpoint when the deployment is stopped, to start it again on a request; Wake is
+	// the wake this execution is (0: the first start).
+	WakeOnRequest bool `json:"wakeOnRequest,omitempty"`
+	Wake          int  `json:"wake,omitempty"`
 }
 
 // ScheduleName is the auto-stop schedule's name for a deployment.

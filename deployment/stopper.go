@@ -23,6 +23,8 @@ type Stopped struct {
 	Schedules []string `json:"schedules"`
 	// Services are the prod services deleted (their tasks drain and stop).
 	Services []string `json:"services,omitempty"`
+	// Sleeping says the deployment's endpoint was kept: a request to it wakes the deployment.
+	Sleeping bool `json:"sleeping,omitempty"`
 	// AutoStop is what an auto-stop schedule's check decided.
 	AutoStop *AutoStopDecision `json:"autoStop,omitempty"`
 	// Interrupted is what was done about a task that stopped on its own (an ECS Task State Change).
@@ -49,21 +51,36 @@ type ServiceRemover interface {
 	Remove(ctx context.Context, deploymentID, execution string) (removed string, othersLeft bool, err error)
 }
 
-// RouteRemover deletes a deployment's rules, target group and API key; what is already gone is fine.
+// RouteRemover deletes a deployment's rules, target group and API key (what is already gone is fine), or keeps
+// them for a deployment that wakes on request (Sleep reports whether it did; last is one of its stopped tasks, nil
+// when none ran; failed says the stop ends a failed start).
 type RouteRemover interface {
 	Remove(ctx context.Context, deploymentID string) error
+	Sleep(ctx context.Context, deploymentID string, last *ecstypes.Task, reason string, failed bool) (bool, error)
 }
+
+// Ending is what a stop does with the deployment's endpoint.
+type Ending int
+
+const (
+	// Sleep keeps the endpoint of a deployment that wakes on request (auto-stop, teardown, a stop request).
+	Sleep Ending = iota
+	// Forget removes it whatever the deployment is.
+	Forget
+	// Failed ends a failed start: a failed wake goes back to sleep, a failed first start is removed.
+	Failed
+)
 
 // StopDeployment stops every task the deployment started and deletes its schedule. Already-gone things are fine:
 // stopping is idempotent.
-func (s *Stopper) StopDeployment(ctx context.Context, deploymentID, reason string) (Stopped, error) {
-	return s.stop(ctx, deploymentID, "", reason, func(ecstypes.Task) bool { return true }, func(string) bool { return true })
+func (s *Stopper) StopDeployment(ctx context.Context, deploymentID, reason string, end Ending) (Stopped, error) {
+	return s.stop(ctx, deploymentID, "", reason, end, func(ecstypes.Task) bool { return true }, func(string) bool { return true })
 }
 
 // StopExecution stops only what one execution of the state machine started: the tasks tagged with its name, and
 // the deployment's schedule only when that schedule stops one of them (or knownTask, the task the state names).
 // Another request with the same deployment id, and its task and schedule, are left alone.
-func (s *Stopper) StopExecution(ctx context.Context, deploymentID, execution, knownTask, reason string) (Stopped, error) {
+func (s *Stopper) StopExecution(ctx context.Context, deploymentID, execution, knownTask, reason string, end Ending) (Stopped, error) {
 	own := func(t ecstypes.Task) bool {
 		arn := aws.ToString(t.TaskArn)
 		return (execution != "" && TagValue(t.Tags, TagExecution) == execution) || (knownTask != "" && arn == knownTask)
@@ -72,7 +89,7 @@ func (s *Stopper) StopExecution(ctx context.Context, deploymentID, execution, kn
 	ownsSchedule := func(target string) bool {
 		return target != "" && (target == knownTask || slices.Contains(stopped, target))
 	}
-	return s.stop(ctx, deploymentID, execution, reason, func(t ecstypes.Task) bool {
+	return s.stop(ctx, deploymentID, execution, reason, end, func(t ecstypes.Task) bool {
 		if own(t) {
 			stopped = append(stopped, aws.ToString(t.TaskArn))
 			return true
@@ -83,7 +100,7 @@ func (s *Stopper) StopExecution(ctx context.Context, deploymentID, execution, kn
 
 // stop stops the deployment's tasks that pick accepts, then deletes its schedule if ownsSchedule accepts the task
 // the schedule would stop.
-func (s *Stopper) stop(ctx context.Context, deploymentID, execution, reason string, pick func(ecstypes.Task) bool, ownsSchedule func(target string) bool) (Stopped, error) {
+func (s *Stopper) stop(ctx context.Context, deploymentID, execution, reason string, end Ending, pick func(ecstypes.Task) bool, ownsSchedule func(target string) bool) (Stopped, error) {
 	res := Stopped{Deployments: []string{deploymentID}, Tasks: []string{}, Schedules: []string{}}
 	othersLeft := false
 	if s.Services != nil {
@@ -100,6 +117,7 @@ func (s *Stopper) stop(ctx context.Context, deploymentID, execution, reason stri
 	if err != nil {
 		return res, err
 	}
+	var last *ecstypes.Task
 	for _, t := range tasks {
 		if !pick(t) {
 			continue
@@ -108,6 +126,7 @@ func (s *Stopper) stop(ctx context.Context, deploymentID, execution, reason stri
 			return res, err
 		}
 		res.Tasks = append(res.Tasks, aws.ToString(t.TaskArn))
+		last = &t
 	}
 	deleted, err := s.DeleteSchedule(ctx, ScheduleName(deploymentID), ownsSchedule)
 	if err != nil {
@@ -117,8 +136,20 @@ func (s *Stopper) stop(ctx context.Context, deploymentID, execution, reason stri
 		res.Schedules = append(res.Schedules, ScheduleName(deploymentID))
 	}
 	if s.Routes != nil && len(res.Tasks) == len(tasks) && !othersLeft {
-		// Nothing of the deployment runs any more (a stop never leaves another request's task without its route).
-		if err := s.Routes.Remove(ctx, deploymentID); err != nil {
+		// Nothing of the deployment runs any more (a stop never leaves another request's task without its route):
+		// it sleeps (its endpoint wakes it) or goes.
+		slept := false
+		if end != Forget {
+			if last == nil && s.Services != nil && len(res.Services) > 0 {
+				last = s.lastServiceTask(ctx, deploymentID)
+			}
+			if slept, err = s.Routes.Sleep(ctx, deploymentID, last, reason, end == Failed); err != nil {
+				return res, err
+			}
+		}
+		if slept {
+			res.Sleeping = true
+		} else if err := s.Routes.Remove(ctx, deploymentID); err != nil {
 			return res, err
 		}
 	}
@@ -143,8 +174,17 @@ func DeploymentTasks(ctx context.Context, ecsAPI TaskLister, cluster, deployment
 	return out, nil
 }
 
+// lastServiceTask is one of a deleted service's tasks, whose tags tell whether the deployment wakes (nil if none).
+func (s *Stopper) lastServiceTask(ctx context.Context, deploymentID string) *ecstypes.Task {
+	tasks, err := ListTasks(ctx, s.ECS, s.Cluster, &ecs.ListTasksInput{Cluster: aws.String(s.Cluster), ServiceName: aws.String(ServiceName(deploymentID))})
+	if err != nil || len(tasks) == 0 {
+		return nil
+	}
+	return &tasks[0]
+}
+
 // StopEnv stops every running deployment of an environment.
-func (s *Stopper) StopEnv(ctx context.Context, env, reason string) (Stopped, error) {
+func (s *Stopper) StopEnv(ctx context.Context, env, reason string, end Ending) (Stopped, error) {
 	all := Stopped{Deployments: []string{}, Tasks: []string{}, Schedules: []string{}}
 	tasks, err := ListTasks(ctx, s.ECS, s.Cluster, &ecs.ListTasksInput{Cluster: aws.String(s.Cluster), DesiredStatus: ecstypes.DesiredStatusRunning})
 	if err != nil {
@@ -161,7 +201,7 @@ func (s *Stopper) StopEnv(ctx context.Context, env, reason string) (Stopped, err
 			continue
 		}
 		seen[id] = true
-		one, err := s.StopDeployment(ctx, id, reason)
+		one, err := s.StopDeployment(ctx, id, reason, end)
 		if err != nil {
 			return all, err
 		}

@@ -101,6 +101,11 @@ type DeployRequest struct {
 	// MinTasks and MaxTasks bound a prod deployment's ECS service as it scales with load (defaults 1 and 3).
 	MinTasks int `json:"minTasks,omitempty"`
 	MaxTasks int `json:"maxTasks,omitempty"`
+	// WakeOnRequest keeps the deployment's endpoint when it is stopped (not forgotten): a request to it starts it
+	// again. Unset means on for dev, off for prod.
+	WakeOnRequest *bool `json:"wakeOnRequest,omitempty"`
+	// Wake counts the wakes (set by ollama-ecs when a request starts a sleeping deployment again).
+	Wake int `json:"wake,omitempty"`
 }
 
 // Scaling bounds of a prod deployment's service.
@@ -127,6 +132,8 @@ type StopRequest struct {
 	DeploymentID string `json:"deploymentId"`
 	Requester    string `json:"requester,omitempty"`
 	Reason       string `json:"reason,omitempty"`
+	// Forget removes the deployment's endpoint too; without it a deployment that wakes on request keeps it.
+	Forget bool `json:"forget,omitempty"`
 }
 
 // ObjectCreated is the detail of an S3 "Object Created" event as EventBridge delivers it. Fields S3 may add later
@@ -373,6 +380,8 @@ func (d DeployRequest) Validate() error {
 		return invalid("detail.minTasks", "%d is outside 1..%d", d.MinTasks, MaxTasksLimit)
 	case d.MaxTasks < 0 || d.MaxTasks > MaxTasksLimit:
 		return invalid("detail.maxTasks", "%d is outside 1..%d", d.MaxTasks, MaxTasksLimit)
+	case d.Wake < 0:
+		return invalid("detail.wake", "%d is negative", d.Wake)
 	case d.MaxTasks != 0 && d.MaxTasks < max(d.MinTasks, 1):
 		return invalid("detail.maxTasks", "%d is below minTasks %d", d.MaxTasks, max(d.MinTasks, 1))
 	}

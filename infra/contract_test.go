@@ -73,8 +73,10 @@ func TestContractWithFunctions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(config), strconv.Quote(KeyPrefix)) {
-		t.Errorf("deployment/config.go does not default to the stack's key prefix %q", KeyPrefix)
+	for _, prefix := range []string{KeyPrefix, SleepPrefix} {
+		if !strings.Contains(string(config), strconv.Quote(prefix)) {
+			t.Errorf("deployment/config.go does not default to the stack's prefix %q", prefix)
+		}
 	}
 	for _, family := range []string{CpuFamily, GpuFamily} {
 		if !strings.Contains(string(config), strconv.Quote(family)) {
@@ -106,7 +108,7 @@ func TestEnvironmentIsTheFunctionsSettings(t *testing.T) {
 			set[key] = true
 		}
 	}
-	tuning := map[string]bool{"HEALTH_WATCH": true, "HEALTH_POLL": true, "PROVISIONING_TIMEOUT": true, "SCALE_TARGET_REQUESTS": true}
+	tuning := map[string]bool{"HEALTH_WATCH": true, "HEALTH_POLL": true, "PROVISIONING_TIMEOUT": true, "SCALE_TARGET_REQUESTS": true, "WAKES_PER_DAY": true}
 	for key := range settings {
 		if !set[key] && !tuning[key] {
 			t.Errorf("no function gets %s from the stack", key)

@@ -21,7 +21,7 @@ import (
 
 // FunctionNames are the Lambda folders under functions/ and lambdaDist, in
 // workflow order.
-var FunctionNames = []string{"validate", "configure", "capacity", "runtask", "health", "autostop", "cleanup", "teardown"}
+var FunctionNames = []string{"validate", "configure", "capacity", "runtask", "health", "autostop", "cleanup", "teardown", "waker"}
 
 // CheckLambdaDist fails early, with the command that fixes it, when a
 // bootstrap is missing: Code_FromAsset would otherwise fail deep inside jsii.
@@ -56,8 +56,12 @@ type FunctionsProps struct {
 	LoadBalancer *LoadBalancer
 }
 
-// KeyPrefix is where the deployments' API keys are kept (SSM parameters, SecureString).
-const KeyPrefix = "/ollama-ecs/keys"
+// KeyPrefix is where the deployments' API keys are kept (SSM parameters, SecureString); SleepPrefix where the
+// sleeping deployments' records are.
+const (
+	KeyPrefix   = "/ollama-ecs/keys"
+	SleepPrefix = "/ollama-ecs/sleep"
+)
 
 // TargetGroupPrefix starts every deployment's target group name (deployment.TargetGroupName).
 const TargetGroupPrefix = "oe-"
@@ -104,12 +108,14 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 	targetGroups := arn("elasticloadbalancing", "targetgroup", TargetGroupPrefix+"*/*")
 	rules := arn("elasticloadbalancing", "listener-rule", *lb.Alb.LoadBalancerFullName()+"/*")
 	keys := arn("ssm", "parameter", KeyPrefix[1:]+"/*")
+	sleeps := arn("ssm", "parameter", SleepPrefix[1:]+"/*")
 	services := arn("ecs", "service", clusterName+"/ollama-*")
 	ecsScaling := &map[string]interface{}{"StringEquals": map[string]interface{}{
 		"application-autoscaling:service-namespace": "ecs", "application-autoscaling:scalable-dimension": "ecs:service:DesiredCount"}}
 	routeEnv := map[string]string{
 		"LISTENER_ARN": *lb.Listener.ListenerArn(), "LOAD_BALANCER_NAME": *lb.Alb.LoadBalancerFullName(),
 		"ENDPOINT_BASE": lb.EndpointBase, "VPC_ID": *p.Network.Vpc.VpcId(), "KEY_PREFIX": KeyPrefix,
+		"SLEEP_PREFIX": SleepPrefix, "WAKER_TARGET_GROUP": WakerTargetGroupName(*stack.StackName()),
 	}
 	withRoute := func(env map[string]string) map[string]string {
 		out := map[string]string{}
@@ -126,8 +132,8 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 			"Target groups are created per deployment at run time; the name prefix holds the role to the stack's own."},
 		{`/^Resource::arn:.+:elasticloadbalancing:.+:listener-rule\/<.+LoadBalancerFullName>\/\*$/`,
 			"Listener rules are created per deployment at run time, on this stack's load balancer only."},
-		{`/^Resource::arn:.+:ssm:.+:parameter\/ollama-ecs\/keys\/\*$/`,
-			"API keys are one SSM parameter per deployment, under the stack's key prefix only."},
+		{`/^Resource::arn:.+:ssm:.+:parameter\/ollama-ecs\/(keys|sleep)\/\*$/`,
+			"API keys and sleep records are one SSM parameter per deployment, under the stack's prefixes only."},
 		{`/^Resource::arn:.+:ecs:.+:service\/<ComputeCluster[0-9A-F]+>\/ollama-\*$/`,
 			"A prod deployment's service is created at run time, named ollama-<id>, in this cluster only."},
 	}
@@ -222,7 +228,11 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 				statement([]string{"ecs:DescribeTasks"}, []string{tasksInCluster}, inCluster),
 				// A dev task joins its target group once its model is loaded; a service's are watched.
 				statement([]string{"elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"}, []string{targetGroups}, nil),
-				statement([]string{"elasticloadbalancing:DescribeTargetHealth"}, []string{"*"}, nil),
+				statement([]string{"elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeRules"}, []string{"*"}, nil),
+				// A woken deployment's rules point at its target group again once it serves.
+				statement([]string{"elasticloadbalancing:ModifyRule"}, []string{rules}, nil),
+				statement([]string{"ssm:GetParameter", "ssm:PutParameter"}, []string{sleeps}, nil),
+				statement([]string{"ssm:GetParameter"}, []string{keys}, nil),
 				statement([]string{"ecs:ListTasks"}, []string{"*"}, inCluster),
 				statement([]string{"ecs:DescribeServices"}, []string{services}, inCluster),
 				// A task waiting for a GPU instance: did its capacity provider's group fail to launch one?
@@ -236,7 +246,7 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 			},
 			anyResource: "The ec2 network-interface actions Lambda needs to attach a VPC function support no resource-level permissions at creation; ecs:DescribeCapacityProviders, the Auto Scaling describe calls and elasticloadbalancing:DescribeTargetHealth support none; ecs:ListTasks is held to this cluster by the ecs:cluster condition.",
 			inVpc:       true,
-			wildcards:   []nagWildcard{clusterTasksWildcard("ecs:DescribeTasks on tasks of this cluster only."), lbWildcards[0], lbWildcards[3]},
+			wildcards:   []nagWildcard{clusterTasksWildcard("ecs:DescribeTasks on tasks of this cluster only."), lbWildcards[0], lbWildcards[1], lbWildcards[2], lbWildcards[3]},
 		},
 		"autostop": {
 			// STOP_FUNCTION_ARN (the teardown function, the schedules' target) is set once it exists.
@@ -272,8 +282,12 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 			// The deployment's route, key, service and scaling go with it.
 			statement([]string{"elasticloadbalancing:DescribeRules", "elasticloadbalancing:DescribeTargetGroups"}, []string{"*"}, nil),
 			statement([]string{"elasticloadbalancing:DeleteRule"}, []string{rules}, nil),
-			statement([]string{"elasticloadbalancing:DeleteTargetGroup"}, []string{targetGroups}, nil),
-			statement([]string{"ssm:DeleteParameter"}, []string{keys}, nil),
+			statement([]string{"elasticloadbalancing:DeleteTargetGroup", "elasticloadbalancing:DeregisterTargets"}, []string{targetGroups}, nil),
+			statement([]string{"ssm:DeleteParameter"}, []string{keys, sleeps}, nil),
+			// A deployment that wakes on request sleeps instead: its rules forward to the waker, its record is kept.
+			statement([]string{"elasticloadbalancing:ModifyRule"}, []string{rules}, nil),
+			statement([]string{"elasticloadbalancing:DescribeTargetHealth"}, []string{"*"}, nil),
+			statement([]string{"ssm:GetParameter", "ssm:PutParameter"}, []string{sleeps}, nil),
 			statement([]string{"ecs:DescribeServices", "ecs:DeleteService"}, []string{services}, inCluster),
 			statement([]string{"application-autoscaling:DeregisterScalableTarget"}, []string{arn("application-autoscaling", "scalable-target", "*")}, ecsScaling),
 		},
@@ -303,6 +317,13 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 		scheduleGroupWildcard("scheduler:GetSchedule, UpdateSchedule and DeleteSchedule on the auto-stop schedules of the project's schedule group only."),
 	}, stopper.wildcards[2:]...)
 	specs["cleanup"], specs["teardown"] = stopper, teardown
+	// The waker (the load balancer's target for sleeping deployments) reads and updates their records and starts
+	// the state machine (granted, and its ARN set, by CanWake once the state machine exists).
+	specs["waker"] = spec{
+		env:        withRoute(nil),
+		statements: []awsiam.PolicyStatement{statement([]string{"ssm:GetParameter", "ssm:PutParameter"}, []string{sleeps}, nil)},
+		wildcards:  []nagWildcard{lbWildcards[2]},
+	}
 
 	for _, name := range FunctionNames {
 		sp := specs[name]
@@ -397,6 +418,18 @@ func (f *Functions) CanRestart(sm awsstepfunctions.StateMachine) {
 	cdknag.NagSuppressions_AddResourceSuppressions(fn.Role(), &[]*cdknag.NagPackSuppression{
 		nagWildcard{`/^Resource::arn:.+:states:.+:execution:.+:\*$/`,
 			"states:DescribeExecution on the executions of the deploy state machine only (their names are generated or per deployment)."}.suppression(),
+	}, jsii.Bool(true))
+}
+
+// CanWake lets the waker start the deploy state machine and read its executions (a wake is one).
+func (f *Functions) CanWake(sm awsstepfunctions.StateMachine) {
+	fn := f.ByName["waker"]
+	fn.AddEnvironment(jsii.String("STATE_MACHINE_ARN"), sm.StateMachineArn(), nil)
+	sm.GrantStartExecution(fn)
+	sm.GrantExecution(fn, jsii.String("states:DescribeExecution"))
+	cdknag.NagSuppressions_AddResourceSuppressions(fn.Role(), &[]*cdknag.NagPackSuppression{
+		nagWildcard{`/^Resource::arn:.+:states:.+:execution:.+:\*$/`,
+			"states:DescribeExecution on the executions of the deploy state machine only (a wake's is named <id>-w<n>)."}.suppression(),
 	}, jsii.Bool(true))
 }
 

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"strings"
+
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
 	elbv2 "github.com/aws/aws-cdk-go/awscdk/v2/awselasticloadbalancingv2"
+	elbv2targets "github.com/aws/aws-cdk-go/awscdk/v2/awselasticloadbalancingv2targets"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
@@ -18,6 +22,20 @@ type LoadBalancer struct {
 	SecurityGroup awsec2.SecurityGroup
 	// EndpointBase is the URL clients reach it at: http://<dns name>, or https:// with a certificate.
 	EndpointBase string
+	// WakerTargets is the lambda target group of the waker, where a sleeping deployment's rules forward (the
+	// function is added by AddWaker).
+	WakerTargets elbv2.ApplicationTargetGroup
+}
+
+// WakerTargetGroupName is the waker's target group name for a stack (at most 32 characters).
+func WakerTargetGroupName(stackName string) string {
+	name := strings.ToLower(stackName)
+	return name[:min(len(name), 26)] + "-waker"
+}
+
+// AddWaker makes the waker function the target of the waker target group (which lets the load balancer invoke it).
+func (lb *LoadBalancer) AddWaker(fn awslambda.IFunction) {
+	lb.WakerTargets.AddTarget(elbv2targets.NewLambdaTarget(fn))
 }
 
 // NewLoadBalancer creates the load balancer, internal by default (the VPC and the allowed CIDRs may call it);
@@ -65,5 +83,11 @@ func NewLoadBalancer(scope constructs.Construct, id string, s Settings, n *Netwo
 	// Target groups are made at run time, so no construct opens the tasks to the load balancer: this adds the
 	// tasks' ingress and the load balancer's egress on the Ollama port.
 	n.TaskSecurityGroup.Connections().AllowFrom(sg, awsec2.Port_Tcp(jsii.Number(OllamaPort)), jsii.String("Ollama API from the load balancer"))
-	return &LoadBalancer{Alb: alb, Listener: listener, SecurityGroup: sg, EndpointBase: scheme + *alb.LoadBalancerDnsName()}
+	// Named, so the functions find it by name: a reference would close a dependency loop (the waker starts the
+	// state machine, which runs the functions that point rules at this group).
+	waker := elbv2.NewApplicationTargetGroup(c, jsii.String("WakerTargets"), &elbv2.ApplicationTargetGroupProps{
+		TargetType: elbv2.TargetType_LAMBDA, TargetGroupName: jsii.String(WakerTargetGroupName(*awscdk.Stack_Of(scope).StackName())),
+	})
+	return &LoadBalancer{Alb: alb, Listener: listener, SecurityGroup: sg, EndpointBase: scheme + *alb.LoadBalancerDnsName(),
+		WakerTargets: waker}
 }

@@ -49,12 +49,14 @@ func NewOllamaEcsStack(scope constructs.Construct, id string, props *OllamaEcsSt
 		Settings: s, Network: network, Cluster: cluster, Tasks: tasks, Storage: storage, Schedules: schedules, LoadBalancer: lb,
 	})
 	functions.CanStop(schedules)
+	lb.AddWaker(functions.ByName["waker"])
 	stateMachine := NewDeployStateMachine(stack, "Deploy", props.Definition, functions.Workflow())
 	triggers := NewTriggers(stack, "Triggers", TriggersProps{
 		Settings: s, StateMachine: stateMachine, Teardown: functions.ByName["teardown"], ModelBucket: storage.ModelBucket,
 		ClusterArn: cluster.Cluster.ClusterArn(),
 	})
 	functions.CanRestart(stateMachine)
+	functions.CanWake(stateMachine)
 	stopDeploymentsOnDelete(stack, functions.ByName["teardown"], cluster)
 	addNagSuppressions(stack, cluster, tasks)
 
@@ -73,6 +75,7 @@ func NewOllamaEcsStack(scope constructs.Construct, id string, props *OllamaEcsSt
 		"LoadBalancerFullName": lb.Alb.LoadBalancerFullName(),
 		"KeyPrefix":            jsii.String(KeyPrefix),
 		"ListenerArn":          lb.Listener.ListenerArn(),
+		"WakerTargetGroup":     jsii.String(WakerTargetGroupName(*stack.StackName())),
 	}
 	for _, name := range SortedKeys(outputs) {
 		awscdk.NewCfnOutput(stack, jsii.String(name), &awscdk.CfnOutputProps{Value: outputs[name]})

@@ -226,7 +226,7 @@ func TestLambdas(t *testing.T) {
 	}
 	clusterID := onlyID(t, f.ofType("AWS::ECS::Cluster"), "ComputeCluster")
 	// The load balancer's settings go to every function that routes or unroutes a deployment.
-	route := []string{"ENDPOINT_BASE", "KEY_PREFIX", "LISTENER_ARN", "LOAD_BALANCER_NAME", "VPC_ID"}
+	route := []string{"ENDPOINT_BASE", "KEY_PREFIX", "LISTENER_ARN", "LOAD_BALANCER_NAME", "SLEEP_PREFIX", "VPC_ID", "WAKER_TARGET_GROUP"}
 	wantEnv := map[string][]string{
 		"validate":  {"MODEL_BUCKET", "MODEL_PREFIX"},
 		"configure": {"DEV_TTL", "GPU_INSTANCE_TYPES", "GPU_VOLUME_GIB", "POLICY"},
@@ -236,6 +236,7 @@ func TestLambdas(t *testing.T) {
 		"autostop":  {"IDLE_WINDOW", "MAX_LIFETIME", "SCHEDULER_ROLE_ARN", "SCHEDULE_GROUP", "STOP_FUNCTION_ARN"},
 		"cleanup":   append([]string{"SCHEDULE_GROUP"}, route...),
 		"teardown":  append([]string{"SCHEDULE_GROUP", "STATE_MACHINE_ARN"}, route...),
+		"waker":     append([]string{"STATE_MACHINE_ARN"}, route...),
 	}
 	for _, name := range FunctionNames {
 		t.Run(name, func(t *testing.T) {
@@ -497,8 +498,9 @@ func TestIAMScoping(t *testing.T) {
 			"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities",
 			"ec2:AssignPrivateIpAddresses", "ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:DescribeNetworkInterfaces",
 			"ec2:DescribeSubnets", "ec2:UnassignPrivateIpAddresses", "ecs:DescribeCapacityProviders", "ecs:DescribeServices",
-			"ecs:DescribeTasks", "ecs:ListTasks", "elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:RegisterTargets",
-			"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}) {
+			"ecs:DescribeTasks", "ecs:ListTasks", "elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:DescribeRules",
+			"elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:ModifyRule", "elasticloadbalancing:RegisterTargets",
+			"logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameter", "ssm:PutParameter", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}) {
 			t.Errorf("health actions = %v", got)
 		}
 		capacity := allActions(f.functionStatements(t, "capacity"))
@@ -716,7 +718,7 @@ func TestStateMachine(t *testing.T) {
 		}
 		var want []string
 		for _, name := range FunctionNames {
-			if name == "teardown" {
+			if name == "teardown" || name == "waker" {
 				continue
 			}
 			id, _ := f.function(t, name)
@@ -793,7 +795,7 @@ func TestStopDeploymentsOnDelete(t *testing.T) {
 func TestOutputs(t *testing.T) {
 	f := synth(t)
 	want := []string{"ClusterName", "EndpointBase", "EventBusName", "GpuInstanceTypes", "KeyPrefix", "ListenerArn", "LoadBalancerFullName", "ModelBucketName",
-		"ModelPrefix", "ScheduleGroupName", "StateMachineArn"}
+		"ModelPrefix", "ScheduleGroupName", "StateMachineArn", "WakerTargetGroup"}
 	if got := keys(f.outputs); !reflect.DeepEqual(got, want) {
 		t.Errorf("outputs = %v, want %v", got, want)
 	}
@@ -941,5 +943,30 @@ func TestInternetFacingLoadBalancer(t *testing.T) {
 	}
 	for _, m := range *f.annotations.FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*"))) {
 		t.Errorf("cdk-nag error at %s: %v", *m.Id, m.Entry.Data)
+	}
+}
+
+// TestWakerIsTheLoadBalancersLambdaTarget: the waker's target group is a lambda one, named as the functions find
+// it, whose one target is the waker function, which the load balancer may invoke; the waker may start the deploy
+// state machine.
+func TestWakerIsTheLoadBalancersLambdaTarget(t *testing.T) {
+	f := synth(t)
+	waker, _ := f.function(t, "waker")
+	tg := f.resources[onlyID(t, f.ofType("AWS::ElasticLoadBalancingV2::TargetGroup"), "LoadBalancerWakerTargets")].Properties
+	if tg["TargetType"] != "lambda" || tg["Name"] != WakerTargetGroupName(StackID) || !strings.Contains(mustJSON(tg["Targets"]), waker) {
+		t.Errorf("waker target group %s", mustJSON(tg))
+	}
+	invoked := false
+	for _, id := range f.ofType("AWS::Lambda::Permission") {
+		p := f.resources[id].Properties
+		if p["Principal"] == "elasticloadbalancing.amazonaws.com" && strings.Contains(mustJSON(p["FunctionName"]), waker) {
+			invoked = true
+		}
+	}
+	if !invoked {
+		t.Error("the load balancer may not invoke the waker")
+	}
+	if start := withAction(f.functionStatements(t, "waker"), "states:StartExecution"); len(start) != 1 {
+		t.Errorf("waker states:StartExecution = %+v, want the deploy state machine", start)
 	}
 }

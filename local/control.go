@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
+	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/local/cachedir"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
@@ -94,11 +95,29 @@ func (s *Stack) Handler() http.Handler {
 			fail(w, http.StatusBadRequest, err)
 			return
 		}
-		raw, _ := json.Marshal(map[string]any{"deploymentId": req.DeploymentID})
+		raw, _ := json.Marshal(map[string]any{"deploymentId": req.DeploymentID, "forget": req.Forget})
 		stopped, err := s.Teardown.Handle(r.Context(), raw)
 		reply(w, stopped, err)
 	})
+	mux.HandleFunc("POST /wake/{id}", func(w http.ResponseWriter, r *http.Request) {
+		res, err := s.Wake(r.Context(), r.PathValue("id"))
+		reply(w, res, err)
+	})
+	mux.HandleFunc("GET /sleeping", func(w http.ResponseWriter, r *http.Request) {
+		recs, err := s.Sleeping(r.Context())
+		reply(w, recs, err)
+	})
 	return mux
+}
+
+// Wake starts a sleeping deployment as a request to its endpoint would.
+func (s *Stack) Wake(ctx context.Context, id string) (deployment.WakeResult, error) {
+	return s.waker.Wake(ctx, id)
+}
+
+// Sleeping lists the sleep records (asleep or woken) of the stack's deployments.
+func (s *Stack) Sleeping(ctx context.Context) ([]deployment.SleepRecord, error) {
+	return s.waker.Router.SleepRecords(ctx)
 }
 
 // Tasks lists the cluster's running tasks with their tags: the deployments.

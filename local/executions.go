@@ -24,12 +24,16 @@ type executions struct{ s *Stack }
 var _ deployment.Executions = executions{}
 
 func (x executions) DescribeExecution(ctx context.Context, in *sfn.DescribeExecutionInput, _ ...func(*sfn.Options)) (*sfn.DescribeExecutionOutput, error) {
-	ex, err := x.s.Engine.Describe(ctx, aws.ToString(in.ExecutionArn))
+	ex, err := x.s.Engine.Describe(ctx, x.s.engineArn(aws.ToString(in.ExecutionArn)))
 	if err != nil {
 		return nil, apiError(err)
 	}
-	return &sfn.DescribeExecutionOutput{ExecutionArn: aws.String(ex.ExecutionArn), Name: aws.String(ex.Name),
-		Status: sfntypes.ExecutionStatus(ex.Status), Input: aws.String(string(ex.Input))}, nil
+	out := &sfn.DescribeExecutionOutput{ExecutionArn: aws.String(ex.ExecutionArn), Name: aws.String(ex.Name),
+		Status: sfntypes.ExecutionStatus(ex.Status), Input: aws.String(string(ex.Input)), StartDate: aws.Time(ex.StartDate)}
+	if ex.Error != "" {
+		out.Error, out.Cause = aws.String(ex.Error), aws.String(ex.Cause)
+	}
+	return out, nil
 }
 
 func (x executions) StartExecution(ctx context.Context, in *sfn.StartExecutionInput, _ ...func(*sfn.Options)) (*sfn.StartExecutionOutput, error) {
@@ -50,4 +54,16 @@ func apiError(err error) error {
 		return &smithy.GenericAPIError{Code: e.Type, Message: e.Message}
 	}
 	return err
+}
+
+// engineArn is the engine's ARN of an execution named in an ARN of the stack's account (the engine keeps its own
+// account in the ARNs it makes): the execution of that name the stack started, else the ARN as given.
+func (s *Stack) engineArn(arn string) string {
+	name := arn[strings.LastIndex(arn, ":")+1:]
+	for _, ex := range s.Executions() {
+		if strings.HasSuffix(ex.ExecutionArn, ":"+name) {
+			return ex.ExecutionArn
+		}
+	}
+	return arn
 }

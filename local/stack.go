@@ -22,8 +22,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	lambdaevents "github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	schedtypes "github.com/aws/aws-sdk-go-v2/service/scheduler/types"
 
@@ -105,6 +108,9 @@ type Stack struct {
 	Lambda  *lambdaapi.Server
 	// Teardown is the teardown function the stop and scheduled-teardown rules target.
 	Teardown *steps.Teardown
+	// waker is the load balancer's target for sleeping deployments, in wakerTargetGroup.
+	waker            *steps.Waker
+	wakerTargetGroup string
 
 	opts        Options
 	definition  []byte
@@ -176,8 +182,13 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	}
 	// The load balancer counts requests in schedule time (the scheduler, made below, may run faster than the clock).
 	s.LB, err = cloud.NewLoadBalancer(cloud.LoadBalancerOptions{Region: cfg.Region, Account: cfg.Account,
-		HealthCheckInterval: 250 * time.Millisecond, Now: func() time.Time { return s.Scheduler.Now() }, Log: opts.Log})
+		HealthCheckInterval: 250 * time.Millisecond, Now: func() time.Time { return s.Scheduler.Now() }, Log: opts.Log,
+		Invoke: s.invokeFunction})
 	if err != nil {
+		return nil, err
+	}
+	// The waker's lambda target group, as the CDK stack makes it.
+	if s.wakerTargetGroup, err = s.wakerTarget(ctx); err != nil {
 		return nil, err
 	}
 	s.ECS, err = cloud.NewECS(cloud.ECSOptions{Config: cfg, Runner: runner, Log: opts.Log, Targets: s.LB,
@@ -193,7 +204,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	s.Parameters = cloud.NewParameters()
 
 	handlers := s.handlers()
-	s.Teardown = handlers.teardown
+	s.Teardown, s.waker = handlers.teardown, handlers.waker
 	var lambdaOpts []lambdaapi.Option
 	lambdaOpts = append(lambdaOpts, lambdaapi.WithAccount(cfg.Region, cfg.Account), lambdaapi.WithLogger(opts.Log))
 	if opts.Interceptor != nil {
@@ -215,6 +226,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 type handlerSet struct {
 	functions map[string]lambda.Handler
 	teardown  *steps.Teardown
+	waker     *steps.Waker
 }
 
 // handlers builds the real step handlers on the local cloud's ports, configured as the CDK stack configures them.
@@ -223,7 +235,7 @@ func (s *Stack) handlers() handlerSet {
 	cfg := deployment.DefaultConfig()
 	cfg.Cluster, cfg.ModelBucket, cfg.ModelPrefix = o.Cluster.Name, Bucket, ModelPrefix
 	cfg.ScheduleGroup, cfg.SchedulerRoleArn, cfg.StateMachineArn = ScheduleGroup, SchedulerRole, s.StateMachineArn()
-	cfg.StopFunctionArn = s.FunctionArn("teardown")
+	cfg.StopFunctionArn, cfg.WakerTargetGroup = s.FunctionArn("teardown"), s.wakerTargetGroup
 	cfg.Subnets, cfg.SecurityGroups = []string{"subnet-local"}, []string{"sg-local"}
 	cfg.DevTTL, cfg.HealthTimeout, cfg.HealthWatch, cfg.HealthPoll = o.DevTTL, o.HealthTimeout, o.HealthWatch, o.HealthPoll
 	cfg.ProvisioningTimeout = cmp.Or(o.ProvisioningTimeout, cfg.ProvisioningTimeout)
@@ -242,6 +254,7 @@ func (s *Stack) handlers() handlerSet {
 	// than real time, and a CPU cannot meet the GPU readiness rule.
 	set.Health.Endpoint = s.ECS.Endpoint
 	set.AutoStop.Now, set.Teardown.Interrupted.Now, set.Teardown.Now = s.Scheduler.Now, s.Scheduler.Now, s.Scheduler.Now
+	set.Waker.DefaultStart = 5 * time.Second // a local task starts in about a second
 	if !o.ApplyGPURule {
 		set.Health.GPURuleNotApplicable = "local mode runs GPU placements on the CPU"
 	}
@@ -251,7 +264,7 @@ func (s *Stack) handlers() handlerSet {
 		"health": lambdaapi.Func(set.Health.Handle), "autostop": lambdaapi.Func(set.AutoStop.Handle),
 		"cleanup": lambdaapi.Func(set.Cleanup.Handle), "teardown": lambdaapi.Func(set.Teardown.Handle),
 	}
-	return handlerSet{functions: fns, teardown: set.Teardown}
+	return handlerSet{functions: fns, teardown: set.Teardown, waker: set.Waker}
 }
 
 // GPUInstanceTypes are the GPU types this stack's cluster can run (its container instances' and capacity
@@ -372,6 +385,26 @@ func (s *Stack) invokeTarget(ctx context.Context, _ string, target schedtypes.Ta
 	}
 	_, err := s.Teardown.Handle(ctx, json.RawMessage(aws.ToString(target.Input)))
 	return err
+}
+
+// wakerTarget creates the load balancer's lambda target group for the waker function.
+func (s *Stack) wakerTarget(ctx context.Context) (string, error) {
+	out, err := s.LB.CreateTargetGroup(ctx, &elbv2.CreateTargetGroupInput{Name: aws.String("ollama-ecs-waker"), TargetType: elbtypes.TargetTypeEnumLambda})
+	if err != nil {
+		return "", err
+	}
+	arn := aws.ToString(out.TargetGroups[0].TargetGroupArn)
+	_, err = s.LB.RegisterTargets(ctx, &elbv2.RegisterTargetsInput{TargetGroupArn: aws.String(arn),
+		Targets: []elbtypes.TargetDescription{{Id: aws.String(s.FunctionArn("waker"))}}})
+	return arn, err
+}
+
+// invokeFunction serves the load balancer's Lambda target: the waker function.
+func (s *Stack) invokeFunction(ctx context.Context, arn string, req lambdaevents.ALBTargetGroupRequest) (lambdaevents.ALBTargetGroupResponse, error) {
+	if arn != s.FunctionArn("waker") || s.waker == nil {
+		return lambdaevents.ALBTargetGroupResponse{}, fmt.Errorf("no local function %s", arn)
+	}
+	return s.waker.Handle(ctx, req)
 }
 
 // invokeTeardown runs the teardown function's handler with the event, as the rules' Lambda target does.

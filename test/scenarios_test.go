@@ -122,8 +122,14 @@ func assertNothingLeft(t *testing.T, s *local.Stack, deploymentID string) {
 	if !errors.As(err, &missing) {
 		t.Errorf("deployment %s: its schedule is not gone (GetSchedule: %v)", deploymentID, err)
 	}
-	if _, err := s.LB.DescribeTargetGroups(ctxFor(t, 5*time.Second), &elbv2.DescribeTargetGroupsInput{Names: []string{deployment.TargetGroupName(deploymentID)}}); err == nil {
-		t.Errorf("deployment %s: its target group is still on the load balancer", deploymentID)
+	// Its route is gone, or kept for waking: asleep, with no target.
+	if tg, err := s.LB.DescribeTargetGroups(ctxFor(t, 5*time.Second), &elbv2.DescribeTargetGroupsInput{Names: []string{deployment.TargetGroupName(deploymentID)}}); err == nil {
+		rec, asleep := sleepRecord(t, s, deploymentID)
+		health, _ := s.LB.DescribeTargetHealth(ctxFor(t, 5*time.Second), &elbv2.DescribeTargetHealthInput{TargetGroupArn: tg.TargetGroups[0].TargetGroupArn})
+		if !asleep || !rec.Asleep || len(health.TargetHealthDescriptions) != 0 {
+			t.Errorf("deployment %s: its target group is still on the load balancer, and it is not asleep (record %+v, %d targets)",
+				deploymentID, rec, len(health.TargetHealthDescriptions))
+		}
 	}
 	// A stopped task's process exits after its stop (SIGTERM, grace): wait for every process of the deployment's
 	// tasks, whatever their status, to be gone.

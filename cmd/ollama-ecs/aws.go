@@ -43,6 +43,8 @@ const (
 	outKeyPrefix    = "KeyPrefix"
 	outLBName       = "LoadBalancerFullName"
 	outListener     = "ListenerArn"
+	// outWakerTargetGroup is the waker's target group, where a sleeping deployment's rules forward.
+	outWakerTargetGroup = "WakerTargetGroup"
 
 	defaultStack = "OllamaEcs"
 )
@@ -199,6 +201,14 @@ func (c *cloud) usage() *steps.UsageReader {
 	return &steps.UsageReader{Metrics: c.Metrics, LoadBalancer: c.Outputs[outLBName], LB: c.LB}
 }
 
+// router is the load balancer side of deployments as the functions see it (it needs outListener and outKeyPrefix
+// resolved): sleep records, keys, rules.
+func (c *cloud) router() *steps.Router {
+	cfg := deployment.DefaultConfig()
+	return &steps.Router{LB: c.LB, Keys: c.Params, ListenerArn: c.Outputs[outListener], KeyPrefix: cmp.Or(c.Outputs[outKeyPrefix], cfg.KeyPrefix),
+		SleepPrefix: cfg.SleepPrefix, Port: cfg.OllamaPort}
+}
+
 // stopper stops deployments as the stack's stop function does: tasks, schedule, service and route (it needs
 // outCluster, outScheduleGroup, outListener and outLBName resolved).
 func (c *cloud) stopper() *deployment.Stopper {
@@ -206,6 +216,7 @@ func (c *cloud) stopper() *deployment.Stopper {
 	cfg.Cluster, cfg.ScheduleGroup, cfg.ListenerArn, cfg.LoadBalancerName = c.Outputs[outCluster], c.Outputs[outScheduleGroup],
 		c.Outputs[outListener], c.Outputs[outLBName]
 	cfg.KeyPrefix = cmp.Or(c.Outputs[outKeyPrefix], cfg.KeyPrefix)
+	cfg.WakerTargetGroup = c.Outputs[outWakerTargetGroup]
 	return steps.Build(cfg, steps.Clients{ECS: c.ECS, Scheduler: c.Scheduler, LB: c.LB, Parameters: c.Params,
 		Services: c.Services, Scaling: c.Scaling}, nil).Teardown.Stopper
 }

@@ -66,7 +66,8 @@ const motoStack = `{
     "EndpointBase": {"Value": "http://%DNS%"},
     "KeyPrefix": {"Value": "/ollama-ecs/keys"},
     "ListenerArn": {"Value": "%LISTENER%"},
-    "LoadBalancerFullName": {"Value": "%LBNAME%"}
+    "LoadBalancerFullName": {"Value": "%LBNAME%"},
+    "WakerTargetGroup": {"Value": "ollamaecs-waker"}
   }
 }`
 

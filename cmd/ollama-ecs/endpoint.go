@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
+	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 )
 
 // endpointInfo is how to reach a deployment.
@@ -123,3 +125,44 @@ func defineScale(fs *pflag.FlagSet) runner {
 
 // clusterName is a cluster's name from its name or ARN (Application Auto Scaling resource ids name it).
 func clusterName(cluster string) string { return cluster[strings.LastIndex(cluster, "/")+1:] }
+
+func defineWake(fs *pflag.FlagSet) runner {
+	af := addAWSFlags(fs)
+	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		id := pos[0]
+		if !events.ValidDeploymentID(id) {
+			return usageError{fmt.Sprintf("%q is not a deployment id (3-36 of a-z, 0-9, -)", id)}
+		}
+		c, err := connect(ctx, af, outStateMachine, outListener, outKeyPrefix)
+		if err != nil {
+			return err
+		}
+		w := &steps.Waker{Router: c.router(), Executions: c.SFN, StateMachineArn: c.Outputs[outStateMachine]}
+		res, err := w.Wake(ctx, id)
+		if err != nil {
+			return err
+		}
+		return writeWake(stdout, res, af.json())
+	}
+}
+
+// writeWake prints what a wake did; a refused or unknown wake is an error.
+func writeWake(w io.Writer, res deployment.WakeResult, asJSON bool) error {
+	if asJSON {
+		if err := writeJSON(w, res); err != nil {
+			return err
+		}
+	}
+	switch {
+	case res.Status == http.StatusNotFound || res.Refused != "":
+		return errors.New(res.Message)
+	case asJSON:
+		return nil
+	case res.Started:
+		_, err := fmt.Fprintf(w, "waking %s: execution %s; it should serve in about %d s\n", res.DeploymentID, res.Execution, res.RetryAfter)
+		return err
+	default:
+		_, err := fmt.Fprintf(w, "%s\n", res.Message)
+		return err
+	}
+}

@@ -33,6 +33,11 @@ func defineList(fs *pflag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
+		recs, err := c.router().SleepRecords(ctx)
+		if err != nil {
+			return err
+		}
+		ds = withSleeping(ds, recs)
 		if af.json() {
 			return writeJSON(stdout, ds)
 		}
@@ -66,8 +71,36 @@ type listedDeployment struct {
 	LastUse    time.Time `json:"lastUse,omitzero"`
 	UsageError string    `json:"usageError,omitempty"`
 	// Service is a prod deployment's ECS service, which runs the task.
-	Service     string `json:"service,omitempty"`
-	targetGroup string
+	Service string `json:"service,omitempty"`
+	// Wakes counts the times a request woke the deployment, LastWake the last; WakeError is why a sleeping one no
+	// longer wakes (its last starts failed).
+	Wakes     int       `json:"wakes,omitempty"`
+	LastWake  time.Time `json:"lastWake,omitzero"`
+	WakeError string    `json:"wakeError,omitempty"`
+}
+
+// withSleeping adds the sleeping deployments (SLEEPING: their endpoint wakes them) and every deployment's wakes.
+func withSleeping(ds []listedDeployment, recs []deployment.SleepRecord) []listedDeployment {
+	for _, rec := range recs {
+		last, _ := time.Parse(time.RFC3339Nano, rec.LastWake)
+		live := false
+		for i := range ds {
+			if ds[i].DeploymentID == rec.DeploymentID {
+				ds[i].Wakes, ds[i].LastWake, live = rec.Wakes, last, true
+			}
+		}
+		if live || !rec.Asleep {
+			continue
+		}
+		d := listedDeployment{DeploymentID: rec.DeploymentID, Model: rec.Request.Model, Env: rec.Request.Env, Requester: rec.Request.Requester,
+			Status: "SLEEPING", Wakes: rec.Wakes, LastWake: last}
+		if rec.Failures >= deployment.MaxWakeFailures {
+			d.Status, d.WakeError = "SLEEPING (no longer wakes)", rec.LastError
+		}
+		ds = append(ds, d)
+	}
+	sort.SliceStable(ds, func(i, j int) bool { return ds[i].DeploymentID < ds[j].DeploymentID })
+	return ds
 }
 
 // listDeployments reads the deployments from ECS: tasks of the cluster tagged as managed by ollama-ecs, with the
@@ -222,6 +255,9 @@ func writeDeployments(w io.Writer, ds []listedDeployment, now time.Time) error {
 		status := d.Status
 		if d.Service != "" {
 			status += " (service)"
+		}
+		if d.Wakes > 0 {
+			status += fmt.Sprintf(" (woken %dx, last %s ago)", d.Wakes, shortDuration(now.Sub(d.LastWake).Truncate(time.Second)))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.4f\t$%.2f\t%s\t%s\t%s\n", d.DeploymentID, d.Model, d.Env, placement, status,
 			shortDuration(time.Duration(d.UptimeSeconds)*time.Second), d.HourlyUSD, d.CostSoFarUSD, requests, lastUse, stop)

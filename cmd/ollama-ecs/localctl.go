@@ -73,6 +73,12 @@ func controlHandler(s *local.Stack) http.Handler {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
+		recs, err := s.Sleeping(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		ds = withSleeping(ds, recs)
 		_ = json.NewEncoder(w).Encode(ds)
 	})
 	return mux
@@ -326,6 +332,20 @@ func defineLocalStop(fs *pflag.FlagSet) runner {
 				return writeJSON(stdout, res)
 			}
 			return writeStopped(stdout, pos[0], res)
+		})
+}
+
+func defineLocalWake(fs *pflag.FlagSet) runner {
+	return localStackCommand(fs,
+		func(ctx context.Context, ls localStack, pos []string, asJSON bool, stdout io.Writer) error {
+			if !events.ValidDeploymentID(pos[0]) {
+				return usageError{fmt.Sprintf("%q is not a deployment id (3-36 of a-z, 0-9, -)", pos[0])}
+			}
+			var res deployment.WakeResult
+			if err := ls.Do(ctx, http.MethodPost, "/wake/"+pos[0], nil, &res); err != nil {
+				return err
+			}
+			return writeWake(stdout, res, asJSON)
 		})
 }
 

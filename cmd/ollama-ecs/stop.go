@@ -17,13 +17,14 @@ func defineStop(fs *pflag.FlagSet) runner {
 	viaEvents := fs.Bool("via-events", false, "put a Stop Request on the event bus instead of stopping directly")
 	reason := fs.String("reason", "", "why, recorded as the task's stop reason")
 	requester := fs.String("requester", envOr("USER", ""), "who asks")
+	forget := fs.Bool("forget", false, "remove the endpoint too (a deployment that wakes on request keeps it otherwise)")
 	af := addAWSFlags(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
 		id := pos[0]
 		if !events.ValidDeploymentID(id) {
 			return usageError{fmt.Sprintf("%q is not a deployment id (3-36 of a-z, 0-9, -)", id)}
 		}
-		need := []string{outCluster, outScheduleGroup, outListener, outLBName, outKeyPrefix}
+		need := []string{outCluster, outScheduleGroup, outListener, outLBName, outKeyPrefix, outWakerTargetGroup}
 		if *viaEvents {
 			need = append(need, outEventBus)
 		}
@@ -53,7 +54,7 @@ func defineStop(fs *pflag.FlagSet) runner {
 		}
 		if *viaEvents {
 			evID, err := putEvent(ctx, c.Events, c.Outputs[outEventBus], events.DetailTypeStop, events.StopRequest{
-				DeploymentID: id, Requester: cleanRequester(*requester), Reason: shorten(cleanRequester(*reason), 128),
+				DeploymentID: id, Requester: cleanRequester(*requester), Reason: shorten(cleanRequester(*reason), 128), Forget: *forget,
 			})
 			if err != nil {
 				return err
@@ -64,7 +65,7 @@ func defineStop(fs *pflag.FlagSet) runner {
 			_, err = fmt.Fprintf(stdout, "stop request for %s put on bus %s (event %s)\n", id, c.Outputs[outEventBus], evID)
 			return err
 		}
-		res, err := c.stopper().StopDeployment(ctx, id, shorten(why, 255))
+		res, err := c.stopper().StopDeployment(ctx, id, shorten(why, 255), ending(*forget))
 		if err != nil {
 			return err
 		}
@@ -85,9 +86,20 @@ func writeStopped(w io.Writer, id string, res deployment.Stopped) error {
 		schedules = strings.Join(res.Schedules, ", ")
 	}
 	fmt.Fprintf(w, "  tasks      %s\n", tasks)
+	if res.Sleeping {
+		fmt.Fprintf(w, "  endpoint   kept: a request wakes it (stop --forget removes it)\n")
+	}
 	if len(res.Services) > 0 {
 		fmt.Fprintf(w, "  service    %s deleted (its tasks drain, then stop)\n", strings.Join(res.Services, ", "))
 	}
 	_, err := fmt.Fprintf(w, "  schedule   %s deleted\n", schedules)
 	return err
+}
+
+// ending is a stop's Ending: forget, or keep the endpoint of a deployment that wakes on request.
+func ending(forget bool) deployment.Ending {
+	if forget {
+		return deployment.Forget
+	}
+	return deployment.Sleep
 }

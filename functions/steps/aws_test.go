@@ -225,7 +225,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		// Cleanup stops the task and deletes the schedule; a second cleanup finds nothing and is fine.
 		s := &deployment.Stopper{ECS: ecsc, Scheduler: sched, Cluster: "ollama", Group: "ollama-ecs"}
 		for i, want := range []int{1, 0} {
-			res, err := s.StopDeployment(ctx, "d-moto-1", "test")
+			res, err := s.StopDeployment(ctx, "d-moto-1", "test", deployment.Forget)
 			if err != nil || len(res.Schedules) != want || len(res.Tasks) != want {
 				t.Errorf("cleanup %d: %+v %v", i, res, err)
 			}

@@ -34,7 +34,7 @@ func (c *Cleanup) Handle(ctx context.Context, s deployment.State) (deployment.St
 	if s.Task != nil {
 		known = s.Task.TaskArn
 	}
-	return c.Stopper.StopExecution(ctx, s.Request.DeploymentID, s.Request.ExecutionName, known, reason)
+	return c.Stopper.StopExecution(ctx, s.Request.DeploymentID, s.Request.ExecutionName, known, reason, deployment.Failed)
 }
 
 // StackResourceID is the physical id of the stack's stop-on-delete custom resource.
@@ -54,11 +54,11 @@ func (t *Teardown) stackEvent(ctx context.Context, raw TeardownInput) (deploymen
 		if ev.RequestType != cfn.RequestDelete {
 			return StackResourceID, nil, nil
 		}
-		dev, err := t.Stopper.StopEnv(ctx, "dev", "ollama-ecs stack deleted")
+		dev, err := t.Stopper.StopEnv(ctx, "dev", "ollama-ecs stack deleted", deployment.Forget)
 		if err != nil {
 			return StackResourceID, nil, err
 		}
-		prod, err := t.Stopper.StopEnv(ctx, "prod", "ollama-ecs stack deleted")
+		prod, err := t.Stopper.StopEnv(ctx, "prod", "ollama-ecs stack deleted", deployment.Forget)
 		out = deployment.Stopped{Deployments: append(dev.Deployments, prod.Deployments...), Tasks: append(dev.Tasks, prod.Tasks...),
 			Schedules: append(dev.Schedules, prod.Schedules...)}
 		return StackResourceID, nil, err
@@ -94,6 +94,7 @@ func (t *Teardown) Handle(ctx context.Context, raw TeardownInput) (deployment.St
 	var direct struct {
 		DeploymentID string                    `json:"deploymentId"`
 		Env          string                    `json:"env"`
+		Forget       bool                      `json:"forget"`
 		AutoStop     *deployment.AutoStopCheck `json:"autoStop"`
 	}
 	err := json.Unmarshal(raw, &direct)
@@ -105,12 +106,12 @@ func (t *Teardown) Handle(ctx context.Context, raw TeardownInput) (deployment.St
 			if !events.ValidDeploymentID(direct.DeploymentID) {
 				return deployment.Stopped{}, &deployment.InvalidEventError{Reason: fmt.Sprintf("%q is not a deployment id", direct.DeploymentID)}
 			}
-			return t.Stopper.StopDeployment(ctx, direct.DeploymentID, "ollama-ecs stop request")
+			return t.Stopper.StopDeployment(ctx, direct.DeploymentID, "ollama-ecs stop request", ending(direct.Forget))
 		}
 		if direct.Env != "dev" && direct.Env != "prod" {
 			return deployment.Stopped{}, &deployment.InvalidEventError{Reason: fmt.Sprintf("env %q is not dev or prod", direct.Env)}
 		}
-		return t.Stopper.StopEnv(ctx, direct.Env, "ollama-ecs teardown of env "+direct.Env)
+		return t.Stopper.StopEnv(ctx, direct.Env, "ollama-ecs teardown of env "+direct.Env, ending(direct.Forget))
 	}
 	in, err := events.Parse(raw, events.Config{}, "")
 	if err != nil {
@@ -118,7 +119,7 @@ func (t *Teardown) Handle(ctx context.Context, raw TeardownInput) (deployment.St
 	}
 	switch in.Kind {
 	case events.KindTeardown:
-		return t.Stopper.StopEnv(ctx, "dev", "ollama-ecs scheduled dev teardown")
+		return t.Stopper.StopEnv(ctx, "dev", "ollama-ecs scheduled dev teardown", deployment.Sleep)
 	case events.KindTaskStopped:
 		if t.Interrupted == nil {
 			return deployment.Stopped{}, &deployment.InvalidEventError{Reason: "this function is not configured for task state changes"}
@@ -134,7 +135,15 @@ func (t *Teardown) Handle(ctx context.Context, raw TeardownInput) (deployment.St
 		if in.Stop.Requester != "" {
 			reason += " from " + in.Stop.Requester
 		}
-		return t.Stopper.StopDeployment(ctx, in.DeploymentID, reason)
+		return t.Stopper.StopDeployment(ctx, in.DeploymentID, reason, ending(in.Stop.Forget))
 	}
 	return deployment.Stopped{}, &deployment.InvalidEventError{Reason: fmt.Sprintf("a %s event is not a stop or teardown", in.Kind)}
+}
+
+// ending is a stop's Ending: forget, or keep the endpoint of a deployment that wakes on request.
+func ending(forget bool) deployment.Ending {
+	if forget {
+		return deployment.Forget
+	}
+	return deployment.Sleep
 }

@@ -225,7 +225,7 @@ func (h *Health) observe(ctx context.Context, s deployment.State, st *deployment
 			}
 		}
 		loaded := fmt.Sprintf("%s loaded (%d bytes)", want, m.Size)
-		return h.routed(ctx, s.Task, base, st, loaded)
+		return h.routed(ctx, s, base, st, loaded)
 	}
 	st.Phase, st.Detail = deployment.PhaseLoading, want+" present, not loaded yet"
 	return nil
@@ -234,7 +234,8 @@ func (h *Health) observe(ctx context.Context, s deployment.State, st *deployment
 // routed finishes a poll whose model is loaded: without a route the task's own address is the endpoint; with
 // one, the task is registered with its target group and the deployment is ready once the load balancer's health
 // checks pass.
-func (h *Health) routed(ctx context.Context, info *deployment.TaskInfo, base *url.URL, st *deployment.HealthState, loaded string) error {
+func (h *Health) routed(ctx context.Context, s deployment.State, base *url.URL, st *deployment.HealthState, loaded string) error {
+	info := s.Task
 	route := info.Route
 	if route == nil || h.Router == nil {
 		st.Ready, st.Phase, st.Detail, st.Endpoint = true, deployment.PhaseReady, loaded, st.TaskEndpoint
@@ -249,6 +250,11 @@ func (h *Health) routed(ctx context.Context, info *deployment.TaskInfo, base *ur
 		if err := h.Router.Register(ctx, route.TargetGroupArn, base.Hostname(), port); err != nil {
 			return err
 		}
+	}
+	// A woken deployment's rules send requests to the waker until its task serves: point them at it again (the
+	// load balancer health-checks only a target group a rule forwards to).
+	if err := h.Router.Resume(ctx, s.Request.DeploymentID, route.TargetGroupArn); err != nil {
+		return err
 	}
 	healthy, others, err := h.Router.TargetHealth(ctx, route.TargetGroupArn)
 	if err != nil {

@@ -59,7 +59,7 @@ func (t *Teardown) autoStop(ctx context.Context, c *deployment.AutoStopCheck) (d
 		deployment.Logger(t.Stopper.Log, c.DeploymentID).Info("auto-stop postponed", "requests", use.Requests, "nextCheck", decision.NextCheck)
 		return deployment.Stopped{Deployments: []string{c.DeploymentID}, Tasks: []string{}, Schedules: []string{}, AutoStop: &decision}, nil
 	}
-	out, err := t.Stopper.StopExecution(ctx, c.DeploymentID, c.Execution, c.Task, c.Reason+": "+decision.Why)
+	out, err := t.Stopper.StopExecution(ctx, c.DeploymentID, c.Execution, c.Task, c.Reason+": "+decision.Why, deployment.Sleep)
 	out.AutoStop = &decision
 	return out, err
 }

@@ -119,10 +119,16 @@ func (h *Interrupted) Handle(ctx context.Context, ev *events.TaskStateChange) (d
 		return res, err
 	}
 	if deployment.TagValue(task.Tags, deployment.TagKeepRunning) != "true" {
-		// Not to be restarted: its route goes with it, once nothing of the deployment runs.
+		// Not to be restarted: once nothing of the deployment runs, it sleeps (a request wakes it) or its route goes.
 		if len(live) == 0 && s.Routes != nil {
-			if err := s.Routes.Remove(ctx, id); err != nil {
+			slept, err := s.Routes.Sleep(ctx, id, &task, "interrupted ("+cmp.Or(ev.StopCode, "unknown")+")", false)
+			if err != nil {
 				return res, err
+			}
+			if !slept {
+				if err := s.Routes.Remove(ctx, id); err != nil {
+					return res, err
+				}
 			}
 		}
 		return res, nil
@@ -164,28 +170,8 @@ func restartRequest(task ecstypes.Task, id, stopCode string, remaining time.Dura
 	if restart >= events.MaxRestarts {
 		return req, fmt.Sprintf("restarted %d times already", restart)
 	}
-	env := map[string]string{}
-	if task.Overrides != nil {
-		for _, c := range task.Overrides.ContainerOverrides {
-			if aws.ToString(c.Name) != deployment.ContainerName {
-				continue
-			}
-			for _, kv := range c.Environment {
-				env[aws.ToString(kv.Name)] = aws.ToString(kv.Value)
-			}
-		}
-	}
-	req = events.DeployRequest{Model: env[deployment.EnvModel], Env: deployment.TagValue(task.Tags, deployment.TagEnv), DeploymentID: id, KeepRunning: true,
-		Requester: deployment.TagValue(task.Tags, deployment.TagRequester), Restart: restart + 1}
-	if src := env[deployment.EnvSource]; strings.HasPrefix(src, "s3://") {
-		req.Source = src
-	}
-	if n, err := strconv.Atoi(env[deployment.EnvContextLength]); err == nil {
-		req.ContextLength = n
-	}
-	if req.Requester == "unknown" {
-		req.Requester = ""
-	}
+	req = requestFromTask(task, id)
+	req.KeepRunning, req.Restart, req.Wake = true, restart+1, 0
 	if a := deployment.TagValue(task.Tags, deployment.TagAvoid); a != "" {
 		req.Avoid = strings.Split(a, deployment.AvoidSeparator)
 	}
@@ -204,6 +190,49 @@ func restartRequest(task ecstypes.Task, id, stopCode string, remaining time.Dura
 		return req, err.Error()
 	}
 	return req, ""
+}
+
+// requestFromTask rebuilds a deployment's request from one of its tasks: the model and source from the
+// container's overrides (the model tag when there are none), the rest from the tags; the time to live is the one
+// requested.
+func requestFromTask(task ecstypes.Task, id string) events.DeployRequest {
+	env := map[string]string{}
+	if task.Overrides != nil {
+		for _, c := range task.Overrides.ContainerOverrides {
+			if aws.ToString(c.Name) != deployment.ContainerName {
+				continue
+			}
+			for _, kv := range c.Environment {
+				env[aws.ToString(kv.Name)] = aws.ToString(kv.Value)
+			}
+		}
+	}
+	req := events.DeployRequest{Model: cmp.Or(env[deployment.EnvModel], deployment.TagValue(task.Tags, deployment.TagModel)),
+		Env: deployment.TagValue(task.Tags, deployment.TagEnv), DeploymentID: id, Requester: deployment.TagValue(task.Tags, deployment.TagRequester)}
+	if src := env[deployment.EnvSource]; strings.HasPrefix(src, "s3://") {
+		req.Source = src
+	}
+	if n, err := strconv.Atoi(env[deployment.EnvContextLength]); err == nil {
+		req.ContextLength = n
+	}
+	if req.Requester == "unknown" {
+		req.Requester = ""
+	}
+	if ttl, err := strconv.Atoi(deployment.TagValue(task.Tags, deployment.TagTTL)); err == nil && ttl >= 0 {
+		req.TTL = (time.Duration(ttl) * time.Second).String()
+		if ttl == 0 {
+			req.TTL = "0"
+		}
+	}
+	if deployment.TagValue(task.Tags, deployment.TagKeepRunning) == "true" {
+		req.KeepRunning = true
+	}
+	if n, err := strconv.Atoi(deployment.TagValue(task.Tags, deployment.TagWakeCount)); err == nil {
+		req.Wake = n
+	}
+	wake := deployment.TagValue(task.Tags, deployment.TagWake) == "true"
+	req.WakeOnRequest = &wake
+	return req
 }
 
 // executionArn is the ARN of a named execution of a state machine.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	cwtypes "github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
@@ -42,6 +44,10 @@ type Router struct {
 	HealthCheckSeconds int
 	// DeregistrationDelay is how long a draining target may finish its requests (default 300 s).
 	DeregistrationDelay time.Duration
+	// WakerTargetGroup is the load balancer's target group of the waker function (its ARN or name), where a
+	// sleeping deployment's rules forward; SleepPrefix is where the sleep records are (SSM). Empty: deployments do not sleep.
+	WakerTargetGroup, SleepPrefix string
+	Now                           func() time.Time
 }
 
 // blockSize is how many listener-rule priorities each deployment reserves: its rules take consecutive priorities
@@ -390,10 +396,16 @@ func (r *Router) Remove(ctx context.Context, deploymentID string) error {
 		}
 	}
 	if r.Keys != nil {
-		_, err := r.Keys.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: aws.String(deployment.KeyParameterName(r.KeyPrefix, deploymentID))})
-		var missing *ssmtypes.ParameterNotFound
-		if err != nil && !errors.As(err, &missing) && !deployment.IsCode(err, "ParameterNotFound") {
-			return deployment.AWSError("ssm:DeleteParameter", err)
+		names := []string{deployment.KeyParameterName(r.KeyPrefix, deploymentID)}
+		if r.SleepPrefix != "" {
+			names = append(names, deployment.SleepParameterName(r.SleepPrefix, deploymentID))
+		}
+		for _, name := range names {
+			_, err := r.Keys.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: aws.String(name)})
+			var missing *ssmtypes.ParameterNotFound
+			if err != nil && !errors.As(err, &missing) && !deployment.IsCode(err, "ParameterNotFound") {
+				return deployment.AWSError("ssm:DeleteParameter", err)
+			}
 		}
 	}
 	return nil
@@ -473,4 +485,204 @@ func TargetGroupDimension(arn string) string {
 		return arn[i:]
 	}
 	return arn
+}
+
+// SleepRecord reads a deployment's sleep record (found false without one).
+func (r *Router) SleepRecord(ctx context.Context, deploymentID string) (deployment.SleepRecord, bool, error) {
+	var rec deployment.SleepRecord
+	if r.Keys == nil || r.SleepPrefix == "" {
+		return rec, false, nil
+	}
+	out, err := r.Keys.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(deployment.SleepParameterName(r.SleepPrefix, deploymentID))})
+	var missing *ssmtypes.ParameterNotFound
+	if errors.As(err, &missing) || deployment.IsCode(err, "ParameterNotFound") {
+		return rec, false, nil
+	}
+	if err != nil {
+		return rec, false, deployment.AWSError("ssm:GetParameter", err)
+	}
+	if err := json.Unmarshal([]byte(aws.ToString(out.Parameter.Value)), &rec); err != nil {
+		return rec, false, &deployment.AWSServiceError{Op: "ssm:GetParameter", Code: "Unreadable", Message: "sleep record of " + deploymentID + ": " + err.Error()}
+	}
+	return rec, true, nil
+}
+
+// PutSleepRecord writes a deployment's sleep record.
+func (r *Router) PutSleepRecord(ctx context.Context, rec deployment.SleepRecord) error {
+	raw, _ := json.Marshal(rec)
+	_, err := r.Keys.PutParameter(ctx, &ssm.PutParameterInput{Name: aws.String(deployment.SleepParameterName(r.SleepPrefix, rec.DeploymentID)),
+		Value: aws.String(string(raw)), Type: ssmtypes.ParameterTypeString, Overwrite: aws.Bool(true)})
+	if err != nil {
+		return deployment.AWSError("ssm:PutParameter", err)
+	}
+	return nil
+}
+
+// Sleep keeps a stopped deployment's endpoint when it wakes on request (its last task's tags say so): the sleep
+// record holds the request that starts it again, its forwarding rules send requests to the waker (with the path
+// unrewritten, so the waker knows the deployment), and its target group is emptied. It reports false, changing
+// nothing, for a deployment that does not wake, and for the failed first start of one (nothing to wake); a wake
+// that failed goes back to sleep. Without a task (a wake that failed before its task started) a sleeping
+// deployment stays asleep.
+func (r *Router) Sleep(ctx context.Context, deploymentID string, last *ecstypes.Task, reason string, failed bool) (bool, error) {
+	if r.WakerTargetGroup == "" || r.Keys == nil || r.SleepPrefix == "" {
+		return false, nil
+	}
+	rec, found, err := r.SleepRecord(ctx, deploymentID)
+	if err != nil {
+		return false, err
+	}
+	if last == nil {
+		if !found || !rec.Asleep {
+			return false, nil
+		}
+	} else {
+		wakeCount, _ := strconv.Atoi(deployment.TagValue(last.Tags, deployment.TagWakeCount))
+		if deployment.TagValue(last.Tags, deployment.TagWake) != "true" || (failed && wakeCount == 0) {
+			return false, nil
+		}
+		req := requestFromTask(*last, deploymentID)
+		req.Wake = 0
+		rec.DeploymentID, rec.Request = deploymentID, req
+	}
+	rules, _, err := r.rules(ctx, deploymentID)
+	if err != nil || len(rules) == 0 {
+		return false, err
+	}
+	rec.APIKey = len(rules) > 1
+	rec.Request.APIKey = &rec.APIKey
+	rec.Asleep, rec.SleptAt, rec.Reason = true, r.now().UTC().Format(time.RFC3339), reason
+	if err := r.PutSleepRecord(ctx, rec); err != nil {
+		return false, err
+	}
+	waker, err := r.wakerArn(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, rule := range rules {
+		if len(rule.Actions) == 0 || rule.Actions[0].Type != elbtypes.ActionTypeEnumForward {
+			continue
+		}
+		if _, err := r.LB.ModifyRule(ctx, &elbv2.ModifyRuleInput{RuleArn: rule.RuleArn, ResetTransforms: aws.Bool(true),
+			Actions: []elbtypes.Action{{Type: elbtypes.ActionTypeEnumForward, TargetGroupArn: aws.String(waker)}}}); err != nil {
+			return false, deployment.AWSError("elasticloadbalancing:ModifyRule", err)
+		}
+	}
+	if err := r.deregisterAll(ctx, deploymentID); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// wakerArn is the waker's target group ARN (WakerTargetGroup is its ARN, or its name).
+func (r *Router) wakerArn(ctx context.Context) (string, error) {
+	if strings.HasPrefix(r.WakerTargetGroup, "arn:") {
+		return r.WakerTargetGroup, nil
+	}
+	out, err := r.LB.DescribeTargetGroups(ctx, &elbv2.DescribeTargetGroupsInput{Names: []string{r.WakerTargetGroup}})
+	if err != nil {
+		return "", deployment.AWSError("elasticloadbalancing:DescribeTargetGroups", err)
+	}
+	if len(out.TargetGroups) == 0 {
+		return "", &deployment.AWSServiceError{Op: "elasticloadbalancing:DescribeTargetGroups", Code: "Missing", Message: "no waker target group " + r.WakerTargetGroup}
+	}
+	return aws.ToString(out.TargetGroups[0].TargetGroupArn), nil
+}
+
+// deregisterAll empties a deployment's target group.
+func (r *Router) deregisterAll(ctx context.Context, deploymentID string) error {
+	out, err := r.LB.DescribeTargetGroups(ctx, &elbv2.DescribeTargetGroupsInput{Names: []string{deployment.TargetGroupName(deploymentID)}})
+	if isNotFoundELB(err) {
+		return nil
+	}
+	if err != nil {
+		return deployment.AWSError("elasticloadbalancing:DescribeTargetGroups", err)
+	}
+	for _, tg := range out.TargetGroups {
+		health, err := r.LB.DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: tg.TargetGroupArn})
+		if err != nil {
+			return deployment.AWSError("elasticloadbalancing:DescribeTargetHealth", err)
+		}
+		var targets []elbtypes.TargetDescription
+		for _, t := range health.TargetHealthDescriptions {
+			if t.Target != nil {
+				targets = append(targets, *t.Target)
+			}
+		}
+		if len(targets) > 0 {
+			if _, err := r.LB.DeregisterTargets(ctx, &elbv2.DeregisterTargetsInput{TargetGroupArn: tg.TargetGroupArn, Targets: targets}); err != nil {
+				return deployment.AWSError("elasticloadbalancing:DeregisterTargets", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Resume points a woken deployment's rules at its target group again (with the rewrite), once its task serves,
+// and records how long the wake took. A deployment that was not asleep is left as it is.
+func (r *Router) Resume(ctx context.Context, deploymentID, targetGroup string) error {
+	rec, found, err := r.SleepRecord(ctx, deploymentID)
+	if err != nil || !found || !rec.Asleep {
+		return err
+	}
+	key, err := r.Key(ctx, deploymentID)
+	if err != nil {
+		return err
+	}
+	rules, _, err := r.rules(ctx, deploymentID)
+	if err != nil {
+		return err
+	}
+	wanted := ruleSpecs(deploymentID, targetGroup, key)
+	if len(rules) != len(wanted) {
+		return &deployment.AWSServiceError{Op: "elasticloadbalancing:ModifyRule", Code: "RulesChanged",
+			Message: fmt.Sprintf("deployment %s has %d rules, want %d", deploymentID, len(rules), len(wanted))}
+	}
+	for i, rule := range rules {
+		if wanted[i].Actions[0].Type != elbtypes.ActionTypeEnumForward {
+			continue
+		}
+		if _, err := r.LB.ModifyRule(ctx, &elbv2.ModifyRuleInput{RuleArn: rule.RuleArn, Actions: wanted[i].Actions,
+			Transforms: wanted[i].Transforms}); err != nil {
+			return deployment.AWSError("elasticloadbalancing:ModifyRule", err)
+		}
+	}
+	if t, err := time.Parse(time.RFC3339Nano, rec.LastWake); err == nil {
+		rec.LastStartSeconds = r.now().Sub(t).Seconds()
+	}
+	// The wake served: whatever becomes of its execution later (a stop while it finishes) is not a failed start.
+	rec.Asleep, rec.Failures, rec.LastError, rec.Counted = false, 0, "", rec.Execution
+	return r.PutSleepRecord(ctx, rec)
+}
+
+func (r *Router) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// SleepRecords lists the sleep records under the prefix, by deployment id.
+func (r *Router) SleepRecords(ctx context.Context) ([]deployment.SleepRecord, error) {
+	recs := []deployment.SleepRecord{}
+	if r.Keys == nil || r.SleepPrefix == "" {
+		return recs, nil
+	}
+	in := &ssm.GetParametersByPathInput{Path: aws.String(r.SleepPrefix)}
+	for {
+		out, err := r.Keys.GetParametersByPath(ctx, in)
+		if err != nil {
+			return nil, deployment.AWSError("ssm:GetParametersByPath", err)
+		}
+		for _, p := range out.Parameters {
+			var rec deployment.SleepRecord
+			if json.Unmarshal([]byte(aws.ToString(p.Value)), &rec) == nil && rec.DeploymentID != "" {
+				recs = append(recs, rec)
+			}
+		}
+		if out.NextToken == nil {
+			return recs, nil
+		}
+		in.NextToken = out.NextToken
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch/schemas"
 	cwtypes "github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	"github.com/aws/aws-sdk-go-v2/service/scheduler"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
@@ -90,6 +91,41 @@ func TestRoutesServicesAndUsageAgainstMoto(t *testing.T) {
 		t.Errorf("target health %d %v", healthy, err)
 	}
 
+	// Sleep and wake: the route's rule forwards to the waker's target group (here any group: moto runs no Lambda)
+	// and the record is kept; Resume points it back.
+	waker, err := lb.CreateTargetGroup(ctx, &elbv2.CreateTargetGroupInput{Name: aws.String("ollama-ecs-waker"), Protocol: "HTTP",
+		Port: aws.Int32(80), VpcId: aws.String(net.VpcID), TargetType: "ip"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router.SleepPrefix, router.WakerTargetGroup = "/ollama-ecs/sleep", "ollama-ecs-waker"
+	last := ecstypes.Task{Tags: []ecstypes.Tag{tag(deployment.TagWake, "true"), tag(deployment.TagModel, "mistral:7b"), tag(deployment.TagEnv, "dev"),
+		tag(deployment.TagWakeCount, "0"), tag(deployment.TagTTL, "-1")}}
+	if slept, err := router.Sleep(ctx, "dev-moto", &last, "test", false); err != nil || !slept {
+		t.Fatalf("sleep: %v %v", slept, err)
+	}
+	forwardsTo := func() string {
+		out, err := lb.DescribeRules(ctx, &elbv2.DescribeRulesInput{RuleArns: other.RuleArns})
+		if err != nil || len(out.Rules) != 1 {
+			t.Fatalf("rules: %v", err)
+		}
+		return aws.ToString(out.Rules[0].Actions[0].TargetGroupArn)
+	}
+	if got := forwardsTo(); got != aws.ToString(waker.TargetGroups[0].TargetGroupArn) {
+		t.Errorf("a sleeping route forwards to %s, want the waker's group", got)
+	}
+	recs, err := router.SleepRecords(ctx)
+	if err != nil || len(recs) != 1 || !recs[0].Asleep || recs[0].Request.Model != "mistral:7b" {
+		t.Fatalf("sleep records %+v %v", recs, err)
+	}
+	if err := router.Resume(ctx, "dev-moto", other.TargetGroupArn); err != nil {
+		t.Fatal(err)
+	}
+	if got := forwardsTo(); got != other.TargetGroupArn {
+		t.Errorf("a resumed route forwards to %s, want its own group", got)
+	}
+	router.SleepPrefix, router.WakerTargetGroup = "", ""
+
 	// A prod service behind the route, with its task definition revision and scaling.
 	m, _ := catalog.Default().Model("mistral:7b")
 	p, err := planner.New(catalog.Default(), planner.Request{Model: m, Env: "prod", Prefer: planner.PreferCPU})
@@ -159,7 +195,7 @@ func TestRoutesServicesAndUsageAgainstMoto(t *testing.T) {
 
 	// Stopping the deployment removes the service, its scaling, the route and the key; the other route stays.
 	stopper := &deployment.Stopper{ECS: ecsc, Scheduler: scheduler.NewFromConfig(cfg), Cluster: "ollama", Group: "ollama-ecs", Routes: router, Services: services}
-	res, err := stopper.StopDeployment(ctx, "prod-moto", "test")
+	res, err := stopper.StopDeployment(ctx, "prod-moto", "test", deployment.Forget)
 	if err != nil || len(res.Services) != 1 {
 		t.Fatalf("stop: %+v %v", res, err)
 	}

@@ -173,7 +173,7 @@ func (r *RunTask) owner(ctx context.Context, taskArn string) (string, error) {
 // request of its own. A restart after an interruption (an execution named after the dead task) adds a hash of its
 // execution's name, so no restart ever reuses another's token.
 func clientToken(req *deployment.Request, cursor int) string {
-	if req.Restart > 0 {
+	if req.Restart > 0 || req.Wake > 0 {
 		sum := sha256.Sum256([]byte(req.ExecutionName))
 		return fmt.Sprintf("%s.%s.%d", req.DeploymentID, hex.EncodeToString(sum[:4]), cursor)
 	}
@@ -234,6 +234,8 @@ func (r *RunTask) input(req *deployment.Request, cand planner.Candidate, cursor 
 			tag(deployment.TagHourlyUSD, strconv.FormatFloat(cand.HourlyCostUSD, 'f', 4, 64)),
 		},
 	}
+	in.Tags = append(in.Tags, tag(deployment.TagWake, strconv.FormatBool(req.WakeOnRequest)), tag(deployment.TagWakeCount, strconv.Itoa(req.Wake)),
+		tag(deployment.TagTTL, strconv.Itoa(req.TTLSeconds)))
 	if req.KeepRunning {
 		in.Tags = append(in.Tags, tag(deployment.TagKeepRunning, "true"), tag(deployment.TagRestart, strconv.Itoa(req.Restart)),
 			tag(deployment.TagAvoid, strings.Join(req.Avoid, deployment.AvoidSeparator)))

@@ -75,6 +75,10 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 		req.Requester = d.Requester
 		req.KeepRunning, req.Avoid, req.Restart = d.KeepRunning, d.Avoid, d.Restart
 		req.APIKey = d.APIKey
+		req.WakeOnRequest, req.Wake = req.Env == "dev", d.Wake
+		if d.WakeOnRequest != nil {
+			req.WakeOnRequest = *d.WakeOnRequest
+		}
 		if req.Env == "prod" {
 			req.MinTasks = cmp.Or(d.MinTasks, events.DefaultMinTasks)
 			req.MaxTasks = max(cmp.Or(d.MaxTasks, events.DefaultMaxTasks), req.MinTasks)
@@ -93,6 +97,7 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 		req.Source = source
 		req.Model = m
 		req.Env = up.Env
+		req.WakeOnRequest = req.Env == "dev"
 		req.Requester = "s3:" + parsed.Envelope.Account
 	default:
 		return ValidateOutput{}, &deployment.InvalidEventError{Reason: fmt.Sprintf(

@@ -53,6 +53,8 @@ type Set struct {
 	AutoStop  *AutoStop
 	Cleanup   *Cleanup
 	Teardown  *Teardown
+	// Waker is the load balancer's target for sleeping deployments (nil without a load balancer).
+	Waker *Waker
 }
 
 // Build configures every step from one Config and the clients. Each function's main and the local stack both
@@ -63,7 +65,8 @@ func Build(cfg deployment.Config, c Clients, log *slog.Logger) *Set {
 	var router *Router
 	if cfg.ListenerArn != "" && c.LB != nil {
 		router = &Router{LB: c.LB, Keys: c.Parameters, ListenerArn: cfg.ListenerArn, VpcID: cfg.VpcID,
-			BaseURL: cfg.EndpointBase, KeyPrefix: cfg.KeyPrefix, Port: cfg.OllamaPort}
+			BaseURL: cfg.EndpointBase, KeyPrefix: cfg.KeyPrefix, Port: cfg.OllamaPort,
+			WakerTargetGroup: cfg.WakerTargetGroup, SleepPrefix: cfg.SleepPrefix}
 	}
 	var usage *UsageReader
 	if c.Metrics != nil && cfg.LoadBalancerName != "" {
@@ -81,7 +84,12 @@ func Build(cfg deployment.Config, c Clients, log *slog.Logger) *Set {
 	if services != nil {
 		stopper.Services = services
 	}
+	var waker *Waker
+	if router != nil {
+		waker = &Waker{Router: router, Executions: c.Executions, StateMachineArn: cfg.StateMachineArn, WakesPerDay: cfg.WakesPerDay, Log: log}
+	}
 	return &Set{
+		Waker:    waker,
 		Validate: &Validate{Catalog: catalog.Default(), S3: c.S3, Bucket: cfg.ModelBucket, Prefix: cfg.ModelPrefix, Log: log},
 		Configure: &Configure{Catalog: catalog.Default(), GPUInstanceTypes: cfg.GPUInstanceTypes, DevTTL: cfg.DevTTL,
 			DefaultPolicy: cfg.Policy, GPUVolumeGiB: cfg.GPUVolumeGiB, Log: log},
@@ -145,6 +153,10 @@ func AutoStopHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any 
 func CleanupHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
 	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), Scheduler: scheduler.NewFromConfig(a), LB: elbv2.NewFromConfig(a),
 		Parameters: ssm.NewFromConfig(a), Services: ecs.NewFromConfig(a), Scaling: applicationautoscaling.NewFromConfig(a)}, log).Cleanup.Handle
+}
+
+func WakerHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
+	return Build(cfg, Clients{LB: elbv2.NewFromConfig(a), Parameters: ssm.NewFromConfig(a), Executions: sfn.NewFromConfig(a)}, log).Waker.Handle
 }
 
 func TeardownHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	cwtypes "github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
@@ -33,7 +35,10 @@ type LoadBalancerOptions struct {
 	HealthCheckInterval time.Duration
 	// Now stamps requests for the metrics (schedule time, when the local scheduler runs faster than the clock).
 	Now func() time.Time
-	Log *slog.Logger
+	// Invoke serves a Lambda target (a function ARN registered in a lambda target group) with the load balancer's
+	// event, as ELB invokes a Lambda target; nil refuses lambda target groups.
+	Invoke func(ctx context.Context, functionArn string, req events.ALBTargetGroupRequest) (events.ALBTargetGroupResponse, error)
+	Log    *slog.Logger
 }
 
 // LoadBalancer is the local Application Load Balancer with one HTTP listener on loopback. Its control plane is the
@@ -62,6 +67,8 @@ type LoadBalancer struct {
 
 type targetGroup struct {
 	arn, name         string
+	lambda            bool   // a lambda target group: its one target is a function
+	function          string // the registered function's ARN
 	port              int
 	healthPath        string
 	interval          time.Duration
@@ -177,8 +184,8 @@ func (l *LoadBalancer) CreateTargetGroup(_ context.Context, in *elbv2.CreateTarg
 	if !regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,31}$`).MatchString(name) || strings.HasSuffix(name, "-") {
 		return nil, lbError("ValidationError", "Target group name %q must be 1-32 letters, digits or hyphens", name)
 	}
-	if in.TargetType != elbtypes.TargetTypeEnumIp {
-		return nil, lbError("ValidationError", "the local load balancer takes IP target groups only")
+	if in.TargetType != elbtypes.TargetTypeEnumIp && (in.TargetType != elbtypes.TargetTypeEnumLambda || l.opts.Invoke == nil) {
+		return nil, lbError("ValidationError", "the local load balancer takes IP target groups (and lambda ones given a function invoker) only")
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -190,7 +197,8 @@ func (l *LoadBalancer) CreateTargetGroup(_ context.Context, in *elbv2.CreateTarg
 	g := &targetGroup{name: name, port: int(aws.ToInt32(in.Port)), healthPath: cmpOr(aws.ToString(in.HealthCheckPath), "/"),
 		interval: time.Duration(cmpOrInt(aws.ToInt32(in.HealthCheckIntervalSeconds), 30)) * time.Second,
 		healthy:  int(cmpOrInt(aws.ToInt32(in.HealthyThresholdCount), 5)), sick: int(cmpOrInt(aws.ToInt32(in.UnhealthyThresholdCount), 2)),
-		attrs: map[string]string{"deregistration_delay.timeout_seconds": "300", "load_balancing.algorithm.type": "round_robin"}}
+		attrs:  map[string]string{"deregistration_delay.timeout_seconds": "300", "load_balancing.algorithm.type": "round_robin"},
+		lambda: in.TargetType == elbtypes.TargetTypeEnumLambda}
 	g.arn = fmt.Sprintf("arn:aws:elasticloadbalancing:%s:%s:targetgroup/%s/%s", l.opts.Region, l.opts.Account, name, randomHex(8))
 	l.groups[g.arn] = g
 	return &elbv2.CreateTargetGroupOutput{TargetGroups: []elbtypes.TargetGroup{l.describeGroup(g)}}, nil
@@ -284,16 +292,9 @@ func (l *LoadBalancer) CreateRule(_ context.Context, in *elbv2.CreateRuleInput, 
 		return nil, lbError("ValidationError", "the local load balancer takes rules with one action and at least one condition")
 	}
 	r := &lbRule{priority: p, conditions: in.Conditions, actions: in.Actions, tags: in.Tags}
-	for _, t := range in.Transforms {
-		if t.Type != elbtypes.TransformTypeEnumUrlRewrite || t.UrlRewriteConfig == nil || len(t.UrlRewriteConfig.Rewrites) != 1 {
-			return nil, lbError("ValidationError", "the local load balancer takes one url-rewrite transform with one rewrite")
-		}
-		rw := t.UrlRewriteConfig.Rewrites[0]
-		re, err := regexp.Compile(aws.ToString(rw.Regex))
-		if err != nil {
-			return nil, lbError("ValidationError", "invalid rewrite regex: %v", err)
-		}
-		r.rewrite, r.replace = re, aws.ToString(rw.Replace)
+	var err error
+	if r.rewrite, r.replace, err = parseTransforms(in.Transforms); err != nil {
+		return nil, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -340,6 +341,55 @@ func (l *LoadBalancer) DescribeRules(_ context.Context, in *elbv2.DescribeRulesI
 	return out, nil
 }
 
+// ModifyRule replaces a rule's actions, conditions or transforms (ResetTransforms removes them).
+func (l *LoadBalancer) ModifyRule(_ context.Context, in *elbv2.ModifyRuleInput, _ ...func(*elbv2.Options)) (*elbv2.ModifyRuleOutput, error) {
+	rewrite, replace, err := parseTransforms(in.Transforms)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := slices.IndexFunc(l.rules, func(r *lbRule) bool { return r.arn == aws.ToString(in.RuleArn) })
+	if i < 0 {
+		return nil, lbError("RuleNotFound", "Rule %s not found", aws.ToString(in.RuleArn))
+	}
+	r := l.rules[i]
+	if len(in.Actions) > 0 {
+		if len(in.Actions) != 1 {
+			return nil, lbError("ValidationError", "the local load balancer takes rules with one action")
+		}
+		if a := in.Actions[0]; a.Type == elbtypes.ActionTypeEnumForward && l.groups[aws.ToString(a.TargetGroupArn)] == nil {
+			return nil, lbError("TargetGroupNotFound", "Target group %s not found", aws.ToString(a.TargetGroupArn))
+		}
+		r.actions = in.Actions
+	}
+	if len(in.Conditions) > 0 {
+		r.conditions = in.Conditions
+	}
+	if rewrite != nil {
+		r.rewrite, r.replace = rewrite, replace
+	} else if aws.ToBool(in.ResetTransforms) {
+		r.rewrite, r.replace = nil, ""
+	}
+	return &elbv2.ModifyRuleOutput{Rules: []elbtypes.Rule{r.describe()}}, nil
+}
+
+// parseTransforms reads the one url-rewrite transform the local load balancer applies (nil without one).
+func parseTransforms(ts []elbtypes.RuleTransform) (*regexp.Regexp, string, error) {
+	for _, t := range ts {
+		if t.Type != elbtypes.TransformTypeEnumUrlRewrite || t.UrlRewriteConfig == nil || len(t.UrlRewriteConfig.Rewrites) != 1 {
+			return nil, "", lbError("ValidationError", "the local load balancer takes one url-rewrite transform with one rewrite")
+		}
+		rw := t.UrlRewriteConfig.Rewrites[0]
+		re, err := regexp.Compile(aws.ToString(rw.Regex))
+		if err != nil {
+			return nil, "", lbError("ValidationError", "invalid rewrite regex: %v", err)
+		}
+		return re, aws.ToString(rw.Replace), nil
+	}
+	return nil, "", nil
+}
+
 // DeleteRule deletes a rule; an unknown one is RuleNotFound.
 func (l *LoadBalancer) DeleteRule(_ context.Context, in *elbv2.DeleteRuleInput, _ ...func(*elbv2.Options)) (*elbv2.DeleteRuleOutput, error) {
 	l.mu.Lock()
@@ -359,6 +409,13 @@ func (l *LoadBalancer) RegisterTargets(_ context.Context, in *elbv2.RegisterTarg
 	g := l.groups[aws.ToString(in.TargetGroupArn)]
 	if g == nil {
 		return nil, lbError("TargetGroupNotFound", "Target group %s not found", aws.ToString(in.TargetGroupArn))
+	}
+	if g.lambda {
+		if len(in.Targets) != 1 || !strings.HasPrefix(aws.ToString(in.Targets[0].Id), "arn:aws:lambda:") {
+			return nil, lbError("InvalidTarget", "a lambda target group takes one function ARN")
+		}
+		g.function = aws.ToString(in.Targets[0].Id)
+		return &elbv2.RegisterTargetsOutput{}, nil
 	}
 	for _, t := range in.Targets {
 		ip := net.ParseIP(aws.ToString(t.Id))
@@ -556,6 +613,14 @@ func (l *LoadBalancer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	g := l.groups[aws.ToString(a.TargetGroupArn)]
+	if g != nil && g.lambda {
+		fn := g.function
+		g.forwarded++
+		g.requests = append(g.requests, l.opts.Now())
+		l.mu.Unlock()
+		l.invoke(w, req, fn, rule)
+		return
+	}
 	var t *lbTarget
 	if g != nil {
 		t = g.pick()
@@ -600,6 +665,47 @@ func (l *LoadBalancer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		},
 	}
 	proxy.ServeHTTP(w, req)
+}
+
+// invoke serves a request with a Lambda target, as ELB does: the request as an ALB event (the path as rewritten
+// by the rule), the function's answer as the response.
+func (l *LoadBalancer) invoke(w http.ResponseWriter, req *http.Request, fn string, rule *lbRule) {
+	if fn == "" {
+		fixed(w, http.StatusServiceUnavailable, "application/json", `{"error":"the lambda target group has no function"}`)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+	if err != nil {
+		fixed(w, http.StatusBadRequest, "application/json", `{"error":"reading the request"}`)
+		return
+	}
+	path := req.URL.Path
+	if rule.rewrite != nil {
+		path = rule.rewrite.ReplaceAllString(path, rule.replace)
+	}
+	ev := events.ALBTargetGroupRequest{HTTPMethod: req.Method, Path: path, Headers: map[string]string{}, Body: string(body),
+		QueryStringParameters: map[string]string{}}
+	for k := range req.Header {
+		ev.Headers[strings.ToLower(k)] = req.Header.Get(k)
+	}
+	for k, v := range req.URL.Query() {
+		ev.QueryStringParameters[k] = v[0]
+	}
+	resp, err := l.opts.Invoke(req.Context(), fn, ev)
+	if err != nil {
+		l.log.Warn("load balancer: lambda target failed", "function", fn, "error", err)
+		fixed(w, http.StatusBadGateway, "application/json", `{"error":"the lambda target failed"}`)
+		return
+	}
+	for k, v := range resp.Headers {
+		w.Header().Set(k, v)
+	}
+	code := resp.StatusCode
+	if code == 0 {
+		code = http.StatusOK
+	}
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, resp.Body)
 }
 
 func fixed(w http.ResponseWriter, code int, contentType, body string) {

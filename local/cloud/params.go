@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 
@@ -59,4 +60,25 @@ func (p *Parameters) DeleteParameter(_ context.Context, in *ssm.DeleteParameterI
 	}
 	delete(p.values, aws.ToString(in.Name))
 	return &ssm.DeleteParameterOutput{}, nil
+}
+
+// GetParametersByPath lists the parameters under a path (one level, as without Recursive), sorted by name, in one
+// page.
+func (p *Parameters) GetParametersByPath(_ context.Context, in *ssm.GetParametersByPathInput, _ ...func(*ssm.Options)) (*ssm.GetParametersByPathOutput, error) {
+	prefix := strings.TrimRight(aws.ToString(in.Path), "/") + "/"
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := &ssm.GetParametersByPathOutput{}
+	for name, v := range p.values {
+		rest, ok := strings.CutPrefix(name, prefix)
+		if !ok || (!aws.ToBool(in.Recursive) && strings.Contains(rest, "/")) {
+			continue
+		}
+		if v.Type == ssmtypes.ParameterTypeSecureString && !aws.ToBool(in.WithDecryption) {
+			v.Value = aws.String("(encrypted)")
+		}
+		out.Parameters = append(out.Parameters, v)
+	}
+	slices.SortFunc(out.Parameters, func(a, b ssmtypes.Parameter) int { return strings.Compare(aws.ToString(a.Name), aws.ToString(b.Name)) })
+	return out, nil
 }
