@@ -323,3 +323,123 @@ func describeTask(ctx context.Context, b *testing.B, s *local.Stack, arn string)
 }
 
 func tinyModelBytes() ([]byte, error) { return tinymodel.Bytes(tinymodel.Options{}) }
+
+// BenchmarkWake: request-to-served on a wake against a plain deploy of the same model (event to a generation
+// served), in one run, alternating; and what one wake costs: the wake execution's state transitions and the
+// Lambda time of its Task states plus the waker's own answer.
+func BenchmarkWake(b *testing.B) {
+	tools.Require(b, tools.Local...)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s, err := local.Start(ctx, local.Options{HealthWait: 200 * time.Millisecond})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = s.Close(context.WithoutCancel(ctx)) }()
+	model, err := tinyModelBytes()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Store(ctx, tinyKey, model); err != nil {
+		b.Fatal(err)
+	}
+	source := "s3://" + local.Bucket + "/" + tinyKey
+	var plain, woken, transitions, lambdaMS, wakerMS []float64
+	n := 0
+	for b.Loop() {
+		for range rounds() {
+			n++
+			// A plain deploy: the request to a generation served.
+			id := fmt.Sprintf("bench-plain-%d", n)
+			t0 := time.Now()
+			arn, err := s.Deploy(ctx, events.DeployRequest{Model: tinyModel, Source: source, DeploymentID: id, TTL: "0"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ex, err := s.Engine.Wait(ctx, arn)
+			if err != nil || ex.Status != "SUCCEEDED" {
+				b.Fatalf("deploy: %v %s %s", err, ex.Status, ex.Cause)
+			}
+			var rec deployment.Record
+			_ = json.Unmarshal(ex.Output, &rec)
+			if _, err := streamGenerate(ctx, rec.Endpoint, tinyModel, 4); err != nil {
+				b.Fatal(err)
+			}
+			plain = append(plain, ms(time.Since(t0)))
+			// The same deployment, stopped (it sleeps), then woken by a request and served.
+			if _, err := s.PutEvent(ctx, envelope(events.DetailTypeStop, map[string]any{"deploymentId": id})); err != nil {
+				b.Fatal(err)
+			}
+			waitAsleep(ctx, b, s, id)
+			t2 := time.Now()
+			first, err := http.Get(rec.Endpoint + "/api/tags")
+			if err != nil {
+				b.Fatal(err)
+			}
+			first.Body.Close()
+			wakerMS = append(wakerMS, ms(time.Since(t2)))
+			for {
+				if _, err := streamGenerate(ctx, rec.Endpoint, tinyModel, 4); err == nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			woken = append(woken, ms(time.Since(t2)))
+			exWake, err := s.Engine.Wait(ctx, executionOf(s, id+"-w1"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			tr, lambda := 0.0, 0.0
+			for _, r := range deployment.StateRuns(exWake.Events) {
+				tr++
+				if r.Type == "Task" {
+					lambda += ms(r.Duration)
+				}
+			}
+			transitions, lambdaMS = append(transitions, tr), append(lambdaMS, lambda)
+			if _, err := s.PutEvent(ctx, envelope(events.DetailTypeStop, map[string]any{"deploymentId": id, "forget": true})); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	const usdPerGBSecondARM, gb = 0.0000133334, 0.25
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(median(plain), "plain-deploy-to-served-ms")
+	b.ReportMetric(median(woken), "wake-request-to-served-ms")
+	b.ReportMetric(median(woken)/median(plain), "wake/plain")
+	b.ReportMetric(median(wakerMS), "waker-answer-ms")
+	b.ReportMetric(median(transitions), "wake-transitions")
+	b.ReportMetric(median(lambdaMS), "wake-lambda-ms")
+	b.ReportMetric(median(transitions)*USDPerTransition+(median(lambdaMS)+median(wakerMS))/1000*gb*usdPerGBSecondARM, "usd/wake")
+}
+
+// executionOf is the ARN of the execution of that name the stack started, waiting for it to appear.
+func executionOf(s *local.Stack, name string) string {
+	for range 500 {
+		for _, ex := range s.Executions() {
+			if strings.HasSuffix(ex.ExecutionArn, ":"+name) {
+				return ex.ExecutionArn
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return "no execution " + name
+}
+
+// waitAsleep waits until a deployment sleeps (its record says so, and no task process is left), without calling
+// its endpoint (which would wake it).
+func waitAsleep(ctx context.Context, b *testing.B, s *local.Stack, id string) {
+	for ctx.Err() == nil {
+		recs, err := s.Sleeping(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range recs {
+			if r.DeploymentID == id && r.Asleep && len(s.ECS.Processes()) == 0 {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Fatal(ctx.Err())
+}

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -335,8 +336,49 @@ func (d *demo) autoStopWaitsForIdleness(rec deployment.Record) error {
 			err = errors.New("the schedule is still there after the stop")
 		}
 	}
-	return d.step("auto-stop fired after idleness: task, schedule, route gone", err,
-		fmt.Sprintf("%s, %s after the last request (wall time)", rec.ScheduleName, time.Since(start).Round(100*time.Millisecond)))
+	if err := d.step("auto-stop fired after idleness: task and schedule gone", err,
+		fmt.Sprintf("%s, %s after the last request (wall time); the endpoint sleeps", rec.ScheduleName, time.Since(start).Round(100*time.Millisecond))); err != nil {
+		return err
+	}
+	return d.wakeOnRequest(rec)
+}
+
+// wakeOnRequest calls a sleeping deployment's endpoint: the first answer is 503 with Retry-After while the waker
+// starts it again through the state machine; the caller retries as told and is served.
+func (d *demo) wakeOnRequest(rec deployment.Record) error {
+	start := time.Now()
+	resp, err := http.Get(rec.Endpoint + "/api/tags")
+	if err != nil {
+		return d.step("a request wakes the sleeping deployment", err, "")
+	}
+	resp.Body.Close()
+	retry := resp.Header.Get("Retry-After")
+	if resp.StatusCode != http.StatusServiceUnavailable || retry == "" {
+		return d.step("a request wakes the sleeping deployment", fmt.Errorf("got %s, Retry-After %q", resp.Status, retry), "")
+	}
+	if err := d.step("a request wakes the sleeping deployment", nil, "503, Retry-After: "+retry+" s; execution demo-ttl-w1 started"); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
+	defer cancel()
+	tries := 1
+	for {
+		wait, _ := strconv.Atoi(retry)
+		select {
+		case <-ctx.Done():
+			return d.step("the retried request is answered", ctx.Err(), "")
+		case <-time.After(time.Duration(max(1, min(wait, 2))) * time.Second):
+		}
+		tries++
+		if err := d.quickGenerate(rec.Endpoint, rec.Model); err == nil {
+			break
+		}
+		if resp, err := http.Get(rec.Endpoint + "/api/tags"); err == nil {
+			retry = resp.Header.Get("Retry-After")
+			resp.Body.Close()
+		}
+	}
+	return d.step("the retried request is answered", nil, fmt.Sprintf("generated after %s and %d requests", time.Since(start).Round(100*time.Millisecond), tries))
 }
 
 // prodScales deploys prod with 1 to 2 tasks, loads it until it scales out, then lets it idle until it scales in.
