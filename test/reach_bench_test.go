@@ -84,24 +84,13 @@ func streamGenerate(ctx context.Context, base, model string, tokens int) (stream
 }
 
 // BenchmarkLoadBalancerStreaming: streaming tokens per second and time to first token through the local load
-// balancer against the same task directly, alternating in one run (a 48-token generation of the tiny model (whose runner ends a stream after about 70 tokens),
-// which streams thousands of tokens a second: the load balancer's per-chunk cost shows as much as it ever will).
+// balancer against the same task directly, alternating in one run: a 48-token generation of the tiny model (its
+// runner ends a stream after about 70 tokens), which streams hundreds of tokens a second, so the load balancer's
+// per-chunk cost shows as much as it ever will.
 func BenchmarkLoadBalancerStreaming(b *testing.B) {
-	tools.Require(b, tools.Local...)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	s, err := local.Start(ctx, local.Options{HealthWait: 200 * time.Millisecond})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = s.Close(context.WithoutCancel(ctx)) }()
-	model, err := tinyModelBytes()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Store(ctx, tinyKey, model); err != nil {
-		b.Fatal(err)
-	}
+	s := benchStack(ctx, b)
 	arn, err := s.Deploy(ctx, events.DeployRequest{Model: tinyModel, Source: "s3://" + local.Bucket + "/" + tinyKey, DeploymentID: "bench-stream"})
 	if err != nil {
 		b.Fatal(err)
@@ -324,18 +313,15 @@ func describeTask(ctx context.Context, b *testing.B, s *local.Stack, arn string)
 
 func tinyModelBytes() ([]byte, error) { return tinymodel.Bytes(tinymodel.Options{}) }
 
-// BenchmarkWake: request-to-served on a wake against a plain deploy of the same model (event to a generation
-// served), in one run, alternating; and what one wake costs: the wake execution's state transitions and the
-// Lambda time of its Task states plus the waker's own answer.
-func BenchmarkWake(b *testing.B) {
+// benchStack is a local stack with the tiny model in its bucket, closed when the benchmark ends.
+func benchStack(ctx context.Context, b *testing.B) *local.Stack {
+	b.Helper()
 	tools.Require(b, tools.Local...)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
 	s, err := local.Start(ctx, local.Options{HealthWait: 200 * time.Millisecond})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer func() { _ = s.Close(context.WithoutCancel(ctx)) }()
+	b.Cleanup(func() { _ = s.Close(context.WithoutCancel(ctx)) })
 	model, err := tinyModelBytes()
 	if err != nil {
 		b.Fatal(err)
@@ -343,6 +329,16 @@ func BenchmarkWake(b *testing.B) {
 	if err := s.Store(ctx, tinyKey, model); err != nil {
 		b.Fatal(err)
 	}
+	return s
+}
+
+// BenchmarkWake: request-to-served on a wake against a plain deploy of the same model (event to a generation
+// served), in one run, alternating; and what one wake costs: the wake execution's state transitions and the
+// Lambda time of its Task states plus the waker's own answer.
+func BenchmarkWake(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s := benchStack(ctx, b)
 	source := "s3://" + local.Bucket + "/" + tinyKey
 	var plain, woken, transitions, lambdaMS, wakerMS []float64
 	n := 0

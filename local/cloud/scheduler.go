@@ -125,18 +125,27 @@ func parseAt(expr, tz string) (time.Time, error) {
 	return t, nil
 }
 
+// checkSchedule checks what Create and Update both require and reads the at() time.
+func checkSchedule(target *schedtypes.Target, window *schedtypes.FlexibleTimeWindow, expr, tz *string) (time.Time, error) {
+	if target == nil || aws.ToString(target.Arn) == "" || window == nil {
+		return time.Time{}, &schedtypes.ValidationException{Message: aws.String("Target and FlexibleTimeWindow are required.")}
+	}
+	at, err := parseAt(aws.ToString(expr), aws.ToString(tz))
+	if err != nil {
+		return time.Time{}, &schedtypes.ValidationException{Message: aws.String(err.Error())}
+	}
+	return at, nil
+}
+
 // CreateSchedule creates a one-time schedule; a taken name is ConflictException.
 func (s *Scheduler) CreateSchedule(_ context.Context, in *scheduler.CreateScheduleInput, _ ...func(*scheduler.Options)) (*scheduler.CreateScheduleOutput, error) {
 	name, group := aws.ToString(in.Name), groupOf(in.GroupName)
 	if name == "" || len(name) > 64 {
 		return nil, &schedtypes.ValidationException{Message: aws.String("Name must be 1 to 64 characters.")}
 	}
-	if in.Target == nil || aws.ToString(in.Target.Arn) == "" || in.FlexibleTimeWindow == nil {
-		return nil, &schedtypes.ValidationException{Message: aws.String("Target and FlexibleTimeWindow are required.")}
-	}
-	at, err := parseAt(aws.ToString(in.ScheduleExpression), aws.ToString(in.ScheduleExpressionTimezone))
+	at, err := checkSchedule(in.Target, in.FlexibleTimeWindow, in.ScheduleExpression, in.ScheduleExpressionTimezone)
 	if err != nil {
-		return nil, &schedtypes.ValidationException{Message: aws.String(err.Error())}
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -164,12 +173,9 @@ func (s *Scheduler) CreateSchedule(_ context.Context, in *scheduler.CreateSchedu
 // is ResourceNotFoundException. A schedule that has fired (and was kept) is armed again.
 func (s *Scheduler) UpdateSchedule(_ context.Context, in *scheduler.UpdateScheduleInput, _ ...func(*scheduler.Options)) (*scheduler.UpdateScheduleOutput, error) {
 	name, group := aws.ToString(in.Name), groupOf(in.GroupName)
-	if in.Target == nil || aws.ToString(in.Target.Arn) == "" || in.FlexibleTimeWindow == nil {
-		return nil, &schedtypes.ValidationException{Message: aws.String("Target and FlexibleTimeWindow are required.")}
-	}
-	at, err := parseAt(aws.ToString(in.ScheduleExpression), aws.ToString(in.ScheduleExpressionTimezone))
+	at, err := checkSchedule(in.Target, in.FlexibleTimeWindow, in.ScheduleExpression, in.ScheduleExpressionTimezone)
 	if err != nil {
-		return nil, &schedtypes.ValidationException{Message: aws.String(err.Error())}
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
