@@ -37,7 +37,7 @@ synth: lambdas ## synthesise the CDK app into cdk.out/ offline (pinned cdk CLI i
 	scripts/cdk.sh synth -q
 
 .PHONY: tools
-tools: engine ollama ## install the local engine and the pinned Ollama build (cached in ~/.cache/ollama-ecs/)
+tools: engine ollama chromium ## install the local engine, the pinned Ollama build (cached in ~/.cache/ollama-ecs/) and chromium
 
 .PHONY: engine
 engine: ## install the local Step Functions engine (npm ci into ~/.cache/ollama-ecs/engine/<lock hash>/)
@@ -46,6 +46,10 @@ engine: ## install the local Step Functions engine (npm ci into ~/.cache/ollama-
 .PHONY: ollama
 ollama: ## build the pinned Ollama once (~/.cache/ollama-ecs/ollama/v<version>/ollama), unless OLLAMA_BIN or PATH has one
 	@bash scripts/ollama.sh >/dev/null
+
+.PHONY: chromium
+chromium: ## install Debian's chromium for the console's browser test (apt-get, once), unless CHROMIUM_BIN or PATH has one
+	@bash scripts/chromium.sh >/dev/null
 
 .PHONY: lint
 lint: ## gofmt and go vet

@@ -57,6 +57,8 @@ type ServiceRemover interface {
 type RouteRemover interface {
 	Remove(ctx context.Context, deploymentID string) error
 	Sleep(ctx context.Context, deploymentID string, last *ecstypes.Task, reason string, failed bool) (bool, error)
+	// ForgetSleeping removes every sleeping deployment's route (the stack's deletion).
+	ForgetSleeping(ctx context.Context) ([]string, error)
 }
 
 // Ending is what a stop does with the deployment's endpoint.

@@ -192,7 +192,8 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 					[]string{*p.Tasks.TaskRole.RoleArn(), *p.Tasks.ExecutionRole.RoleArn()},
 					&map[string]interface{}{"StringEquals": map[string]interface{}{"iam:PassedToService": "ecs-tasks.amazonaws.com"}}),
 				// The deployment's route: its target group, its rules on this listener, its key.
-				statement([]string{"elasticloadbalancing:CreateTargetGroup", "elasticloadbalancing:ModifyTargetGroupAttributes"}, []string{targetGroups}, nil),
+				statement([]string{"elasticloadbalancing:CreateTargetGroup", "elasticloadbalancing:ModifyTargetGroupAttributes",
+					"elasticloadbalancing:ModifyTargetGroup"}, []string{targetGroups}, nil),
 				statement([]string{"elasticloadbalancing:CreateRule"}, []string{*lb.Listener.ListenerArn()}, nil),
 				statement([]string{"elasticloadbalancing:DeleteRule"}, []string{rules}, nil),
 				statement([]string{"elasticloadbalancing:AddTags"}, []string{targetGroups, rules}, &map[string]interface{}{"StringEquals": map[string]interface{}{
@@ -201,7 +202,8 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 				statement([]string{"ssm:PutParameter", "ssm:GetParameter"}, []string{keys}, nil),
 				// A prod deployment's service: its own task definition revision, the service, its scaling.
 				statement([]string{"ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition"}, []string{"*"}, nil),
-				statement([]string{"ecs:CreateService", "ecs:DescribeServices"}, []string{services}, inCluster),
+				// Application Auto Scaling acts on the service as its caller: UpdateService too.
+				statement([]string{"ecs:CreateService", "ecs:DescribeServices", "ecs:UpdateService"}, []string{services}, inCluster),
 				statement([]string{"ecs:TagResource"}, []string{services, arn("ecs", "task-definition", "ollama-svc-*:*")},
 					&map[string]interface{}{"StringEquals": map[string]interface{}{"ecs:CreateAction": []string{"CreateService", "RegisterTaskDefinition"}}}),
 				statement([]string{"application-autoscaling:RegisterScalableTarget", "application-autoscaling:PutScalingPolicy"},
@@ -290,9 +292,11 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 			statement([]string{"ssm:GetParameter", "ssm:PutParameter"}, []string{sleeps}, nil),
 			statement([]string{"ecs:DescribeServices", "ecs:DeleteService"}, []string{services}, inCluster),
 			statement([]string{"application-autoscaling:DeregisterScalableTarget"}, []string{arn("application-autoscaling", "scalable-target", "*")}, ecsScaling),
+			// Deregistering a scalable target deletes its target-tracking alarms as the caller.
+			statement([]string{"cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"}, []string{"*"}, nil),
 		},
 		timeout:     300,
-		anyResource: "ecs:ListTasks is authorised per container instance; the ecs:cluster condition holds it to this cluster. elasticloadbalancing:DescribeRules and DescribeTargetGroups support no resource-level permissions.",
+		anyResource: "ecs:ListTasks is authorised per container instance; the ecs:cluster condition holds it to this cluster. elasticloadbalancing:DescribeRules and DescribeTargetGroups support no resource-level permissions; the CloudWatch alarm calls are target tracking's (alarms named by Application Auto Scaling).",
 		wildcards: append([]nagWildcard{
 			clusterTasksWildcard("ecs:DescribeTasks and ecs:StopTask on tasks of this cluster only."),
 			scheduleGroupWildcard("scheduler:GetSchedule and DeleteSchedule on the auto-stop schedules of the project's schedule group only."),

@@ -57,7 +57,7 @@ func NewOllamaEcsStack(scope constructs.Construct, id string, props *OllamaEcsSt
 	})
 	functions.CanRestart(stateMachine)
 	functions.CanWake(stateMachine)
-	stopDeploymentsOnDelete(stack, functions.ByName["teardown"], cluster)
+	stopDeploymentsOnDelete(stack, functions.ByName["teardown"], cluster, lb)
 	addNagSuppressions(stack, cluster, tasks)
 
 	outputs := map[string]*string{
@@ -86,12 +86,14 @@ func NewOllamaEcsStack(scope constructs.Construct, id string, props *OllamaEcsSt
 // stopDeploymentsOnDelete adds the custom resource whose deletion, before the cluster, its capacity providers and
 // their groups, stops every deployment (the teardown function answers it): a running standalone task would hold
 // its instance's termination under managed draining, and `cdk destroy` with it.
-func stopDeploymentsOnDelete(stack awscdk.Stack, teardown awslambda.IFunction, cluster *Cluster) {
+func stopDeploymentsOnDelete(stack awscdk.Stack, teardown awslambda.IFunction, cluster *Cluster, lb *LoadBalancer) {
 	cr := awscdk.NewCustomResource(stack, jsii.String("StopDeploymentsOnDelete"), &awscdk.CustomResourceProps{
 		ServiceToken: teardown.FunctionArn(),
 		ResourceType: jsii.String("Custom::StopDeployments"),
 	})
 	cr.Node().AddDependency(cluster.Cluster)
+	// The deployments' run-time rules hold the listener and the waker's target group: they go first.
+	cr.Node().AddDependency(lb.Listener, lb.WakerTargets)
 	for _, p := range cluster.GpuCapacityProviders {
 		cr.Node().AddDependency(p.Group, p.Provider)
 	}

@@ -406,10 +406,10 @@ func TestIAMScoping(t *testing.T) {
 		wantActions := []string{"application-autoscaling:PutScalingPolicy", "application-autoscaling:RegisterScalableTarget",
 			"cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm",
 			"ecs:CreateService", "ecs:DescribeServices", "ecs:DescribeTaskDefinition", "ecs:DescribeTasks", "ecs:ListTasks",
-			"ecs:RegisterTaskDefinition", "ecs:RunTask", "ecs:TagResource",
+			"ecs:RegisterTaskDefinition", "ecs:RunTask", "ecs:TagResource", "ecs:UpdateService",
 			"elasticloadbalancing:AddTags", "elasticloadbalancing:CreateRule", "elasticloadbalancing:CreateTargetGroup",
 			"elasticloadbalancing:DeleteRule", "elasticloadbalancing:DescribeRules", "elasticloadbalancing:DescribeTargetGroups",
-			"elasticloadbalancing:ModifyTargetGroupAttributes", "iam:CreateServiceLinkedRole", "iam:PassRole",
+			"elasticloadbalancing:ModifyTargetGroup", "elasticloadbalancing:ModifyTargetGroupAttributes", "iam:CreateServiceLinkedRole", "iam:PassRole",
 			"logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameter", "ssm:PutParameter", "xray:PutTelemetryRecords", "xray:PutTraceSegments"}
 		if got := allActions(stmts); !reflect.DeepEqual(got, wantActions) {
 			t.Errorf("runtask actions = %v, want %v", got, wantActions)

@@ -62,7 +62,7 @@ func routeTargetGroup(t *testing.T, s *local.Stack, id string) string {
 // generations scales it out, idleness scales it in with no request failing, and a task killed is replaced.
 func TestProdServiceScalesAndHeals(t *testing.T) {
 	s := stackWithTiny(t, local.Options{ScalingInterval: 200 * time.Millisecond, ScalingWindow: 2 * time.Second,
-		ScaleOutCooldown: time.Second, ScaleInCooldown: 3 * time.Second, ScaleTargetRequests: 300})
+		ScaleOutCooldown: time.Second, ScaleInCooldown: 10 * time.Second, ScaleTargetRequests: 300})
 	ex := deploy(t, s, events.DeployRequest{Model: "tiny", Env: "prod", DeploymentID: "prod-scale", MinTasks: 1, MaxTasks: 2, Requester: "test"})
 	rec := succeeded(t, ex)
 	if rec.ServiceArn == "" || rec.TaskArn != "" || !strings.HasSuffix(rec.Endpoint, deployment.RoutePath("prod-scale")) {
@@ -98,13 +98,17 @@ func TestProdServiceScalesAndHeals(t *testing.T) {
 			}
 		}()
 	}
+	// (A slow machine makes slow generations and a low request rate: the scale-in cooldown holds the second
+	// task long enough to see it serve.)
 	deadline := time.Now().Add(90 * time.Second)
-	for s.LB.Stats(routeTargetGroup(t, s, "prod-scale")).Healthy < 2 && time.Now().Before(deadline) {
+	healthy := 0
+	for healthy < 2 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
+		healthy = s.LB.Stats(routeTargetGroup(t, s, "prod-scale")).Healthy
 	}
 	close(stop)
 	wg.Wait()
-	if healthy := s.LB.Stats(routeTargetGroup(t, s, "prod-scale")).Healthy; healthy < 2 {
+	if healthy < 2 {
 		t.Fatalf("the burst did not scale out: %d healthy targets; activities %+v", healthy, s.Scaling.Activities())
 	}
 	if n := failed.Load(); n != 0 {

@@ -49,6 +49,8 @@ func addDeployFlags(fs *pflag.FlagSet) *deployFlags {
 	fs.BoolVar(&d.req.KeepRunning, "keep-running", false, "start it again, on the next candidate, if its task dies on its own (Spot interruption, crash)")
 	fs.Var(&optionalBool{&d.req.APIKey}, "api-key", "put it behind an API key (--api-key=false for none; default: the stack's setting)")
 	fs.Lookup("api-key").NoOptDefVal = "true"
+	fs.Var(&optionalBool{&d.req.WakeOnRequest}, "wake", "keep its endpoint when stopped and start it again on a request (default: dev yes, prod no; --wake=false for none)")
+	fs.Lookup("wake").NoOptDefVal = "true"
 	fs.IntVar(&d.req.MinTasks, "min", 0, "prod: the fewest tasks its service keeps (default 1)")
 	fs.IntVar(&d.req.MaxTasks, "max", 0, "prod: the most tasks its service scales out to under load (default 3)")
 	return d

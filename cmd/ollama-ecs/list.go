@@ -24,7 +24,7 @@ import (
 func defineList(fs *pflag.FlagSet) runner {
 	af := addAWSFlags(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
-		c, err := connect(ctx, af, outCluster, outScheduleGroup, outLBName)
+		c, err := connect(ctx, af, outCluster, outScheduleGroup, outLBName, outListener, outKeyPrefix, outEndpointBase)
 		if err != nil {
 			return err
 		}
@@ -37,7 +37,7 @@ func defineList(fs *pflag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		ds = withSleeping(ds, recs)
+		ds = withEndpoints(withSleeping(ds, recs), c.Outputs[outEndpointBase])
 		if af.json() {
 			return writeJSON(stdout, ds)
 		}
@@ -72,11 +72,23 @@ type listedDeployment struct {
 	UsageError string    `json:"usageError,omitempty"`
 	// Service is a prod deployment's ECS service, which runs the task.
 	Service string `json:"service,omitempty"`
+	// Endpoint is where clients reach the deployment (its load balancer path), when the stack's base is known.
+	Endpoint string `json:"endpoint,omitempty"`
 	// Wakes counts the times a request woke the deployment, LastWake the last; WakeError is why a sleeping one no
 	// longer wakes (its last starts failed).
 	Wakes     int       `json:"wakes,omitempty"`
 	LastWake  time.Time `json:"lastWake,omitzero"`
 	WakeError string    `json:"wakeError,omitempty"`
+}
+
+// withEndpoints fills in each deployment's endpoint from the load balancer's base URL (none when unknown).
+func withEndpoints(ds []listedDeployment, base string) []listedDeployment {
+	for i := range ds {
+		if base != "" {
+			ds[i].Endpoint = strings.TrimRight(base, "/") + deployment.RoutePath(ds[i].DeploymentID)
+		}
+	}
+	return ds
 }
 
 // withSleeping adds the sleeping deployments (SLEEPING: their endpoint wakes them) and every deployment's wakes.

@@ -77,11 +77,11 @@ func defineLocalDemo(fs *pflag.FlagSet) runner {
 		fmt.Fprintln(stdout, "ollama-ecs local demo: the deploy state machine (workflow/deploy.asl.json) on the local Step Functions")
 		fmt.Fprintln(stdout, "engine, its real Lambda handlers, and a local cluster whose tasks are real `ollama serve` processes.")
 		// Schedule time runs 60x faster, so the one-minute TTL below fires after a second of waiting.
-		// Local target tracking evaluates every 200 ms over a 2 s window, with second-long cooldowns, so a burst
+		// Local target tracking evaluates every 200 ms over a 2 s window, with 1 s and 6 s cooldowns, so a burst
 		// scales out and back in within seconds; a task is held to 300 requests a minute.
 		s, err := local.Start(ctx, local.Options{TimeScale: 60, HealthWait: 200 * time.Millisecond, Log: log,
 			IdleWindow: 2 * time.Minute, ScalingInterval: 200 * time.Millisecond, ScalingWindow: 2 * time.Second,
-			ScaleOutCooldown: time.Second, ScaleInCooldown: 3 * time.Second, ScaleTargetRequests: 300})
+			ScaleOutCooldown: time.Second, ScaleInCooldown: 6 * time.Second, ScaleTargetRequests: 300})
 		if err != nil {
 			return fmt.Errorf("starting the local stack: %w", err)
 		}

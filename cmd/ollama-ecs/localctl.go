@@ -78,7 +78,7 @@ func controlHandler(s *local.Stack) http.Handler {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		ds = withSleeping(ds, recs)
+		ds = withEndpoints(withSleeping(ds, recs), s.LB.URL())
 		_ = json.NewEncoder(w).Encode(ds)
 	})
 	return mux
@@ -107,6 +107,7 @@ func openLocal(ctx context.Context, oneShotOK bool, stderr io.Writer) (localStac
 func defineLocalUp(fs *pflag.FlagSet) runner {
 	scale := fs.Float64("time-scale", 1, "run schedule time this many times faster than real time (auto-stop TTLs)")
 	clusterFile := fs.String("cluster", "", "cluster config JSON (default: the embedded local/cloud/cluster.json)")
+	consoleAddr := fs.String("console", "127.0.0.1:0", "the console's loopback address (host:port)")
 	return func(ctx context.Context, _ []string, stdout, stderr io.Writer) error {
 		opts := local.Options{TimeScale: *scale, HealthWait: 200 * time.Millisecond}
 		if *clusterFile != "" {
@@ -134,9 +135,21 @@ func defineLocalUp(fs *pflag.FlagSet) runner {
 			_ = s.Close(context.Background())
 			return err
 		}
+		// The console reads the stack through the same control API the other local commands use.
+		con, err := newConsole(localConsole{inProcessStack{stack: s, handler: controlHandler(s)}})
+		if err == nil {
+			var consoleURL string
+			if consoleURL, err = listenConsole(ctx, con, *consoleAddr); err == nil {
+				fmt.Fprintf(stdout, "console: %s\n", consoleURL)
+			}
+		}
+		if err != nil {
+			_ = s.Close(context.Background())
+			return err
+		}
 		cfg := s.ECS.Config()
-		fmt.Fprintf(stdout, "local stack up: control API %s, cluster %q (%d instance groups), bucket %s\n", url, cfg.Name,
-			len(cfg.ContainerInstances), local.Bucket)
+		fmt.Fprintf(stdout, "local stack up: control API %s, cluster %q (%d instance groups), bucket %s, load balancer %s\n", url, cfg.Name,
+			len(cfg.ContainerInstances), local.Bucket, s.LB.URL())
 		fmt.Fprintln(stdout, "try: ollama-ecs local upload ./model.gguf --follow   (Ctrl-C stops every deployment and exits)")
 		<-ctx.Done()
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Minute)

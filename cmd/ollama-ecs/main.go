@@ -43,6 +43,7 @@ func commands() []spec {
 		{use: "wake ID", short: "start a sleeping deployment now, as a request to its endpoint would", define: defineWake, complete: deploymentIDs},
 		{use: "scale ID", short: "change a prod deployment's service bounds (--min, --max)", define: defineScale, complete: deploymentIDs},
 		{use: "history ID|EXECUTION-ARN", short: "show a deployment's execution history as the console does", define: defineHistory, complete: deploymentIDs},
+		{use: "console", short: "serve the web console for the deployed stack on loopback (deployments, executions as graphs)", define: defineConsole},
 		{use: "upload FILE", short: "upload a GGUF model or Modelfile, which deploys it", define: defineUpload},
 	}
 }
@@ -57,6 +58,7 @@ func groups() map[string][]spec {
 			{use: "demo", short: "run the main job once: upload, deploy, fall back, generate, auto-stop, tear down", define: defineLocalDemo},
 			{use: "up", short: "keep a local stack running for the other local commands (Ctrl-C stops it)", define: defineLocalUp},
 			{use: "deploy MODEL", short: "deploy on the local stack (one-shot when none is up)", define: defineLocalDeploy},
+			{use: "console", short: "serve the web console for the deployed stack on loopback (deployments, executions as graphs)", define: defineConsole},
 			{use: "upload FILE", short: "upload a model to the local bucket, which deploys it", define: defineLocalUpload},
 			{use: "list", short: "list the local stack's deployments", define: defineLocalList},
 			{use: "stop ID", short: "stop a local deployment", define: defineLocalStop},

@@ -42,8 +42,12 @@ func defineStop(fs *pflag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		if len(ds) == 0 && sched.IsZero() {
-			return fmt.Errorf("unknown deployment %q: no running task in cluster %s and no auto-stop schedule", id, cluster)
+		_, asleep, err := c.router().SleepRecord(ctx, id)
+		if err != nil {
+			return err
+		}
+		if len(ds) == 0 && sched.IsZero() && !asleep {
+			return fmt.Errorf("unknown deployment %q: no running task in cluster %s, no auto-stop schedule and no sleeping endpoint", id, cluster)
 		}
 		why := "ollama-ecs stop command"
 		if *requester != "" {

@@ -49,7 +49,8 @@ func (a *AutoStop) Handle(ctx context.Context, s deployment.State) (deployment.A
 	name := deployment.ScheduleName(s.Request.DeploymentID)
 	watched := cmp.Or(s.Task.ServiceArn, s.Task.TaskArn)
 	check := &deployment.AutoStopCheck{DeploymentID: s.Request.DeploymentID, Execution: s.Request.ExecutionName, Task: watched,
-		IdleSeconds: int(a.IdleWindow.Seconds()), StopBy: now().UTC().Add(max(a.MaxLifetime, ttl)).Format(time.RFC3339),
+		// One-minute precision, as the schedule's: the last check is at or after the lifetime, never just before.
+		IdleSeconds: int(a.IdleWindow.Seconds()), StopBy: now().UTC().Add(max(a.MaxLifetime, ttl)).Add(time.Minute - time.Nanosecond).Truncate(time.Minute).Format(time.RFC3339),
 		Reason: fmt.Sprintf("ollama-ecs auto-stop after %s", ttl)}
 	if s.Task.Route != nil {
 		check.TargetGroup = s.Task.Route.TargetGroupArn

@@ -216,7 +216,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		_ = json.Unmarshal([]byte(aws.ToString(got.Target.Input)), &input)
 		if aws.ToString(got.ScheduleExpression) != "at(2026-11-27T11:01:00)" || aws.ToString(got.Target.Arn) != stopFn ||
 			got.ActionAfterCompletion != "NONE" || input.AutoStop == nil || input.AutoStop.Task != st.Task.TaskArn ||
-			input.AutoStop.IdleSeconds != 1800 || input.AutoStop.StopBy != "2026-11-27T22:00:30Z" {
+			input.AutoStop.IdleSeconds != 1800 || input.AutoStop.StopBy != "2026-11-27T22:01:00Z" {
 			t.Errorf("schedule %s target %s action %s input %+v", aws.ToString(got.ScheduleExpression), aws.ToString(got.Target.Arn), got.ActionAfterCompletion, input.AutoStop)
 		}
 		if _, err := a.Handle(ctx, st); err != nil {

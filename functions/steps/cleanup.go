@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -32,7 +33,7 @@ func (c *Cleanup) Handle(ctx context.Context, s deployment.State) (deployment.St
 	}
 	known := ""
 	if s.Task != nil {
-		known = s.Task.TaskArn
+		known = cmp.Or(s.Task.ServiceArn, s.Task.TaskArn)
 	}
 	return c.Stopper.StopExecution(ctx, s.Request.DeploymentID, s.Request.ExecutionName, known, reason, deployment.Failed)
 }
@@ -61,6 +62,12 @@ func (t *Teardown) stackEvent(ctx context.Context, raw TeardownInput) (deploymen
 		prod, err := t.Stopper.StopEnv(ctx, "prod", "ollama-ecs stack deleted", deployment.Forget)
 		out = deployment.Stopped{Deployments: append(dev.Deployments, prod.Deployments...), Tasks: append(dev.Tasks, prod.Tasks...),
 			Schedules: append(dev.Schedules, prod.Schedules...)}
+		if err != nil || t.Stopper.Routes == nil {
+			return StackResourceID, nil, err
+		}
+		// Sleeping deployments run nothing, but their rules hold the listener and the waker's target group.
+		forgotten, err := t.Stopper.Routes.ForgetSleeping(ctx)
+		out.Deployments = append(out.Deployments, forgotten...)
 		return StackResourceID, nil, err
 	})(ctx, ev)
 	if err != nil {

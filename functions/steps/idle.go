@@ -51,6 +51,10 @@ func (t *Teardown) autoStop(ctx context.Context, c *deployment.AutoStopCheck) (d
 		if next.After(stopBy) {
 			next = stopBy
 		}
+		if !next.After(now.Add(time.Minute)) {
+			decision.Why = fmt.Sprintf("%d requests in the last %s, but its maximum lifetime (%s) is due", use.Requests, idle, c.StopBy)
+			break
+		}
 		if err := t.reschedule(ctx, c.DeploymentID, next); err != nil {
 			return deployment.Stopped{}, err
 		}

@@ -69,6 +69,8 @@ func (r *Router) Ensure(ctx context.Context, deploymentID, model string, withKey
 			return route, err
 		}
 		route.KeyParameter = deployment.KeyParameterName(r.KeyPrefix, deploymentID)
+	} else if err := r.deleteKey(ctx, deploymentID); err != nil {
+		return route, err
 	}
 	existing, used, err := r.rules(ctx, deploymentID)
 	if err != nil {
@@ -272,6 +274,13 @@ func (r *Router) targetGroup(ctx context.Context, deploymentID, model string) (s
 		return "", &deployment.AWSServiceError{Op: "elasticloadbalancing:CreateTargetGroup", Code: "Missing", Message: "no target group in the answer"}
 	}
 	arn := aws.ToString(out.TargetGroups[0].TargetGroupArn)
+	if aws.ToString(out.TargetGroups[0].HealthCheckPath) != HealthCheckPath(model) {
+		// A group kept from an earlier deployment of the id (asleep, or refused) checks its model: this one's now.
+		if _, err := r.LB.ModifyTargetGroup(ctx, &elbv2.ModifyTargetGroupInput{TargetGroupArn: aws.String(arn),
+			HealthCheckPath: aws.String(HealthCheckPath(model))}); err != nil {
+			return "", deployment.AWSError("elasticloadbalancing:ModifyTargetGroup", err)
+		}
+	}
 	delay := r.DeregistrationDelay
 	if delay == 0 {
 		delay = 300 * time.Second
@@ -305,6 +314,19 @@ func (r *Router) ensureKey(ctx context.Context, deploymentID string) (string, er
 		return "", deployment.AWSError("ssm:PutParameter", err)
 	}
 	return r.Key(ctx, deploymentID)
+}
+
+// deleteKey removes a deployment's key (one that no longer wants it); a missing one is fine.
+func (r *Router) deleteKey(ctx context.Context, deploymentID string) error {
+	if r.Keys == nil {
+		return nil
+	}
+	_, err := r.Keys.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: aws.String(deployment.KeyParameterName(r.KeyPrefix, deploymentID))})
+	var missing *ssmtypes.ParameterNotFound
+	if err != nil && !errors.As(err, &missing) && !deployment.IsCode(err, "ParameterNotFound") {
+		return deployment.AWSError("ssm:DeleteParameter", err)
+	}
+	return nil
 }
 
 // Key reads a deployment's API key ("" when it has none).
@@ -538,9 +560,16 @@ func (r *Router) Sleep(ctx context.Context, deploymentID string, last *ecstypes.
 		}
 	} else {
 		wakeCount, _ := strconv.Atoi(deployment.TagValue(last.Tags, deployment.TagWakeCount))
-		if deployment.TagValue(last.Tags, deployment.TagWake) != "true" || (failed && wakeCount == 0) {
+		asleep := found && rec.Asleep
+		if !asleep && (deployment.TagValue(last.Tags, deployment.TagWake) != "true" || (failed && wakeCount == 0)) {
 			return false, nil
 		}
+		if asleep && failed {
+			// A failed start of a sleeping deployment (a wake, or a redeploy of its id): it stays asleep as it was.
+			last = nil
+		}
+	}
+	if last != nil {
 		req := requestFromTask(*last, deploymentID)
 		req.Wake = 0
 		rec.DeploymentID, rec.Request = deploymentID, req
@@ -660,6 +689,22 @@ func (r *Router) now() time.Time {
 		return r.Now()
 	}
 	return time.Now()
+}
+
+// ForgetSleeping removes the routes, keys and records of every sleeping deployment.
+func (r *Router) ForgetSleeping(ctx context.Context) ([]string, error) {
+	recs, err := r.SleepRecords(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, rec := range recs {
+		if err := r.Remove(ctx, rec.DeploymentID); err != nil {
+			return ids, err
+		}
+		ids = append(ids, rec.DeploymentID)
+	}
+	return ids, nil
 }
 
 // SleepRecords lists the sleep records under the prefix, by deployment id.

@@ -93,6 +93,15 @@ func (r *RunTask) Handle(ctx context.Context, s deployment.State) (deployment.Ta
 		log.Info("service started", "serviceArn", arn, "placement", info.Placement, "minTasks", req.MinTasks, "maxTasks", req.MaxTasks)
 		return info, nil
 	}
+	if r.Services != nil {
+		// A dev task must not take over a prod service's id (and its target group).
+		if svc, err := r.Services.active(ctx, req.DeploymentID); err != nil {
+			return deployment.TaskInfo{}, err
+		} else if svc != nil {
+			return deployment.TaskInfo{}, &deployment.DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: []string{aws.ToString(svc.ServiceArn)},
+				Reason: "a prod service of this id is active; stop it first or deploy under another id"}
+		}
+	}
 	out, err := r.ECS.RunTask(ctx, in)
 	var conflict *ecstypes.ConflictException
 	if errors.As(err, &conflict) || deployment.IsCode(err, "ConflictException") {

@@ -2,6 +2,8 @@ package steps
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -63,7 +65,8 @@ func (sr *ServiceRunner) active(ctx context.Context, deploymentID string) (*ecst
 		return nil, deployment.AWSError("ecs:DescribeServices", err)
 	}
 	for _, svc := range got.Services {
-		if aws.ToString(svc.Status) != "INACTIVE" {
+		// A DRAINING service (being deleted) is not reused; ECS refuses a new one of the name until it is gone.
+		if aws.ToString(svc.Status) == "ACTIVE" {
 			return &svc, nil
 		}
 	}
@@ -102,7 +105,8 @@ func (sr *ServiceRunner) Run(ctx context.Context, req *deployment.Request, run *
 		DeploymentConfiguration: &ecstypes.DeploymentConfiguration{MinimumHealthyPercent: aws.Int32(100), MaximumPercent: aws.Int32(200),
 			DeploymentCircuitBreaker: &ecstypes.DeploymentCircuitBreaker{Enable: true, Rollback: false}},
 		Tags: tags, PropagateTags: ecstypes.PropagateTagsService, EnableECSManagedTags: true,
-		ClientToken: run.ClientToken,
+		// CreateService takes tokens of at most 36 characters: a hash of RunTask's (deployment, execution, rung).
+		ClientToken: aws.String(shortToken(aws.ToString(run.ClientToken) + "/" + req.ExecutionName)),
 	})
 	if err != nil {
 		if deployment.IsCode(err, "InvalidParameterException") && strings.Contains(err.Error(), "idempotent") {
@@ -145,6 +149,12 @@ func (sr *ServiceRunner) taskDefinition(ctx context.Context, deploymentID string
 		return "", deployment.AWSError("ecs:RegisterTaskDefinition", err)
 	}
 	return aws.ToString(out.TaskDefinition.TaskDefinitionArn), nil
+}
+
+// shortToken is a 32-character idempotency token derived from s.
+func shortToken(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:16])
 }
 
 func mergeEnv(base, over []ecstypes.KeyValuePair) []ecstypes.KeyValuePair {

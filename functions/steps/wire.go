@@ -143,7 +143,7 @@ func RunTaskHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
 
 func HealthHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
 	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), AutoScaling: autoscaling.NewFromConfig(a), LB: elbv2.NewFromConfig(a),
-		Services: ecs.NewFromConfig(a)}, log).Health.Handle
+		Services: ecs.NewFromConfig(a), Parameters: ssm.NewFromConfig(a)}, log).Health.Handle
 }
 
 func AutoStopHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {

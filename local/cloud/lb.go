@@ -260,6 +260,23 @@ func (l *LoadBalancer) ModifyTargetGroupAttributes(_ context.Context, in *elbv2.
 	return &elbv2.ModifyTargetGroupAttributesOutput{}, nil
 }
 
+// ModifyTargetGroup changes a group's health check.
+func (l *LoadBalancer) ModifyTargetGroup(_ context.Context, in *elbv2.ModifyTargetGroupInput, _ ...func(*elbv2.Options)) (*elbv2.ModifyTargetGroupOutput, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := l.groups[aws.ToString(in.TargetGroupArn)]
+	if g == nil {
+		return nil, lbError("TargetGroupNotFound", "Target group %s not found", aws.ToString(in.TargetGroupArn))
+	}
+	if p := aws.ToString(in.HealthCheckPath); p != "" {
+		g.healthPath = p
+	}
+	if n := aws.ToInt32(in.HealthCheckIntervalSeconds); n > 0 {
+		g.interval = time.Duration(n) * time.Second
+	}
+	return &elbv2.ModifyTargetGroupOutput{TargetGroups: []elbtypes.TargetGroup{l.describeGroup(g)}}, nil
+}
+
 // DeleteTargetGroup deletes a group no rule forwards to.
 func (l *LoadBalancer) DeleteTargetGroup(_ context.Context, in *elbv2.DeleteTargetGroupInput, _ ...func(*elbv2.Options)) (*elbv2.DeleteTargetGroupOutput, error) {
 	l.mu.Lock()

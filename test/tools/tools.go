@@ -25,6 +25,8 @@ const (
 	Engine
 	// Moto is moto_server on PATH (Python moto[server]).
 	Moto
+	// Chromium is Debian's chromium, for the console's browser test (scripts/chromium.sh, run by make tools).
+	Chromium
 )
 
 // Local is what a local stack needs: Ollama and the engine.
@@ -61,7 +63,23 @@ func Missing(need ...Tool) error {
 			if _, err := exec.LookPath("moto_server"); err != nil {
 				errs = append(errs, fmt.Errorf("moto_server not found on PATH: %w", err))
 			}
+		case Chromium:
+			_, err := ChromiumPath()
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ChromiumPath is the browser the console test drives: CHROMIUM_BIN, else chromium on PATH.
+func ChromiumPath() (string, error) {
+	if p := os.Getenv("CHROMIUM_BIN"); p != "" {
+		return p, nil
+	}
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("chromium not found (scripts/chromium.sh installs Debian's)")
 }
