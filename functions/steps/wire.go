@@ -123,44 +123,69 @@ func Start(name string, handler func(cfg deployment.Config, awsCfg aws.Config, l
 // step calls: a client created is linked into the binary, and creating every one would take each binary past
 // 10 MB.
 
-func ValidateHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
-	return Build(cfg, Clients{S3: s3.NewFromConfig(a)}, log).Validate.Handle
+// handlerClients are the SDK clients each function's step calls (and no others: each one created is linked into
+// that function's binary).
+func handlerClients(name string, a aws.Config) Clients {
+	switch name {
+	case "validate":
+		return Clients{S3: s3.NewFromConfig(a)}
+	case "capacity":
+		return Clients{ECS: ecs.NewFromConfig(a), AutoScaling: autoscaling.NewFromConfig(a), Quotas: servicequotas.NewFromConfig(a),
+			EC2: ec2.NewFromConfig(a)}
+	case "runtask":
+		e := ecs.NewFromConfig(a)
+		return Clients{ECS: e, Services: e, LB: elbv2.NewFromConfig(a), Parameters: ssm.NewFromConfig(a), Scaling: applicationautoscaling.NewFromConfig(a)}
+	case "health":
+		e := ecs.NewFromConfig(a)
+		return Clients{ECS: e, Services: e, AutoScaling: autoscaling.NewFromConfig(a), LB: elbv2.NewFromConfig(a), Parameters: ssm.NewFromConfig(a)}
+	case "autostop":
+		return Clients{ECS: ecs.NewFromConfig(a), Scheduler: scheduler.NewFromConfig(a)}
+	case "cleanup":
+		e := ecs.NewFromConfig(a)
+		return Clients{ECS: e, Services: e, Scheduler: scheduler.NewFromConfig(a), LB: elbv2.NewFromConfig(a), Parameters: ssm.NewFromConfig(a),
+			Scaling: applicationautoscaling.NewFromConfig(a)}
+	case "teardown":
+		e := ecs.NewFromConfig(a)
+		return Clients{ECS: e, Services: e, Scheduler: scheduler.NewFromConfig(a), Executions: sfn.NewFromConfig(a), LB: elbv2.NewFromConfig(a),
+			Parameters: ssm.NewFromConfig(a), Metrics: cloudwatch.NewFromConfig(a), Scaling: applicationautoscaling.NewFromConfig(a)}
+	case "waker":
+		return Clients{LB: elbv2.NewFromConfig(a), Parameters: ssm.NewFromConfig(a), Executions: sfn.NewFromConfig(a)}
+	}
+	return Clients{} // configure calls no AWS service
 }
 
-func ConfigureHandler(cfg deployment.Config, _ aws.Config, log *slog.Logger) any {
-	return Build(cfg, Clients{}, log).Configure.Handle
+func ValidateHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
+	return Build(cfg, handlerClients("validate", a), log).Validate.Handle
+}
+
+func ConfigureHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
+	return Build(cfg, handlerClients("configure", a), log).Configure.Handle
 }
 
 func CapacityHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
-	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), AutoScaling: autoscaling.NewFromConfig(a),
-		Quotas: servicequotas.NewFromConfig(a), EC2: ec2.NewFromConfig(a)}, log).Capacity.Handle
+	return Build(cfg, handlerClients("capacity", a), log).Capacity.Handle
 }
 
 func RunTaskHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
-	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), LB: elbv2.NewFromConfig(a), Parameters: ssm.NewFromConfig(a),
-		Services: ecs.NewFromConfig(a), Scaling: applicationautoscaling.NewFromConfig(a)}, log).RunTask.Handle
+	return Build(cfg, handlerClients("runtask", a), log).RunTask.Handle
 }
 
 func HealthHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
-	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), AutoScaling: autoscaling.NewFromConfig(a), LB: elbv2.NewFromConfig(a),
-		Services: ecs.NewFromConfig(a), Parameters: ssm.NewFromConfig(a)}, log).Health.Handle
+	return Build(cfg, handlerClients("health", a), log).Health.Handle
 }
 
 func AutoStopHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
-	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), Scheduler: scheduler.NewFromConfig(a)}, log).AutoStop.Handle
+	return Build(cfg, handlerClients("autostop", a), log).AutoStop.Handle
 }
 
 func CleanupHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
-	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), Scheduler: scheduler.NewFromConfig(a), LB: elbv2.NewFromConfig(a),
-		Parameters: ssm.NewFromConfig(a), Services: ecs.NewFromConfig(a), Scaling: applicationautoscaling.NewFromConfig(a)}, log).Cleanup.Handle
+	return Build(cfg, handlerClients("cleanup", a), log).Cleanup.Handle
 }
 
 func WakerHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
-	return Build(cfg, Clients{LB: elbv2.NewFromConfig(a), Parameters: ssm.NewFromConfig(a), Executions: sfn.NewFromConfig(a)}, log).Waker.Handle
+	return Build(cfg, handlerClients("waker", a), log).Waker.Handle
 }
 
 func TeardownHandler(cfg deployment.Config, a aws.Config, log *slog.Logger) any {
-	return Build(cfg, Clients{ECS: ecs.NewFromConfig(a), Scheduler: scheduler.NewFromConfig(a),
-		Executions: sfn.NewFromConfig(a), LB: elbv2.NewFromConfig(a), Parameters: ssm.NewFromConfig(a), Metrics: cloudwatch.NewFromConfig(a),
-		Services: ecs.NewFromConfig(a), Scaling: applicationautoscaling.NewFromConfig(a)}, log).Teardown.Handle
+	return Build(cfg, handlerClients("teardown", a), log).Teardown.Handle
 }
