@@ -26,6 +26,7 @@ import (
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
+	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/functions/steps"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 	"github.com/ollama-ecs/ollama-ecs/test/moto"
@@ -422,6 +423,36 @@ func TestCommandsAgainstMoto(t *testing.T) {
 		}
 		if _, err := cli(t, "scale", "chat-prod", "--min", "5", "--max", "4"); err == nil || exitCode(err) != 2 {
 			t.Errorf("min above max: %v, want a usage error", err)
+		}
+	})
+
+	t.Run("the console reads the deployed stack through list's and history's code", func(t *testing.T) {
+		m.reset(t)
+		m.startDeployment(t, "mistral-7b-dev", "mistral:7b", "dev", stopAt)
+		ctx := moto.Context(t)
+		c := newCloud(m.cfg)
+		c.Outputs = map[string]string{outCluster: "ollama", outScheduleGroup: "ollama-ecs", outStateMachine: m.stateMachine,
+			outEndpointBase: "http://" + m.lb.DNSName, outKeyPrefix: "/ollama-ecs/keys", outListener: m.lb.ListenerArn}
+		backend := awsConsole{c}
+		ds, err := backend.deployments(ctx)
+		if err != nil || len(ds) != 1 || ds[0].DeploymentID != "mistral-7b-dev" || ds[0].Endpoint != "http://"+m.lb.DNSName+"/d/mistral-7b-dev" {
+			t.Fatalf("console deployments %+v %v", ds, err)
+		}
+		arn, err := backend.deploy(ctx, events.DeployRequest{Model: "mistral:7b", Prefer: "cpu", DeploymentID: "console-moto"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := backend.deploy(ctx, events.DeployRequest{Model: "mistral:7b", TTL: "forever", DeploymentID: "console-bad"}); err == nil ||
+			!strings.Contains(err.Error(), `ttl: "forever"`) {
+			t.Errorf("a bad TTL from the console: %v", err)
+		}
+		xs, err := backend.executions(ctx)
+		if err != nil || len(xs) != 1 || xs[0].ExecutionArn != arn {
+			t.Fatalf("console executions %+v %v", xs, err)
+		}
+		x, _, err := backend.read(ctx, arn)
+		if err != nil || x.Name != "console-moto" {
+			t.Errorf("console read %+v %v", x, err)
 		}
 	})
 

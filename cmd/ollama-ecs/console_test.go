@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -62,6 +63,19 @@ func TestConsoleInBrowser(t *testing.T) {
 		if resp.StatusCode != http.StatusForbidden {
 			t.Errorf("a stop with headers %v: %d, want 403", h, resp.StatusCode)
 		}
+	}
+
+	// A bad TTL gets the event contract's own message (400), with the page's token.
+	req, _ := http.NewRequest(http.MethodPost, url+"api/deploy", strings.NewReader(`{"model":"tiny","ttl":"forever"}`))
+	req.Header.Set("X-Console-Token", con.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `ttl: \"forever\" is not a duration`) {
+		t.Errorf("a bad TTL: %d %s", resp.StatusCode, body)
 	}
 
 	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
