@@ -177,12 +177,41 @@ type SeedRecommendation struct {
 	MemoryNeeded string `json:"memoryNeeded"`
 }
 
+// Hardware is the figures the speed estimate uses: per GPU model, per vCPU, and the assumed efficiencies.
+type Hardware struct {
+	GPUs       map[string]GPUSpeed `json:"gpus"`
+	CPU        CPUSpeed            `json:"cpu"`
+	Efficiency Efficiency          `json:"efficiency"`
+}
+
+// GPUSpeed is one GPU model's memory bandwidth and dense FP16 tensor throughput.
+type GPUSpeed struct {
+	BandwidthGBs float64 `json:"bandwidthGBs"`
+	FP16TFLOPS   float64 `json:"fp16TFLOPS"`
+}
+
+// CPUSpeed is a vCPU's share of memory bandwidth (capped for a whole task) and its FLOPS.
+type CPUSpeed struct {
+	BandwidthGBsPerVCPU float64 `json:"bandwidthGBsPerVCPU"`
+	MaxBandwidthGBs     float64 `json:"maxBandwidthGBs"`
+	GFLOPSPerVCPU       float64 `json:"gflopsPerVCPU"`
+}
+
+// Efficiency is the share of peak bandwidth (decode) and compute (prompt processing) Ollama reaches.
+type Efficiency struct {
+	CPUDecode  float64 `json:"cpuDecode"`
+	CPUPrefill float64 `json:"cpuPrefill"`
+	GPUDecode  float64 `json:"gpuDecode"`
+	GPUPrefill float64 `json:"gpuPrefill"`
+}
+
 // Catalog is the parsed data.
 type Catalog struct {
 	Models        []Model
 	InstanceTypes []InstanceType
 	Fargate       Fargate
 	Seed          []SeedRecommendation
+	Hardware      Hardware
 	// Sources names where each data file's figures come from and when they were taken.
 	Sources map[string]string
 }
@@ -215,7 +244,12 @@ func load() (*Catalog, error) {
 		AsOf            string               `json:"asOf"`
 		Recommendations []SeedRecommendation `json:"recommendations"`
 	}
-	for file, dst := range map[string]any{"models.json": &models, "compute.json": &compute, "seed.json": &seed} {
+	var hardware struct {
+		Source string `json:"source"`
+		AsOf   string `json:"asOf"`
+		Hardware
+	}
+	for file, dst := range map[string]any{"models.json": &models, "compute.json": &compute, "seed.json": &seed, "hardware.json": &hardware} {
 		raw, err := dataFS.ReadFile("data/" + file)
 		if err != nil {
 			return nil, err
@@ -231,10 +265,12 @@ func load() (*Catalog, error) {
 		InstanceTypes: compute.InstanceTypes,
 		Fargate:       compute.Fargate,
 		Seed:          seed.Recommendations,
+		Hardware:      hardware.Hardware,
 		Sources: map[string]string{
-			"models":  models.Source + " (" + models.AsOf + ")",
-			"compute": compute.Source + ", " + compute.Region + " (" + compute.AsOf + ")",
-			"seed":    seed.Source + " (" + seed.AsOf + ")",
+			"hardware": hardware.Source + " (" + hardware.AsOf + ")",
+			"models":   models.Source + " (" + models.AsOf + ")",
+			"compute":  compute.Source + ", " + compute.Region + " (" + compute.AsOf + ")",
+			"seed":     seed.Source + " (" + seed.AsOf + ")",
 		},
 	}
 	for _, r := range c.Fargate.Ranges {
@@ -253,6 +289,13 @@ func load() (*Catalog, error) {
 	for _, m := range c.Models {
 		if err := m.Validate(); err != nil {
 			return nil, fmt.Errorf("catalog models.json: %w", err)
+		}
+	}
+	for _, t := range c.InstanceTypes {
+		if t.HasGPU() {
+			if g, ok := c.Hardware.GPUs[t.GPU.Model]; !ok || g.BandwidthGBs <= 0 || g.FP16TFLOPS <= 0 {
+				return nil, fmt.Errorf("catalog hardware.json: no bandwidth and FLOPS for %s (%s)", t.GPU.Model, t.Name)
+			}
 		}
 	}
 	return c, nil

@@ -116,6 +116,10 @@ type Request struct {
 	// the wake this execution is (0: the first start).
 	WakeOnRequest bool `json:"wakeOnRequest,omitempty"`
 	Wake          int  `json:"wake,omitempty"`
+	// MinTokensPerSecond, MaxTimeToFirstToken and Optimize are the required performance and the ranking.
+	MinTokensPerSecond  float64 `json:"minTokensPerSecond,omitempty"`
+	MaxTimeToFirstToken float64 `json:"maxTimeToFirstToken,omitempty"`
+	Optimize            string  `json:"optimize,omitempty"`
 }
 
 // ScheduleName is the auto-stop schedule's name for a deployment.

@@ -106,6 +106,12 @@ type DeployRequest struct {
 	WakeOnRequest *bool `json:"wakeOnRequest,omitempty"`
 	// Wake counts the wakes (set by ollama-ecs when a request starts a sleeping deployment again).
 	Wake int `json:"wake,omitempty"`
+	// MinTokensPerSecond and MaxTimeToFirstToken (seconds, for a 512-token prompt) are the required
+	// performance: placements estimated slower are refused with the reason. Optimize ranks the placements:
+	// cost (default), speed or cost-per-token.
+	MinTokensPerSecond  float64 `json:"minTokensPerSecond,omitempty"`
+	MaxTimeToFirstToken float64 `json:"maxTimeToFirstToken,omitempty"`
+	Optimize            string  `json:"optimize,omitempty"`
 }
 
 // Scaling bounds of a prod deployment's service.
@@ -382,6 +388,12 @@ func (d DeployRequest) Validate() error {
 		return invalid("detail.maxTasks", "%d is outside 1..%d", d.MaxTasks, MaxTasksLimit)
 	case d.Wake < 0:
 		return invalid("detail.wake", "%d is negative", d.Wake)
+	case !(d.MinTokensPerSecond >= 0 && d.MinTokensPerSecond <= 10000):
+		return invalid("detail.minTokensPerSecond", "%g is outside 0..10000", d.MinTokensPerSecond)
+	case !(d.MaxTimeToFirstToken >= 0 && d.MaxTimeToFirstToken <= 3600):
+		return invalid("detail.maxTimeToFirstToken", "%g seconds is outside 0..3600", d.MaxTimeToFirstToken)
+	case d.Optimize != "" && d.Optimize != "cost" && d.Optimize != "speed" && d.Optimize != "cost-per-token":
+		return invalid("detail.optimize", "%q is not cost, speed or cost-per-token", d.Optimize)
 	case d.MaxTasks != 0 && d.MaxTasks < max(d.MinTasks, 1):
 		return invalid("detail.maxTasks", "%d is below minTasks %d", d.MaxTasks, max(d.MinTasks, 1))
 	}

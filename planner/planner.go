@@ -74,7 +74,23 @@ type Request struct {
 	EC2DiskGiB int
 	// Avoid names placements not to choose (Candidate.Placement), e.g. the one an interrupted task ran on.
 	Avoid []string
+	// MinTokensPerSecond and MaxTTFTSeconds are the required performance: candidates estimated slower are
+	// rejects with the reason (0: no requirement).
+	MinTokensPerSecond float64
+	MaxTTFTSeconds     float64
+	// Optimize ranks the candidates: cost (default: the policy's ranking), speed (fastest first) or
+	// cost-per-token (cheapest per million generated tokens first).
+	Optimize string
 }
+
+// Rankings Request.Optimize accepts, and the bounds of a performance requirement.
+const (
+	OptimizeCost         = "cost"
+	OptimizeSpeed        = "speed"
+	OptimizeCostPerToken = "cost-per-token"
+	MaxTokensPerSecond   = 10000
+	MaxTTFTSeconds       = 3600
+)
 
 // Disk sizing: a task's storage holds the container image and the model (twice for an upload).
 const (
@@ -133,6 +149,8 @@ type Candidate struct {
 	OnDemandUSD float64 `json:"onDemandUSD"`
 	SpotUSD     float64 `json:"spotUSD"`
 	ReservedUSD float64 `json:"reservedUSD"`
+	// Speed is the placement's estimated decode rate, time to first token and cost per million tokens.
+	Speed *Speed `json:"speed,omitempty"`
 	// EphemeralStorageGiB is the Fargate task's storage (the RunTask override, 21-200 GiB); 0 on EC2, where the
 	// instance's root volume holds the model.
 	EphemeralStorageGiB int `json:"ephemeralStorageGiB,omitempty"`
@@ -246,8 +264,10 @@ func New(c *catalog.Catalog, req Request) (Plan, error) {
 		if err := p.explicit(); err != nil {
 			return Plan{}, err
 		}
+		p.speed()
 	} else {
 		p.consider()
+		p.speed()
 		p.rank()
 	}
 	p.avoid()
@@ -288,6 +308,12 @@ func normalize(req Request) (Request, error) {
 		return req, &InvalidRequestError{Reason: fmt.Sprintf("launch type %q is not FARGATE or EC2", req.LaunchType)}
 	case req.DevTTL < time.Minute:
 		return req, &InvalidRequestError{Reason: fmt.Sprintf("dev TTL %s is below one minute", req.DevTTL)}
+	case !(req.MinTokensPerSecond >= 0 && req.MinTokensPerSecond <= MaxTokensPerSecond):
+		return req, &InvalidRequestError{Reason: fmt.Sprintf("a required speed of %g tokens/s is outside 0..%d", req.MinTokensPerSecond, MaxTokensPerSecond)}
+	case !(req.MaxTTFTSeconds >= 0 && req.MaxTTFTSeconds <= MaxTTFTSeconds):
+		return req, &InvalidRequestError{Reason: fmt.Sprintf("a time to first token of %g s is outside 0..%d", req.MaxTTFTSeconds, MaxTTFTSeconds)}
+	case req.Optimize != "" && req.Optimize != OptimizeCost && req.Optimize != OptimizeSpeed && req.Optimize != OptimizeCostPerToken:
+		return req, &InvalidRequestError{Reason: fmt.Sprintf("optimize %q is not cost, speed or cost-per-token", req.Optimize)}
 	}
 	return req, nil
 }
@@ -558,10 +584,10 @@ func (p *planning) rank() {
 			return map[bool]int{true: 0, false: 1}[c.IsGPU()]
 		case p.req.Prefer == PreferCPU:
 			return map[bool]int{true: 1, false: 0}[c.IsGPU()]
-		case p.est.WeightsMiB > cpuFirstMaxWeightsMiB:
+		case p.est.WeightsMiB > cpuFirstMaxWeightsMiB && (p.req.Optimize == "" || p.req.Optimize == OptimizeCost):
 			return map[bool]int{true: 0, false: 1}[c.IsGPU()]
 		}
-		return 0
+		return 0 // ranking by speed or by cost per token decides between CPU and GPU itself
 	}
 	seedFirst := func(c Candidate) int {
 		if c.SeedChoice {
@@ -576,6 +602,16 @@ func (p *planning) rank() {
 		}
 		if seedFirst(a) != seedFirst(b) {
 			return seedFirst(a) < seedFirst(b)
+		}
+		switch p.req.Optimize {
+		case OptimizeSpeed:
+			if sa, sb := speedOf(a), speedOf(b); sa.TokensPerSecond != sb.TokensPerSecond {
+				return sa.TokensPerSecond > sb.TokensPerSecond
+			}
+		case OptimizeCostPerToken:
+			if sa, sb := speedOf(a), speedOf(b); sa.USDPerMillionTokens != sb.USDPerMillionTokens {
+				return sa.USDPerMillionTokens < sb.USDPerMillionTokens
+			}
 		}
 		return a.HourlyCostUSD < b.HourlyCostUSD
 	})

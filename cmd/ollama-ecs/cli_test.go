@@ -55,3 +55,22 @@ func TestCompletion(t *testing.T) {
 		t.Errorf("__complete deploy: %v\n%s", err, out.String())
 	}
 }
+
+// TestPlanSpeed: the plan table shows the estimates; a required speed turns slower placements into rejects with
+// the reason; an unknown ranking is refused.
+func TestPlanSpeed(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"plan", "llama2:7b", "--min-tokens-per-second", "40"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"EST TOK/S", "$/M TOK", "rejected:", "Fargate       est. 1.9 tok/s < 40 required"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("plan --min-tokens-per-second 40 lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"plan", "llama2:7b", "--optimize", "fastest"}, &out, &out); err == nil ||
+		!strings.Contains(err.Error(), "not cost, speed or cost-per-token") {
+		t.Errorf("--optimize fastest: %v", err)
+	}
+}

@@ -51,6 +51,7 @@ func addDeployFlags(fs *pflag.FlagSet) *deployFlags {
 	fs.Lookup("api-key").NoOptDefVal = "true"
 	fs.Var(&optionalBool{&d.req.WakeOnRequest}, "wake", "keep its endpoint when stopped and start it again on a request (default: dev yes, prod no; --wake=false for none)")
 	fs.Lookup("wake").NoOptDefVal = "true"
+	addSpeedFlags(fs, &d.req)
 	fs.IntVar(&d.req.MinTasks, "min", 0, "prod: the fewest tasks its service keeps (default 1)")
 	fs.IntVar(&d.req.MaxTasks, "max", 0, "prod: the most tasks its service scales out to under load (default 3)")
 	return d
@@ -209,6 +210,7 @@ func planFor(req events.DeployRequest, gpuTypes []string) (planner.Plan, error) 
 	return planner.New(cat, planner.Request{
 		Model: model, Env: req.Env, Prefer: req.Prefer, ContextLength: req.ContextLength,
 		InstanceType: req.InstanceType, Policy: req.Policy, LaunchType: req.LaunchType, GPUInstanceTypes: gpuTypes,
+		MinTokensPerSecond: req.MinTokensPerSecond, MaxTTFTSeconds: req.MaxTimeToFirstToken, Optimize: req.Optimize,
 	})
 }
 

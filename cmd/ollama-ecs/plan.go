@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
 
@@ -21,6 +22,8 @@ func definePlan(fs *pflag.FlagSet) runner {
 	instanceType := fs.String("instance-type", "", "the one instance type wanted (ml. prefix accepted)")
 	contextLength := fs.Int("context", 0, "context length to size for (default 4096, capped at the model's)")
 	policy := fs.String("policy", planner.PolicyCost, "cost or seed")
+	var speed events.DeployRequest
+	addSpeedFlags(fs, &speed)
 	output := outputFlag(fs)
 	return func(_ context.Context, pos []string, stdout, stderr io.Writer) error {
 		cat := catalog.Default()
@@ -31,6 +34,7 @@ func definePlan(fs *pflag.FlagSet) runner {
 		plan, err := planner.New(cat, planner.Request{
 			Model: model, Env: *env, Prefer: *prefer, ContextLength: *contextLength,
 			InstanceType: *instanceType, Policy: *policy,
+			MinTokensPerSecond: speed.MinTokensPerSecond, MaxTTFTSeconds: speed.MaxTimeToFirstToken, Optimize: speed.Optimize,
 		})
 		if err != nil {
 			return err
@@ -55,15 +59,20 @@ func writePlanTable(w io.Writer, p planner.Plan) error {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tPLACEMENT\tINSTANCE\tVCPU\tMEMORY\tGPU\t$/HOUR\tON-DEMAND\tSPOT\tRESERVED\tHEADROOM\tWHY")
+	fmt.Fprintln(tw, "#\tPLACEMENT\tINSTANCE\tVCPU\tMEMORY\tGPU\t$/HOUR\tON-DEMAND\tSPOT\tRESERVED\tHEADROOM\tEST TOK/S\tTTFT\t$/M TOK\tWHY")
 	for i, c := range p.Candidates {
 		gpu := "-"
 		if c.GPUCount > 0 {
 			gpu = fmt.Sprint(c.GPUCount)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%g\t%s\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%s\t%s\n", i+1, c.Placement, c.InstanceType,
+		tps, ttft, perM := "-", "-", "-"
+		if c.Speed != nil && c.Speed.TokensPerSecond > 0 {
+			tps, ttft, perM = fmt.Sprintf("%.1f", c.Speed.TokensPerSecond), fmt.Sprintf("%.1fs", c.Speed.TTFTSeconds),
+				fmt.Sprintf("%.2f", c.Speed.USDPerMillionTokens)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%g\t%s\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%s\t%s\t%s\t%s\t%s\n", i+1, c.Placement, c.InstanceType,
 			float64(c.CPU)/1024, mib(c.MemoryMiB), gpu, c.HourlyCostUSD, c.OnDemandUSD, c.SpotUSD, c.ReservedUSD,
-			mib(c.HeadroomMiB), c.Why)
+			mib(c.HeadroomMiB), tps, ttft, perM, c.Why)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -85,6 +94,13 @@ func writePlanTable(w io.Writer, p planner.Plan) error {
 		}
 	}
 	return nil
+}
+
+// addSpeedFlags defines the required-performance flags on a request.
+func addSpeedFlags(fs *pflag.FlagSet, req *events.DeployRequest) {
+	fs.Float64Var(&req.MinTokensPerSecond, "min-tokens-per-second", 0, "refuse placements estimated slower than this decode rate")
+	fs.Float64Var(&req.MaxTimeToFirstToken, "max-ttft", 0, "refuse placements estimated to take longer (seconds) to the first token of a 512-token prompt")
+	fs.StringVar(&req.Optimize, "optimize", "", "rank by cost (default), speed or cost-per-token")
 }
 
 func mib(m int) string {

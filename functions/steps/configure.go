@@ -40,6 +40,7 @@ func (c *Configure) Handle(_ context.Context, s deployment.State) (planner.Plan,
 		InstanceType: r.InstanceType, LaunchType: r.LaunchType, Policy: policy,
 		GPUInstanceTypes: c.GPUInstanceTypes, DevTTL: c.DevTTL,
 		Upload: strings.HasPrefix(r.Source, "s3://"), EC2DiskGiB: c.GPUVolumeGiB, Avoid: r.Avoid,
+		MinTokensPerSecond: r.MinTokensPerSecond, MaxTTFTSeconds: r.MaxTimeToFirstToken, Optimize: r.Optimize,
 	})
 	if err != nil {
 		return planner.Plan{}, err

@@ -75,6 +75,7 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 		req.Requester = d.Requester
 		req.KeepRunning, req.Avoid, req.Restart = d.KeepRunning, d.Avoid, d.Restart
 		req.APIKey = d.APIKey
+		req.MinTokensPerSecond, req.MaxTimeToFirstToken, req.Optimize = d.MinTokensPerSecond, d.MaxTimeToFirstToken, d.Optimize
 		req.WakeOnRequest, req.Wake = req.Env == "dev", d.Wake
 		if d.WakeOnRequest != nil {
 			req.WakeOnRequest = *d.WakeOnRequest
