@@ -60,6 +60,14 @@ lint: ## gofmt and go vet
 bench: tools ## run the benchmarks (figures and their targets in BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
 
+# The speed calibration runs Ollama built with AVX2 (as the release's CPU variants are); the default local build has
+# no SIMD flags. Run it alone: anything else on the machine lowers the measured rates.
+SPEED_CPU_FLAGS ?= -mavx2 -mfma -mf16c
+.PHONY: bench-speed
+bench-speed: ## calibrate the planner's speed estimate against real Ollama (builds an AVX2 Ollama once)
+	OLLAMA_ECS_SPEED_OLLAMA=$$(OLLAMA_CPU_FLAGS="$(SPEED_CPU_FLAGS)" bash scripts/ollama.sh | tail -1) \
+		$(GO) test -run '^$$' -bench 'MemoryBandwidth|SpeedEstimate' -benchtime 1x -timeout 60m ./test/
+
 FUZZTIME ?= 30s
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s); the seed corpora also run in make test

@@ -177,7 +177,7 @@ type SeedRecommendation struct {
 	MemoryNeeded string `json:"memoryNeeded"`
 }
 
-// Hardware is the figures the speed estimate uses: per GPU model, per vCPU, and the assumed efficiencies.
+// Hardware is the figures the speed estimate uses: per GPU model, per vCPU, and the calibrated efficiencies.
 type Hardware struct {
 	GPUs       map[string]GPUSpeed `json:"gpus"`
 	CPU        CPUSpeed            `json:"cpu"`

@@ -13,7 +13,7 @@ import (
 // tokens/s = efficiency × bandwidth / bytes per token. Processing a prompt is bound by compute: every prompt token
 // costs two FLOPs per parameter, so the time to the first token is prompt × 2 × parameters / (efficiency ×
 // FLOPS), plus one decode step. Bandwidth and FLOPS come from the catalog's hardware figures (hardware.json, each
-// with its source); the efficiencies are roofline assumptions, not yet calibrated (BENCHMARKS.md, "Speed estimate").
+// with its source); the efficiencies are calibrated in BENCHMARKS.md, "Speed estimate".
 type Speed struct {
 	// TokensPerSecond is the decode rate of one request.
 	TokensPerSecond float64 `json:"tokensPerSecond"`

@@ -13,6 +13,11 @@
 # writes to a temporary folder and renames into place, so an interrupted build
 # never leaves a broken binary behind. OLLAMA_BIN, when set to an executable,
 # short-circuits everything.
+#
+# OLLAMA_CPU_FLAGS (for example "-mavx2 -mfma -mf16c") builds a second binary with those C flags, into
+# ollama/v<version>-<hash of the flags>/. `go install` compiles ggml's CPU code without any -m flag, so the default
+# build has no AVX and its CPU speed is far below the official release's, which loads a CPU variant per machine;
+# the speed calibration (make bench-speed) uses the AVX2 build to stand for it.
 set -euo pipefail
 
 readonly OLLAMA_VERSION="${OLLAMA_VERSION:-0.17.4}"
@@ -33,6 +38,9 @@ fi
 source "$(dirname "${BASH_SOURCE[0]}")/cachedir.sh"
 cache_dir="$(ollama_ecs_cache_dir)/ollama"
 out_dir="${cache_dir}/v${OLLAMA_VERSION}"
+if [[ -n "${OLLAMA_CPU_FLAGS:-}" ]]; then
+	out_dir="${out_dir}-$(printf '%s' "${OLLAMA_CPU_FLAGS}" | sha256sum | cut -c1-12)"
+fi
 bin="${out_dir}/ollama"
 
 if [[ -x "${bin}" ]]; then
@@ -121,6 +129,10 @@ start=${SECONDS}
 	export CGO_ENABLED=1
 	export GOFLAGS="${GOFLAGS:+${GOFLAGS} }-buildvcs=false"
 	export CGO_CPPFLAGS="${CGO_CPPFLAGS:+${CGO_CPPFLAGS} }-I${stub_dir}"
+	if [[ -n "${OLLAMA_CPU_FLAGS:-}" ]]; then
+		export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g} ${OLLAMA_CPU_FLAGS}"
+		export CGO_CXXFLAGS="${CGO_CXXFLAGS:--O2 -g} ${OLLAMA_CPU_FLAGS}"
+	fi
 	go install -trimpath \
 		-ldflags "-X ${MODULE}/version.Version=${OLLAMA_VERSION}" \
 		"${MODULE}@v${OLLAMA_VERSION}"
