@@ -24,5 +24,6 @@ var ErrorTypes = []error{
 	(*catalog.UnknownInstanceTypeError)(nil),
 	(*planner.InvalidRequestError)(nil),
 	(*planner.ModelTooLargeError)(nil),
+	(*planner.TooSlowError)(nil),
 	(*planner.GPUOnFargateError)(nil),
 }

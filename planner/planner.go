@@ -271,6 +271,9 @@ func New(c *catalog.Catalog, req Request) (Plan, error) {
 		p.rank()
 	}
 	p.avoid()
+	if p.tooSlow != nil {
+		return Plan{}, p.tooSlow
+	}
 	if len(p.plan.Candidates) == 0 {
 		return Plan{}, p.tooLarge()
 	}
@@ -326,6 +329,8 @@ type planning struct {
 	plan Plan
 	// largest placements seen, for the too-large error
 	largestCPU, largestGPU int
+	// tooSlow is set when every placement that fits was refused for its speed.
+	tooSlow *TooSlowError
 }
 
 // explicit handles a request naming its instance type: one placement, or a typed error saying why not.

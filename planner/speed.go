@@ -88,8 +88,22 @@ func speedReject(s Speed, req Request) string {
 	return ""
 }
 
+// TooSlowError is returned when placements fit the model but none is as fast as the request requires.
+type TooSlowError struct {
+	Model string
+	// Fastest is the fastest placement that fits, and why it was refused.
+	Fastest Reject
+}
+
+func (e *TooSlowError) Error() string {
+	return fmt.Sprintf("%s: no placement that fits is fast enough; the fastest, %s, is %s", e.Model, e.Fastest.Placement, e.Fastest.Reason)
+}
+
 // speed estimates every candidate's speed and rejects those slower than the request requires.
 func (p *planning) speed() {
+	fits := len(p.plan.Candidates)
+	var fastest Reject
+	best := -1.0
 	kept := p.plan.Candidates[:0]
 	for _, c := range p.plan.Candidates {
 		var gpu *catalog.GPU
@@ -102,11 +116,17 @@ func (p *planning) speed() {
 		c.Speed = &s
 		if why := speedReject(s, p.req); why != "" {
 			p.reject(c.Placement, c.InstanceType, why)
+			if s.TokensPerSecond > best {
+				best, fastest = s.TokensPerSecond, Reject{Placement: c.Placement, InstanceType: c.InstanceType, Reason: why}
+			}
 			continue
 		}
 		kept = append(kept, c)
 	}
 	p.plan.Candidates = kept
+	if fits > 0 && len(kept) == 0 {
+		p.tooSlow = &TooSlowError{Model: p.req.Model.Name, Fastest: fastest}
+	}
 }
 
 // speedOf is a candidate's speed (zero when it has none).

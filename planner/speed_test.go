@@ -74,6 +74,13 @@ func TestRequiredSpeed(t *testing.T) {
 			t.Errorf("%+v: %v, want InvalidRequestError", bad, err)
 		}
 	}
+	m, _ := catalog.Default().Model("llama2:7b")
+	_, err := New(catalog.Default(), Request{Model: m, Env: EnvProd, MinTokensPerSecond: 5000})
+	var slow *TooSlowError
+	if !errors.As(err, &slow) || !strings.Contains(err.Error(), "no placement that fits is fast enough") ||
+		!strings.Contains(err.Error(), "tok/s < 5000 required") {
+		t.Errorf("5000 tok/s required: %v, want a TooSlowError naming the fastest placement", err)
+	}
 }
 
 // TestOptimize: speed puts the fastest placement first, cost-per-token the cheapest per million tokens.

@@ -2,8 +2,6 @@ package test
 
 import (
 	"context"
-	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -21,32 +19,39 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/local"
 )
 
-// generate streams one generation through url and reports its error (a non-200 answer is one).
-func generate(ctx context.Context, endpoint, model string, tokens int) error {
-	body := `{"model":"` + model + `","prompt":"hello","options":{"num_predict":` + itoa(tokens) + `,"seed":1}}`
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint+"/api/generate", strings.NewReader(body))
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return errors.New(resp.Status + ": " + string(raw))
-	}
-	if !strings.Contains(string(raw), `"done":true`) {
-		return errors.New("the stream ended before done: " + string(raw[max(0, len(raw)-200):]))
-	}
-	return nil
-}
-
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// keepCalling keeps workers goroutines calling do until the returned stop is called; stop waits for them and says how
+// many calls failed, and the first error.
+func keepCalling(workers int, do func() error) (stop func() (failed int64, first error)) {
+	var n atomic.Int64
+	var firstErr atomic.Value
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if err := do(); err != nil {
+					n.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	return func() (int64, error) {
+		close(done)
+		wg.Wait()
+		err, _ := firstErr.Load().(error)
+		return n.Load(), err
+	}
+}
 
 // routeTargetGroup is a deployment's target group on the local load balancer.
 func routeTargetGroup(t *testing.T, s *local.Stack, id string) string {
@@ -77,27 +82,7 @@ func TestProdServiceScalesAndHeals(t *testing.T) {
 	defer cancel()
 
 	// Load: keep generating until a second task serves.
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if err := generate(ctx, rec.Endpoint, "tiny", 4); err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-			}
-		}()
-	}
+	load := keepCalling(6, func() error { _, err := streamGenerate(ctx, rec.Endpoint, "tiny", 4); return err })
 	// (A slow machine makes slow generations and a low request rate: the scale-in cooldown holds the second
 	// task long enough to see it serve.)
 	deadline := time.Now().Add(90 * time.Second)
@@ -106,19 +91,18 @@ func TestProdServiceScalesAndHeals(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		healthy = s.LB.Stats(routeTargetGroup(t, s, "prod-scale")).Healthy
 	}
-	close(stop)
-	wg.Wait()
+	failed, firstErr := load()
 	if healthy < 2 {
 		t.Fatalf("the burst did not scale out: %d healthy targets; activities %+v", healthy, s.Scaling.Activities())
 	}
-	if n := failed.Load(); n != 0 {
-		t.Errorf("%d requests failed during scale-out: %v", n, firstErr.Load())
+	if failed != 0 {
+		t.Errorf("%d requests failed during scale-out: %v", failed, firstErr)
 	}
 
 	// Idle, with a slow trickle that must not fail while a task drains.
 	trickleErrs := 0
 	for time.Now().Before(deadline) && running() > 1 {
-		if err := generate(ctx, rec.Endpoint, "tiny", 2); err != nil {
+		if _, err := streamGenerate(ctx, rec.Endpoint, "tiny", 2); err != nil {
 			trickleErrs++
 			t.Logf("during scale-in: %v", err)
 		}
@@ -143,7 +127,7 @@ func TestProdServiceScalesAndHeals(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := generate(ctx, rec.Endpoint, "tiny", 2); err != nil {
+	if _, err := streamGenerate(ctx, rec.Endpoint, "tiny", 2); err != nil {
 		t.Fatalf("after the replacement: %v", err)
 	}
 

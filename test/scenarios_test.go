@@ -263,6 +263,13 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	unknown := waitDone(t, s, arn)
 	failedWith(t, unknown, "UnknownModelError", "Request rejected")
+	arn, err = s.Deploy(ctx, events.DeployRequest{Model: "llama2:7b", DeploymentID: "too-slow", MinTokensPerSecond: 5000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tooSlow := waitDone(t, s, arn)
+	failedWith(t, tooSlow, "TooSlowError", "Request rejected")
+	assertNothingLeft(t, s, "too-slow")
 	if len(s.ECS.Processes()) != 0 {
 		t.Errorf("bad input started %d processes", len(s.ECS.Processes()))
 	}

@@ -471,8 +471,14 @@ func (d *demo) quickGenerate(endpoint, model string) error {
 		return err
 	}
 	client := api.NewClient(base, &http.Client{Timeout: 30 * time.Second})
-	return client.Generate(d.ctx, &api.GenerateRequest{Model: model, Prompt: "hello", Options: map[string]any{"num_predict": 4}},
-		func(api.GenerateResponse) error { return nil })
+	done := false
+	err = client.Generate(d.ctx, &api.GenerateRequest{Model: model, Prompt: "hello", Options: map[string]any{"num_predict": 4}},
+		func(r api.GenerateResponse) error { done = done || r.Done; return nil })
+	if err == nil && !done {
+		// The client returns nil when a stream is cut before its final response.
+		err = fmt.Errorf("generate: the stream ended before its final response")
+	}
+	return err
 }
 
 // healthyTargets counts a deployment's healthy targets on the load balancer.
