@@ -38,10 +38,12 @@ const (
 	// DefaultDevTTL is how long a dev deployment runs before it is stopped, unless the request says otherwise.
 	DefaultDevTTL = 2 * time.Hour
 
-	// cpuFirstMaxWeightsMiB is the largest model that `auto` places on CPU first when CPU is cheaper: the seed
-	// recommends CPU up to 13B (about 7 GiB at Q4); past ~10 GiB of weights CPU inference is too slow to be a
-	// sensible default, so GPUs rank first and CPU stays on the list as a fallback.
-	cpuFirstMaxWeightsMiB = 10 * 1024
+	// AutoCPUFloorTokensPerSecond is the slowest estimated generation `auto` still ranks first on CPU when CPU is
+	// cheaper: about a word a second, a 300-token answer in under four minutes, which is still usable to try a
+	// model or for batch work. Below it GPUs rank first and the CPU placement stays on the ladder as a fallback.
+	// It keeps the seed's CPU recommendation up to 13-14B (about 2 tok/s on the smallest Fargate size that holds
+	// them) and sends larger models to GPUs, and it follows the placement's speed, not only the model's size.
+	AutoCPUFloorTokensPerSecond = 1.5
 	// minComputeCapability is the oldest CUDA compute capability Ollama supports.
 	minComputeCapability = 5.0
 )
@@ -191,6 +193,9 @@ type Plan struct {
 	AutoStopSeconds int `json:"autoStopSeconds"`
 	// Notes explain choices, e.g. where the cost policy departs from the seed's table.
 	Notes []string `json:"notes,omitempty"`
+	// Seed is the seed table's row for the model under the seed policy (nil otherwise), whose "memory needed" is
+	// shown beside the estimate.
+	Seed *catalog.SeedRecommendation `json:"seed,omitempty"`
 }
 
 // ModelTooLargeError is returned when no placement fits the model.
@@ -371,7 +376,9 @@ func (p *planning) consider() {
 	useSeed := false
 	if p.req.Policy == PolicySeed {
 		seed, useSeed = p.cat.SeedFor(p.req.Model.Name)
-		if !useSeed {
+		if useSeed {
+			p.plan.Seed = &seed
+		} else {
 			p.plan.Notes = append(p.plan.Notes, fmt.Sprintf(
 				"the seed's table does not list %s: sized from the estimate", p.req.Model.Name))
 		}
@@ -589,8 +596,8 @@ func (p *planning) rank() {
 			return map[bool]int{true: 0, false: 1}[c.IsGPU()]
 		case p.req.Prefer == PreferCPU:
 			return map[bool]int{true: 1, false: 0}[c.IsGPU()]
-		case p.est.WeightsMiB > cpuFirstMaxWeightsMiB && (p.req.Optimize == "" || p.req.Optimize == OptimizeCost):
-			return map[bool]int{true: 0, false: 1}[c.IsGPU()]
+		case p.belowFloor(c):
+			return 1
 		}
 		return 0 // ranking by speed or by cost per token decides between CPU and GPU itself
 	}
@@ -620,13 +627,20 @@ func (p *planning) rank() {
 		}
 		return a.HourlyCostUSD < b.HourlyCostUSD
 	})
-	if p.req.Prefer == PreferAuto && p.est.WeightsMiB > cpuFirstMaxWeightsMiB && len(p.plan.Candidates) > 0 &&
-		p.plan.Candidates[0].IsGPU() {
+	if i := slices.IndexFunc(p.plan.Candidates, p.belowFloor); i > 0 && p.plan.Candidates[0].IsGPU() {
+		c := p.plan.Candidates[i]
 		p.plan.Notes = append(p.plan.Notes, fmt.Sprintf(
-			"%s weights exceed %s: GPUs rank first, since CPU generation would be too slow to be the default",
-			fmtMiB(p.est.WeightsMiB), fmtMiB(cpuFirstMaxWeightsMiB)))
+			"%s is estimated at %.1f tok/s, below the %g tok/s floor of auto: GPUs rank first, CPU stays as a fallback",
+			c.Placement, speedOf(c).TokensPerSecond, AutoCPUFloorTokensPerSecond))
 	}
 	p.noteSeedDifference()
+}
+
+// belowFloor reports a CPU candidate that the auto preference, ranking by cost, puts after the GPUs because its
+// estimated speed is below AutoCPUFloorTokensPerSecond.
+func (p *planning) belowFloor(c Candidate) bool {
+	return p.req.Prefer == PreferAuto && (p.req.Optimize == "" || p.req.Optimize == OptimizeCost) &&
+		!c.IsGPU() && c.Speed != nil && c.Speed.TokensPerSecond < AutoCPUFloorTokensPerSecond
 }
 
 // noteSeedDifference explains, under the cost policy, where the best CPU or GPU choice departs from the seed's table.

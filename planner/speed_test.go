@@ -3,6 +3,7 @@ package planner
 import (
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -97,5 +98,30 @@ func TestOptimize(t *testing.T) {
 		if c.Speed.USDPerMillionTokens < cheap.Candidates[0].Speed.USDPerMillionTokens {
 			t.Errorf("optimize cost-per-token: %s is cheaper per token than the first", c.Placement)
 		}
+	}
+}
+
+// TestAutoFloorFollowsSpeed: the auto ranking turns on the CPU estimate, not on the model's size: a model just
+// under 10 GiB of weights whose smallest Fargate size is estimated below the floor ranks GPUs first.
+func TestAutoFloorFollowsSpeed(t *testing.T) {
+	m := model(t, "llama2:13b")
+	m.Name, m.SizeBytes = "heavy-13b", 99*(1<<30)/10
+	p, err := New(catalog.Default(), Request{Model: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpu := p.Candidates[slices.IndexFunc(p.Candidates, func(c Candidate) bool { return !c.IsGPU() })]
+	if s := speedOf(cpu).TokensPerSecond; s >= AutoCPUFloorTokensPerSecond {
+		t.Fatalf("CPU estimate %.2f tok/s is not below the floor: the case no longer tests it", s)
+	}
+	if !p.Candidates[0].IsGPU() {
+		t.Errorf("first rung %s, want a GPU", p.Candidates[0].Placement)
+	}
+	p, err = New(catalog.Default(), Request{Model: m, Optimize: OptimizeCost, Prefer: PreferCPU})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Candidates[0].IsGPU() {
+		t.Errorf("prefer cpu: first rung %s, want CPU", p.Candidates[0].Placement)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -72,5 +73,32 @@ func TestPlanSpeed(t *testing.T) {
 	if err := run(context.Background(), []string{"plan", "llama2:7b", "--optimize", "fastest"}, &out, &out); err == nil ||
 		!strings.Contains(err.Error(), "not cost, speed or cost-per-token") {
 		t.Errorf("--optimize fastest: %v", err)
+	}
+}
+
+// TestPlanSeedColumn: under the seed policy the table shows the seed's "memory needed" beside the estimate's need;
+// the cost policy does not.
+func TestPlanSeedColumn(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"plan", "llama2:13b", "--policy", "seed", "--prefer", "cpu"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	head := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "#") })
+	if head < 0 || !strings.Contains(strings.Join(strings.Fields(lines[head]), " "), "GPU NEED SEED NEEDS $/HOUR") {
+		t.Fatalf("no NEED and SEED NEEDS columns:\n%s", out.String())
+	}
+	if first := strings.Fields(lines[head+1]); !slices.Contains(first, "12.5") || !slices.Contains(first, "8GB+") {
+		t.Errorf("first row %q lacks the estimate's 12.5 GiB and the seed's 8GB+", lines[head+1])
+	}
+	if !strings.Contains(out.String(), "seed table: memory needed 8GB+ (CPU ml.m5.xlarge, GPU ml.g4dn.xlarge)") {
+		t.Errorf("no seed line:\n%s", out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"plan", "llama2:13b"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "SEED NEEDS") {
+		t.Errorf("the cost policy shows the seed column:\n%s", out.String())
 	}
 }

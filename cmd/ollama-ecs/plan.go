@@ -54,12 +54,21 @@ func writePlanTable(w io.Writer, p planner.Plan) error {
 	fmt.Fprintf(w, "%s  env=%s  prefer=%s  policy=%s  context=%d\n", p.Model, p.Env, p.Prefer, p.Policy, p.ContextLength)
 	fmt.Fprintf(w, "memory: weights %s + KV cache %s + graph %s = %s; CPU task needs %s, GPU needs %s\n",
 		mib(e.WeightsMiB), mib(e.KVCacheMiB), mib(e.GraphMiB), mib(e.ModelMiB), mib(e.CPUNeedMiB), mib(e.GPUNeedMiB))
+	if p.Seed != nil {
+		fmt.Fprintf(w, "seed table: memory needed %s (CPU %s, GPU %s); the estimate above adds the KV cache, the graph and the runtime (NEED)\n",
+			p.Seed.MemoryNeeded, p.Seed.CPU, p.Seed.GPU)
+	}
 	if p.AutoStopSeconds > 0 {
 		fmt.Fprintf(w, "auto-stop: after %s\n", time.Duration(p.AutoStopSeconds)*time.Second)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tPLACEMENT\tINSTANCE\tVCPU\tMEMORY\tGPU\t$/HOUR\tON-DEMAND\tSPOT\tRESERVED\tHEADROOM\tEST TOK/S\tTTFT\t$/M TOK\tWHY")
+	seedCols, seedHead := func(planner.Candidate) string { return "" }, ""
+	if p.Seed != nil {
+		seedHead = "NEED\tSEED NEEDS\t"
+		seedCols = func(c planner.Candidate) string { return mib(c.NeedMiB) + "\t" + p.Seed.MemoryNeeded + "\t" }
+	}
+	fmt.Fprintln(tw, "#\tPLACEMENT\tINSTANCE\tVCPU\tMEMORY\tGPU\t"+seedHead+"$/HOUR\tON-DEMAND\tSPOT\tRESERVED\tHEADROOM\tEST TOK/S\tTTFT\t$/M TOK\tWHY")
 	for i, c := range p.Candidates {
 		gpu := "-"
 		if c.GPUCount > 0 {
@@ -70,8 +79,8 @@ func writePlanTable(w io.Writer, p planner.Plan) error {
 			tps, ttft, perM = fmt.Sprintf("%.1f", c.Speed.TokensPerSecond), fmt.Sprintf("%.1fs", c.Speed.TTFTSeconds),
 				fmt.Sprintf("%.2f", c.Speed.USDPerMillionTokens)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%g\t%s\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%s\t%s\t%s\t%s\t%s\n", i+1, c.Placement, c.InstanceType,
-			float64(c.CPU)/1024, mib(c.MemoryMiB), gpu, c.HourlyCostUSD, c.OnDemandUSD, c.SpotUSD, c.ReservedUSD,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%g\t%s\t%s\t%s%.4f\t%.4f\t%.4f\t%.4f\t%s\t%s\t%s\t%s\t%s\n", i+1, c.Placement, c.InstanceType,
+			float64(c.CPU)/1024, mib(c.MemoryMiB), gpu, seedCols(c), c.HourlyCostUSD, c.OnDemandUSD, c.SpotUSD, c.ReservedUSD,
 			mib(c.HeadroomMiB), tps, ttft, perM, c.Why)
 	}
 	if err := tw.Flush(); err != nil {
