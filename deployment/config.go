@@ -13,6 +13,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/ollama-ecs/ollama-ecs/events"
 )
 
 // The environment variables the functions read, as the CDK stack sets them (infra's contract test reads these
@@ -53,6 +55,7 @@ const (
 	SettingWakerTargetGroup     = "WAKER_TARGET_GROUP"
 	SettingSleepPrefix          = "SLEEP_PREFIX"
 	SettingWakesPerDay          = "WAKES_PER_DAY"
+	SettingUploadDefaults       = "UPLOAD_DEFAULTS"
 )
 
 // Config is every setting a step reads: on Lambda from the environment the CDK stack sets (ConfigFromEnv), in local
@@ -115,6 +118,9 @@ type Config struct {
 	WakerTargetGroup string
 	SleepPrefix      string
 	WakesPerDay      int
+	// UploadDefaults are the required performance and ranking of a deployment an S3 upload starts (an upload
+	// carries no request).
+	UploadDefaults events.Requirements
 }
 
 // DefaultConfig is every default, the one place they are written.
@@ -178,6 +184,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		if err := json.Unmarshal([]byte(raw), &c.ModelTaskDefinitions); err != nil {
 			return c, fmt.Errorf("%s is not a JSON object of {\"cpu\",\"gpu\"} families: %w", SettingModelTaskDefinitions, err)
 		}
+	}
+	if v := getenv(SettingUploadDefaults); v != "" {
+		r, err := events.ParseRequirements(v)
+		if err != nil {
+			return c, fmt.Errorf("%s=%q: %w", SettingUploadDefaults, v, err)
+		}
+		c.UploadDefaults = r
 	}
 	for _, kv := range list(getenv(SettingGPUCapacityProviders)) {
 		k, v, ok := strings.Cut(kv, "=")

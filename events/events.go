@@ -15,6 +15,7 @@ import (
 	"path"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -112,6 +113,56 @@ type DeployRequest struct {
 	MinTokensPerSecond  float64 `json:"minTokensPerSecond,omitempty"`
 	MaxTimeToFirstToken float64 `json:"maxTimeToFirstToken,omitempty"`
 	Optimize            string  `json:"optimize,omitempty"`
+}
+
+// Requirements are the required performance and the ranking of a deployment: a deploy request carries its own
+// (DeployRequest.MinTokensPerSecond, MaxTimeToFirstToken, Optimize); an S3 upload, which carries no request, gets
+// the stack's (UPLOAD_DEFAULTS).
+type Requirements struct {
+	MinTokensPerSecond  float64 `json:"minTokensPerSecond,omitempty"`
+	MaxTimeToFirstToken float64 `json:"maxTimeToFirstToken,omitempty"`
+	Optimize            string  `json:"optimize,omitempty"`
+}
+
+// check refuses a negative or absurd speed requirement and an unknown ranking; field prefixes the names it
+// reports.
+func (r Requirements) check(field string) error {
+	switch {
+	case !(r.MinTokensPerSecond >= 0 && r.MinTokensPerSecond <= 10000):
+		return invalid(field+"minTokensPerSecond", "%g is outside 0..10000", r.MinTokensPerSecond)
+	case !(r.MaxTimeToFirstToken >= 0 && r.MaxTimeToFirstToken <= 3600):
+		return invalid(field+"maxTimeToFirstToken", "%g seconds is outside 0..3600", r.MaxTimeToFirstToken)
+	case r.Optimize != "" && r.Optimize != "cost" && r.Optimize != "speed" && r.Optimize != "cost-per-token":
+		return invalid(field+"optimize", "%q is not cost, speed or cost-per-token", r.Optimize)
+	}
+	return nil
+}
+
+// ParseRequirements reads requirements written as "minTokensPerSecond=10,maxTimeToFirstToken=5,optimize=speed"
+// (any subset; "" is none), the form of the stack's UPLOAD_DEFAULTS setting.
+func ParseRequirements(s string) (Requirements, error) {
+	var r Requirements
+	for kv := range strings.SplitSeq(s, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		var err error
+		switch k {
+		case "minTokensPerSecond":
+			r.MinTokensPerSecond, err = strconv.ParseFloat(v, 64)
+		case "maxTimeToFirstToken":
+			r.MaxTimeToFirstToken, err = strconv.ParseFloat(v, 64)
+		case "optimize":
+			r.Optimize = v
+		default:
+			return r, invalid(k, "is not minTokensPerSecond, maxTimeToFirstToken or optimize")
+		}
+		if err != nil {
+			return r, invalid(k, "%q is not a number", v)
+		}
+	}
+	return r, r.check("")
 }
 
 // Scaling bounds of a prod deployment's service.
@@ -388,14 +439,11 @@ func (d DeployRequest) Validate() error {
 		return invalid("detail.maxTasks", "%d is outside 1..%d", d.MaxTasks, MaxTasksLimit)
 	case d.Wake < 0:
 		return invalid("detail.wake", "%d is negative", d.Wake)
-	case !(d.MinTokensPerSecond >= 0 && d.MinTokensPerSecond <= 10000):
-		return invalid("detail.minTokensPerSecond", "%g is outside 0..10000", d.MinTokensPerSecond)
-	case !(d.MaxTimeToFirstToken >= 0 && d.MaxTimeToFirstToken <= 3600):
-		return invalid("detail.maxTimeToFirstToken", "%g seconds is outside 0..3600", d.MaxTimeToFirstToken)
-	case d.Optimize != "" && d.Optimize != "cost" && d.Optimize != "speed" && d.Optimize != "cost-per-token":
-		return invalid("detail.optimize", "%q is not cost, speed or cost-per-token", d.Optimize)
 	case d.MaxTasks != 0 && d.MaxTasks < max(d.MinTasks, 1):
 		return invalid("detail.maxTasks", "%d is below minTasks %d", d.MaxTasks, max(d.MinTasks, 1))
+	}
+	if err := (Requirements{d.MinTokensPerSecond, d.MaxTimeToFirstToken, d.Optimize}).check("detail."); err != nil {
+		return err
 	}
 	for _, a := range d.Avoid {
 		if !placementPattern.MatchString(a) {

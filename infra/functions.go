@@ -139,7 +139,8 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 	}
 	specs := map[string]spec{
 		"validate": {
-			env: map[string]string{"MODEL_BUCKET": *p.Storage.ModelBucket.BucketName(), "MODEL_PREFIX": s.ModelPrefix},
+			env: map[string]string{"MODEL_BUCKET": *p.Storage.ModelBucket.BucketName(), "MODEL_PREFIX": s.ModelPrefix,
+				"UPLOAD_DEFAULTS": s.UploadDefaults},
 			statements: []awsiam.PolicyStatement{statement([]string{"s3:GetObject"},
 				[]string{*p.Storage.ModelBucket.ArnForObjects(jsii.String(s.ModelPrefix + "*"))}, nil)},
 			wildcards: []nagWildcard{{`/^Resource::<StorageModels[0-9A-F]+\.Arn>\/.+\*$/`,

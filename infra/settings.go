@@ -76,6 +76,11 @@ type Settings struct {
 	// bounds how long use can keep a dev deployment past its TTL.
 	IdleWindow  string
 	MaxLifetime string
+	// UploadDefaults are the required performance and ranking of the
+	// deployments S3 uploads start, which carry no request:
+	// "minTokensPerSecond=10,maxTimeToFirstToken=5,optimize=speed" (any
+	// subset; empty: none).
+	UploadDefaults string
 }
 
 // DefaultSettings are the values used for every key absent from the context.
@@ -142,6 +147,7 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 	readString("apiKeys", &s.APIKeys)
 	readString("idleWindow", &s.IdleWindow)
 	readString("maxLifetime", &s.MaxLifetime)
+	readString("uploadDefaults", &s.UploadDefaults)
 	var scheme string
 	readString("loadBalancerScheme", &scheme)
 	switch scheme {
@@ -215,6 +221,9 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 			fail(key, fmt.Errorf("%q is not a positive Go duration such as \"2h\"", v))
 		}
 	}
+	if err := checkRequirements(s.UploadDefaults); err != nil {
+		fail("uploadDefaults", err)
+	}
 	if !schedulePattern.MatchString(s.TeardownCron) {
 		fail("teardownCron", fmt.Errorf("%q is not an EventBridge cron(...) or rate(...) expression", s.TeardownCron))
 	}
@@ -252,6 +261,33 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 	s.LambdaDist = resolvePath(root, s.LambdaDist)
 	s.DefinitionFile = resolvePath(root, s.DefinitionFile)
 	return s, nil
+}
+
+// checkRequirements checks an uploadDefaults value as the validate function
+// reads it (events.ParseRequirements in the root module), so a bad value
+// fails synth rather than every upload.
+func checkRequirements(v string) error {
+	bounds := map[string]float64{"minTokensPerSecond": 10000, "maxTimeToFirstToken": 3600}
+	for _, kv := range strings.Split(v, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, val, _ := strings.Cut(kv, "=")
+		if k == "optimize" {
+			if val != "cost" && val != "speed" && val != "cost-per-token" {
+				return fmt.Errorf("optimize %q is not cost, speed or cost-per-token", val)
+			}
+			continue
+		}
+		limit, ok := bounds[k]
+		if !ok {
+			return fmt.Errorf("%q is not minTokensPerSecond, maxTimeToFirstToken or optimize", k)
+		}
+		if f, err := strconv.ParseFloat(val, 64); err != nil || !(f >= 0 && f <= limit) {
+			return fmt.Errorf("%s=%q is not a number in 0..%g", k, val, limit)
+		}
+	}
+	return nil
 }
 
 func resolvePath(root, p string) string {

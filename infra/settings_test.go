@@ -80,6 +80,8 @@ func TestSettingsFromContext(t *testing.T) {
 				return s.InternetFacing && reflect.DeepEqual(s.AllowedCidrs, []string{"203.0.113.0/24", "198.51.100.7/32"}) &&
 					s.CertificateArn != "" && s.APIKeys == "on" && s.IdleWindow == "15m"
 			}},
+		{"upload defaults", MapContext{"ollama-ecs:uploadDefaults": "minTokensPerSecond=10, optimize=cost-per-token"},
+			func(s Settings) bool { return s.UploadDefaults == "minTokensPerSecond=10, optimize=cost-per-token" }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -127,6 +129,11 @@ func TestSettingsRejectBadValues(t *testing.T) {
 		{"apiKeys", "yes"},
 		{"idleWindow", "soon"},
 		{"maxLifetime", "0s"},
+		{"uploadDefaults", "minTokensPerSecond=-1"},
+		{"uploadDefaults", "minTokensPerSecond=fast"},
+		{"uploadDefaults", "maxTimeToFirstToken=99999"},
+		{"uploadDefaults", "optimize=fastest"},
+		{"uploadDefaults", "speed=10"},
 	}
 	for _, c := range cases {
 		t.Run(c.key, func(t *testing.T) {

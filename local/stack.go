@@ -81,6 +81,8 @@ type Options struct {
 	ApplyGPURule bool
 	// APIKeys puts every deployment behind an API key unless its request says otherwise (the stack's setting).
 	APIKeys bool
+	// UploadDefaults are the required performance of the deployments uploads start (the stack's UPLOAD_DEFAULTS).
+	UploadDefaults events.Requirements
 	// IdleWindow and MaxLifetime are auto-stop's usage window and bound, in schedule time (defaults: the stack's).
 	IdleWindow, MaxLifetime time.Duration
 	// ScalingInterval and ScalingWindow pace local target tracking (defaults 1 s and 10 s); ScaleOutCooldown and
@@ -240,7 +242,7 @@ func (s *Stack) handlers() handlerSet {
 	cfg.DevTTL, cfg.HealthTimeout, cfg.HealthWatch, cfg.HealthPoll = o.DevTTL, o.HealthTimeout, o.HealthWatch, o.HealthPoll
 	cfg.ProvisioningTimeout = cmp.Or(o.ProvisioningTimeout, cfg.ProvisioningTimeout)
 	cfg.ListenerArn, cfg.LoadBalancerName, cfg.EndpointBase = s.LB.ListenerArn(), s.LB.FullName(), s.LB.URL()
-	cfg.VpcID, cfg.APIKeys = "vpc-local", o.APIKeys
+	cfg.VpcID, cfg.APIKeys, cfg.UploadDefaults = "vpc-local", o.APIKeys, o.UploadDefaults
 	cfg.IdleWindow, cfg.MaxLifetime = cmp.Or(o.IdleWindow, cfg.IdleWindow), cmp.Or(o.MaxLifetime, cfg.MaxLifetime)
 	cfg.ScaleTargetRequests = cmp.Or(o.ScaleTargetRequests, cfg.ScaleTargetRequests)
 	cfg.GPUInstanceTypes = s.GPUInstanceTypes()

@@ -8,12 +8,14 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ollama/ollama/api"
 
 	"github.com/ollama-ecs/ollama-ecs/deployment"
+	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/local"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
@@ -101,5 +103,33 @@ func TestUploadDeploysToCPUAndGenerates(t *testing.T) {
 	}
 	if resp.EvalCount == 0 || !resp.Done {
 		t.Errorf("generate: eval_count %d done %v reason %q", resp.EvalCount, resp.Done, resp.DoneReason)
+	}
+}
+
+// TestUploadDefaults: an upload carries no request, so the stack's UPLOAD_DEFAULTS give its required speed and
+// ranking: ranked by speed, the tiny upload goes to a GPU placement instead of the cheapest, Fargate Spot.
+func TestUploadDefaults(t *testing.T) {
+	s := startStack(t, local.Options{UploadDefaults: events.Requirements{MinTokensPerSecond: 100, Optimize: "speed"}})
+	ctx := ctxFor(t, 2*time.Minute)
+	if err := s.Upload(ctx, "models/tiny.gguf", bytes.NewReader(tinyGGUF(t))); err != nil {
+		t.Fatal(err)
+	}
+	started, err := s.WaitForExecution(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := waitDone(t, s, started.ExecutionArn)
+	rec := succeeded(t, ex)
+	if !strings.HasPrefix(rec.Placement, "EC2 ") {
+		t.Errorf("placement %q, want the fastest (a GPU instance)", rec.Placement)
+	}
+	carried := false
+	for _, e := range ex.Events {
+		if e.StateName == "Validate request" && len(e.Output) > 0 {
+			carried = bytes.Contains(e.Output, []byte(`"minTokensPerSecond":100`)) && bytes.Contains(e.Output, []byte(`"optimize":"speed"`))
+		}
+	}
+	if !carried {
+		t.Error("the validated request lacks the upload defaults")
 	}
 }

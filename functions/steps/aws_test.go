@@ -20,6 +20,7 @@ import (
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
+	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 	"github.com/ollama-ecs/ollama-ecs/test/moto"
@@ -336,13 +337,15 @@ func TestConfigFromEnv(t *testing.T) {
 		"CLUSTER": "c", "GPU_CAPACITY_PROVIDERS": "g4dn.xlarge=OllamaEcs-g4dn-xlarge, g5.xlarge=p2",
 		"MODEL_TASK_DEFINITIONS": `{"llama3.1:8b":{"cpu":"ollama-cpu-llama3-1-8b","gpu":"ollama-gpu-llama3-1-8b"}}`,
 		"DEV_TTL":                "90m", "SUBNETS": "subnet-a,subnet-b",
+		"UPLOAD_DEFAULTS": "minTokensPerSecond=10, optimize=cost-per-token",
 	}
 	c, err := deployment.ConfigFromEnv(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Providers["g5.xlarge"] != "p2" || c.DevTTL != 90*time.Minute || len(c.Subnets) != 2 ||
-		c.ModelTaskDefinitions["llama3.1:8b"].GPU != "ollama-gpu-llama3-1-8b" || c.HealthTimeout != 30*time.Minute {
+		c.ModelTaskDefinitions["llama3.1:8b"].GPU != "ollama-gpu-llama3-1-8b" || c.HealthTimeout != 30*time.Minute ||
+		c.UploadDefaults != (events.Requirements{MinTokensPerSecond: 10, Optimize: "cost-per-token"}) {
 		t.Errorf("config %+v", c)
 	}
 	r := &RunTask{CPUTaskDefinition: "ollama-cpu", GPUTaskDefinition: "ollama-gpu", ModelTaskDefinitions: c.ModelTaskDefinitions}
@@ -353,7 +356,9 @@ func TestConfigFromEnv(t *testing.T) {
 	if td := aws.ToString(r.input(&deployment.Request{ModelName: "mistral:7b", DeploymentID: "x"}, gpu, 0).TaskDefinition); td != "ollama-gpu" {
 		t.Errorf("default family %s", td)
 	}
-	for _, bad := range []map[string]string{{"GPU_CAPACITY_PROVIDERS": "nope"}, {"DEV_TTL": "soon"}, {"MODEL_TASK_DEFINITIONS": "[1]"}} {
+	for _, bad := range []map[string]string{{"GPU_CAPACITY_PROVIDERS": "nope"}, {"DEV_TTL": "soon"}, {"MODEL_TASK_DEFINITIONS": "[1]"},
+		{"UPLOAD_DEFAULTS": "minTokensPerSecond=-1"}, {"UPLOAD_DEFAULTS": "minTokensPerSecond=fast"},
+		{"UPLOAD_DEFAULTS": "maxTimeToFirstToken=1e9"}, {"UPLOAD_DEFAULTS": "optimize=fastest"}, {"UPLOAD_DEFAULTS": "speed=10"}} {
 		if _, err := deployment.ConfigFromEnv(func(k string) string { return bad[k] }); err == nil {
 			t.Errorf("accepted %v", bad)
 		}

@@ -39,6 +39,8 @@ type Validate struct {
 	S3      deployment.ObjectReader
 	// Bucket and Prefix are where uploads are accepted.
 	Bucket, Prefix string
+	// UploadDefaults are the required performance and ranking of an upload's deployment.
+	UploadDefaults events.Requirements
 	Log            *slog.Logger
 }
 
@@ -98,6 +100,8 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 		req.Source = source
 		req.Model = m
 		req.Env = up.Env
+		req.MinTokensPerSecond, req.MaxTimeToFirstToken, req.Optimize = v.UploadDefaults.MinTokensPerSecond,
+			v.UploadDefaults.MaxTimeToFirstToken, v.UploadDefaults.Optimize
 		req.WakeOnRequest = req.Env == "dev"
 		req.Requester = "s3:" + parsed.Envelope.Account
 	default:

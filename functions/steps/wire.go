@@ -89,8 +89,9 @@ func Build(cfg deployment.Config, c Clients, log *slog.Logger) *Set {
 		waker = &Waker{Router: router, Executions: c.Executions, StateMachineArn: cfg.StateMachineArn, WakesPerDay: cfg.WakesPerDay, Log: log}
 	}
 	return &Set{
-		Waker:    waker,
-		Validate: &Validate{Catalog: catalog.Default(), S3: c.S3, Bucket: cfg.ModelBucket, Prefix: cfg.ModelPrefix, Log: log},
+		Waker: waker,
+		Validate: &Validate{Catalog: catalog.Default(), S3: c.S3, Bucket: cfg.ModelBucket, Prefix: cfg.ModelPrefix,
+			UploadDefaults: cfg.UploadDefaults, Log: log},
 		Configure: &Configure{Catalog: catalog.Default(), GPUInstanceTypes: cfg.GPUInstanceTypes, DevTTL: cfg.DevTTL,
 			DefaultPolicy: cfg.Policy, GPUVolumeGiB: cfg.GPUVolumeGiB, Log: log},
 		Capacity: &Capacity{ECS: c.ECS, Launches: launches, Cluster: cfg.Cluster, Providers: cfg.Providers, Log: log},
