@@ -43,7 +43,7 @@ func (lb *LoadBalancer) AddWaker(fn awslambda.IFunction) {
 func NewLoadBalancer(scope constructs.Construct, id string, s Settings, n *Network, logs *Storage) *LoadBalancer {
 	c := constructs.NewConstruct(scope, jsii.String(id))
 	sg := awsec2.NewSecurityGroup(c, jsii.String("SecurityGroup"), &awsec2.SecurityGroupProps{
-		Vpc: n.Vpc, Description: jsii.String("ollama-ecs load balancer: the allowed sources in, the tasks' Ollama port out"),
+		Vpc: n.Vpc, Description: jsii.String("ollama-ecs load balancer: the allowed sources in, the Ollama port of the tasks out"),
 		AllowAllOutbound: jsii.Bool(false),
 	})
 	subnets := n.PrivateSubnets
