@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/ollama-ecs/ollama-ecs/events"
+	"github.com/ollama-ecs/ollama-ecs/planner"
 )
 
 // The environment variables the functions read, as the CDK stack sets them (infra's contract test reads these
@@ -121,6 +123,19 @@ type Config struct {
 	// UploadDefaults are the required performance and ranking of a deployment an S3 upload starts (an upload
 	// carries no request).
 	UploadDefaults events.Requirements
+}
+
+// SpotInstanceTypes are the GPU types with a Spot capacity provider (a Providers key with planner's Spot suffix), never
+// nil: a stack without any has no Spot GPU capacity.
+func (c Config) SpotInstanceTypes() []string {
+	types := []string{}
+	for k := range c.Providers {
+		if t, ok := strings.CutSuffix(k, planner.SpotProviderSuffix); ok {
+			types = append(types, t)
+		}
+	}
+	slices.Sort(types)
+	return types
 }
 
 // DefaultConfig is every default, the one place they are written.

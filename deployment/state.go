@@ -8,12 +8,15 @@ package deployment
 
 import (
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
 
@@ -40,6 +43,8 @@ const (
 	AvoidSeparator = "+"
 	// TagInterrupted marks a ready deployment's task that stopped on its own, with its stop code.
 	TagInterrupted = "ollama-ecs:interrupted"
+	// TagChoice holds how the request chose its placement (ChoiceTag), so a restart or a wake chooses alike.
+	TagChoice      = "ollama-ecs:choice"
 	ManagedByValue = "ollama-ecs"
 
 	// ContainerName is the Ollama container in both task definitions.
@@ -241,4 +246,49 @@ type InterruptedResult struct {
 	ScheduleDeleted string `json:"scheduleDeleted,omitempty"`
 	// Restarted is the execution that starts the deployment again.
 	Restarted string `json:"restarted,omitempty"`
+}
+
+// ChoiceTag writes what a request chose its placement by, beyond the model and env: preference, policy, instance
+// and launch type, required speed and ranking, as "prefer=gpu optimize=speed" (set fields only; a tag value holds
+// spaces and "=", never ","). A restart or a wake, rebuilt from the task's tags, reads it back with ApplyChoice.
+func ChoiceTag(r *Request) string {
+	var parts []string
+	add := func(k, v string) {
+		if v != "" && v != "0" {
+			parts = append(parts, k+"="+v)
+		}
+	}
+	add("prefer", r.Prefer)
+	add("policy", r.Policy)
+	add("instanceType", r.InstanceType)
+	add("launchType", r.LaunchType)
+	add("minTokensPerSecond", strconv.FormatFloat(r.MinTokensPerSecond, 'g', -1, 64))
+	add("maxTimeToFirstToken", strconv.FormatFloat(r.MaxTimeToFirstToken, 'g', -1, 64))
+	add("optimize", r.Optimize)
+	return strings.Join(parts, " ")
+}
+
+// ApplyChoice sets a deploy request's placement choices from a ChoiceTag value; a key it does not know, or a
+// number that does not parse, is left out (the request's own validation then applies).
+func ApplyChoice(d *events.DeployRequest, tag string) {
+	for _, kv := range strings.Fields(tag) {
+		k, v, _ := strings.Cut(kv, "=")
+		f, _ := strconv.ParseFloat(v, 64)
+		switch k {
+		case "prefer":
+			d.Prefer = v
+		case "policy":
+			d.Policy = v
+		case "instanceType":
+			d.InstanceType = v
+		case "launchType":
+			d.LaunchType = v
+		case "minTokensPerSecond":
+			d.MinTokensPerSecond = f
+		case "maxTimeToFirstToken":
+			d.MaxTimeToFirstToken = f
+		case "optimize":
+			d.Optimize = v
+		}
+	}
 }

@@ -29,22 +29,30 @@ type Cluster struct {
 	// GpuCapacityProviders maps an instance type to its capacity provider
 	// name, in settings order.
 	GpuCapacityProviders []GpuCapacityProvider
+	vpc                  awsec2.IVpc
+	subnets              *awsec2.SubnetSelection
 }
 
 // GpuCapacityProvider is one GPU instance type's Auto Scaling capacity.
 type GpuCapacityProvider struct {
 	InstanceType string
 	Name         string
-	Group        awsautoscaling.AutoScalingGroup
-	Provider     awsecs.AsgCapacityProvider
+	// Spot is true for the type's Spot group.
+	Spot     bool
+	Group    awsautoscaling.AutoScalingGroup
+	Provider awsecs.AsgCapacityProvider
 }
 
 // EnvValue renders the mapping as the Lambdas read it from
-// GPU_CAPACITY_PROVIDERS: "type=providerName,type=providerName".
+// GPU_CAPACITY_PROVIDERS: "type=providerName,type:spot=spotProviderName".
 func (c *Cluster) EnvValue() string {
 	parts := make([]string, 0, len(c.GpuCapacityProviders))
 	for _, p := range c.GpuCapacityProviders {
-		parts = append(parts, p.InstanceType+"="+p.Name)
+		key := p.InstanceType
+		if p.Spot {
+			key += ":spot"
+		}
+		parts = append(parts, key+"="+p.Name)
 	}
 	return strings.Join(parts, ",")
 }
@@ -57,14 +65,20 @@ func CapacityProviderName(stackName, instanceType string) string {
 	return stackName + "-" + strings.ReplaceAll(instanceType, ".", "-")
 }
 
-// NewCluster creates the cluster. One Auto Scaling group per GPU type (not a
-// mixed-instances group) because ECS places by instance type: a provider per
-// type lets the workflow ask for exactly the type the planner chose, and
-// managed scaling grows that group from zero when a task waits for it.
 // GpuVolumeGiB is the GPU instances' root volume, which holds the image and the
 // model of an EC2 task; the configure step plans disk against it.
 const GpuVolumeGiB = 100
 
+// SpotSuffix ends a Spot capacity provider's name, and its key in
+// GPU_CAPACITY_PROVIDERS ends in ":spot" (the planner's SpotProviderSuffix).
+const SpotSuffix = "-spot"
+
+// NewCluster creates the cluster. One Auto Scaling group per GPU type (not a
+// mixed-instances group) because ECS places by instance type: a provider per
+// type lets the workflow ask for exactly the type the planner chose, and
+// managed scaling grows that group from zero when a task waits for it. With
+// gpuSpot on, each type has a second group of Spot instances and its own
+// provider, which dev deployments try first.
 func NewCluster(scope constructs.Construct, id string, s Settings, net *Network) *Cluster {
 	c := constructs.NewConstruct(scope, jsii.String(id))
 	stackName := *awscdk.Stack_Of(scope).StackName()
@@ -73,49 +87,69 @@ func NewCluster(scope constructs.Construct, id string, s Settings, net *Network)
 		EnableFargateCapacityProviders: jsii.Bool(true),
 		ContainerInsightsV2:            awsecs.ContainerInsights_ENABLED,
 	})
-	out := &Cluster{Cluster: cluster}
+	out := &Cluster{Cluster: cluster, vpc: net.Vpc, subnets: net.PrivateSubnets}
 
 	for _, instanceType := range s.GpuInstanceTypes {
-		key := strings.ReplaceAll(instanceType, ".", "")
-		group := awsautoscaling.NewAutoScalingGroup(c, jsii.String("Gpu"+key), &awsautoscaling.AutoScalingGroupProps{
-			Vpc:          net.Vpc,
-			VpcSubnets:   net.PrivateSubnets,
-			InstanceType: awsec2.NewInstanceType(jsii.String(instanceType)),
-			// The SSM parameter of the GPU-optimised ECS AMI is resolved at
-			// deploy time, so synth needs no AWS access.
-			MachineImage:  awsecs.EcsOptimizedImage_AmazonLinux2023(awsecs.AmiHardwareType_GPU, nil),
-			MinCapacity:   jsii.Number(0),
-			MaxCapacity:   jsii.Number(float64(s.MaxGpuInstances)),
-			RequireImdsv2: jsii.Bool(true),
-			// The model cache (/var/lib/ollama) lives on the root volume so a
-			// restarted task on the same instance does not download again.
-			BlockDevices: &[]*awsautoscaling.BlockDevice{{
-				DeviceName: jsii.String("/dev/xvda"),
-				Volume: awsautoscaling.BlockDeviceVolume_Ebs(jsii.Number(GpuVolumeGiB), &awsautoscaling.EbsDeviceOptions{
-					VolumeType: awsautoscaling.EbsDeviceVolumeType_GP3,
-					Encrypted:  jsii.Bool(true),
-				}),
-			}},
-		})
-		name := CapacityProviderName(stackName, instanceType)
-		provider := awsecs.NewAsgCapacityProvider(c, jsii.String("Gpu"+key+"Provider"), &awsecs.AsgCapacityProviderProps{
-			AutoScalingGroup:      group,
-			CapacityProviderName:  jsii.String(name),
-			EnableManagedScaling:  jsii.Bool(true),
-			TargetCapacityPercent: jsii.Number(100),
-			// Managed termination protection stays off: with it on, instances
-			// are protected from scale-in and `cdk destroy` hangs deleting the
-			// capacity provider while any instance exists (aws-cdk issue 18179).
-			// Managed scaling only removes instances that run no task, and
-			// managed draining moves work off an instance before it goes, so
-			// a running model is not cut by scale-in either way.
-			EnableManagedTerminationProtection: jsii.Bool(false),
-			EnableManagedDraining:              jsii.Bool(true),
-		})
-		cluster.AddAsgCapacityProvider(provider, nil)
-		out.GpuCapacityProviders = append(out.GpuCapacityProviders, GpuCapacityProvider{
-			InstanceType: instanceType, Name: name, Group: group, Provider: provider,
-		})
+		out.addGpuCapacity(c, stackName, instanceType, s, "")
+		if price := s.SpotMaxPrices[instanceType]; price != "" {
+			out.addGpuCapacity(c, stackName, instanceType, s, price)
+		}
 	}
 	return out
+}
+
+// addGpuCapacity adds one GPU type's Auto Scaling group and capacity provider:
+// on-demand, or Spot at most at spotMaxPrice (an hourly USD price) when set.
+func (out *Cluster) addGpuCapacity(c constructs.Construct, stackName, instanceType string, s Settings, spotMaxPrice string) {
+	key := strings.ReplaceAll(instanceType, ".", "")
+	name := CapacityProviderName(stackName, instanceType)
+	var spotPrice *string
+	if spotMaxPrice != "" {
+		key, name, spotPrice = key+"Spot", name+SpotSuffix, jsii.String(spotMaxPrice)
+	}
+	group := awsautoscaling.NewAutoScalingGroup(c, jsii.String("Gpu"+key), &awsautoscaling.AutoScalingGroupProps{
+		Vpc:          out.vpc,
+		VpcSubnets:   out.subnets,
+		InstanceType: awsec2.NewInstanceType(jsii.String(instanceType)),
+		// The SSM parameter of the GPU-optimised ECS AMI is resolved at
+		// deploy time, so synth needs no AWS access.
+		MachineImage:  awsecs.EcsOptimizedImage_AmazonLinux2023(awsecs.AmiHardwareType_GPU, nil),
+		MinCapacity:   jsii.Number(0),
+		MaxCapacity:   jsii.Number(float64(s.MaxGpuInstances)),
+		RequireImdsv2: jsii.Bool(true),
+		// A Spot launch template: one-time requests that terminate on
+		// interruption, never above the on-demand price.
+		SpotPrice: spotPrice,
+		// The model cache (/var/lib/ollama) lives on the root volume so a
+		// restarted task on the same instance does not download again.
+		BlockDevices: &[]*awsautoscaling.BlockDevice{{
+			DeviceName: jsii.String("/dev/xvda"),
+			Volume: awsautoscaling.BlockDeviceVolume_Ebs(jsii.Number(GpuVolumeGiB), &awsautoscaling.EbsDeviceOptions{
+				VolumeType: awsautoscaling.EbsDeviceVolumeType_GP3,
+				Encrypted:  jsii.Bool(true),
+			}),
+		}},
+	})
+	provider := awsecs.NewAsgCapacityProvider(c, jsii.String("Gpu"+key+"Provider"), &awsecs.AsgCapacityProviderProps{
+		AutoScalingGroup:      group,
+		CapacityProviderName:  jsii.String(name),
+		EnableManagedScaling:  jsii.Bool(true),
+		TargetCapacityPercent: jsii.Number(100),
+		// Managed termination protection stays off: with it on, instances
+		// are protected from scale-in and `cdk destroy` hangs deleting the
+		// capacity provider while any instance exists (aws-cdk issue 18179).
+		// Managed scaling only removes instances that run no task, and
+		// managed draining moves work off an instance before it goes, so
+		// a running model is not cut by scale-in either way.
+		EnableManagedTerminationProtection: jsii.Bool(false),
+		EnableManagedDraining:              jsii.Bool(true),
+	})
+	// Spot draining: on the two-minute interruption notice the agent sets the
+	// instance DRAINING, so nothing new lands on it.
+	out.Cluster.AddAsgCapacityProvider(provider, &awsecs.AddAutoScalingGroupCapacityOptions{
+		SpotInstanceDraining: jsii.Bool(spotMaxPrice != ""),
+	})
+	out.GpuCapacityProviders = append(out.GpuCapacityProviders, GpuCapacityProvider{
+		InstanceType: instanceType, Name: name, Spot: spotMaxPrice != "", Group: group, Provider: provider,
+	})
 }

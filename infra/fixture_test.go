@@ -150,6 +150,9 @@ func buildFixture(extra map[string]interface{}) (f *fixture, err error) {
 	if err := CheckLambdaDist(settings.LambdaDist); err != nil {
 		return nil, err
 	}
+	if err := settings.LoadSpotMaxPrices(); err != nil {
+		return nil, err
+	}
 	definition, err := LoadDefinition(settings.DefinitionFile, WorkflowPlaceholders)
 	if err != nil {
 		return nil, err

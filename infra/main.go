@@ -41,6 +41,9 @@ func run() error {
 	if err := CheckLambdaDist(settings.LambdaDist); err != nil {
 		return err
 	}
+	if err := settings.LoadSpotMaxPrices(); err != nil {
+		return err
+	}
 	definition, err := LoadDefinition(settings.DefinitionFile, WorkflowPlaceholders)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -76,6 +77,14 @@ type Settings struct {
 	// bounds how long use can keep a dev deployment past its TTL.
 	IdleWindow  string
 	MaxLifetime string
+	// GpuSpot ("on" or "off") adds an EC2 Spot capacity provider per GPU
+	// type beside the on-demand one: dev deployments try Spot first.
+	GpuSpot string
+	// ComputeDataFile is the catalog's compute data (catalog/data/compute.json),
+	// whose on-demand prices cap each Spot group's price; SpotMaxPrices holds
+	// them by GPU type once loaded (empty with GpuSpot off).
+	ComputeDataFile string
+	SpotMaxPrices   map[string]string
 	// UploadDefaults are the required performance and ranking of the
 	// deployments S3 uploads start, which carry no request:
 	// "minTokensPerSecond=10,maxTimeToFirstToken=5,optimize=speed" (any
@@ -103,6 +112,9 @@ func DefaultSettings() Settings {
 		APIKeys:          "off",
 		IdleWindow:       "30m",
 		MaxLifetime:      "12h",
+		GpuSpot:          "on",
+		ComputeDataFile:  "catalog/data/compute.json",
+		SpotMaxPrices:    map[string]string{},
 	}
 }
 
@@ -148,6 +160,8 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 	readString("idleWindow", &s.IdleWindow)
 	readString("maxLifetime", &s.MaxLifetime)
 	readString("uploadDefaults", &s.UploadDefaults)
+	readString("gpuSpot", &s.GpuSpot)
+	readString("computeDataFile", &s.ComputeDataFile)
 	var scheme string
 	readString("loadBalancerScheme", &scheme)
 	switch scheme {
@@ -221,6 +235,9 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 			fail(key, fmt.Errorf("%q is not a positive Go duration such as \"2h\"", v))
 		}
 	}
+	if s.GpuSpot != "on" && s.GpuSpot != "off" {
+		fail("gpuSpot", fmt.Errorf("%q is not on or off", s.GpuSpot))
+	}
 	if err := checkRequirements(s.UploadDefaults); err != nil {
 		fail("uploadDefaults", err)
 	}
@@ -260,7 +277,51 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 
 	s.LambdaDist = resolvePath(root, s.LambdaDist)
 	s.DefinitionFile = resolvePath(root, s.DefinitionFile)
+	s.ComputeDataFile = resolvePath(root, s.ComputeDataFile)
 	return s, nil
+}
+
+// LoadSpotMaxPrices reads, with gpuSpot on, each GPU type's on-demand hourly price from the catalog's compute data
+// into SpotMaxPrices: a Spot group's maximum price, so Spot never costs more than on-demand (what EC2 does when no
+// maximum is given; CDK's Spot launch template needs one).
+func (s *Settings) LoadSpotMaxPrices() error {
+	if s.GpuSpot != "on" {
+		return nil
+	}
+	prices, err := spotMaxPrices(s.ComputeDataFile, s.GpuInstanceTypes)
+	if err != nil {
+		return fmt.Errorf("%sgpuSpot: %v", contextPrefix, err)
+	}
+	s.SpotMaxPrices = prices
+	return nil
+}
+
+func spotMaxPrices(file string, types []string) (map[string]string, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var data struct {
+		InstanceTypes []struct {
+			Name        string  `json:"name"`
+			OnDemandUSD float64 `json:"onDemandUSD"`
+		} `json:"instanceTypes"`
+	}
+	if err := json.Unmarshal(raw, &data); err != nil {
+		return nil, fmt.Errorf("%s: %v", file, err)
+	}
+	prices := map[string]string{}
+	for _, typ := range types {
+		for _, t := range data.InstanceTypes {
+			if t.Name == typ && t.OnDemandUSD > 0 {
+				prices[typ] = strconv.FormatFloat(t.OnDemandUSD, 'f', -1, 64)
+			}
+		}
+		if prices[typ] == "" {
+			return nil, fmt.Errorf("%s has no on-demand price for %s, which caps its Spot price (or set gpuSpot off)", file, typ)
+		}
+	}
+	return prices, nil
 }
 
 // checkRequirements checks an uploadDefaults value as the validate function

@@ -35,6 +35,9 @@ func TestSettingsDefaults(t *testing.T) {
 		APIKeys:          "off",
 		IdleWindow:       "30m",
 		MaxLifetime:      "12h",
+		GpuSpot:          "on",
+		ComputeDataFile:  filepath.Join("/repo", "catalog", "data", "compute.json"),
+		SpotMaxPrices:    map[string]string{},
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("defaults =\n%+v\nwant\n%+v", s, want)
@@ -134,6 +137,7 @@ func TestSettingsRejectBadValues(t *testing.T) {
 		{"uploadDefaults", "maxTimeToFirstToken=99999"},
 		{"uploadDefaults", "optimize=fastest"},
 		{"uploadDefaults", "speed=10"},
+		{"gpuSpot", "yes"},
 	}
 	for _, c := range cases {
 		t.Run(c.key, func(t *testing.T) {
@@ -142,6 +146,24 @@ func TestSettingsRejectBadValues(t *testing.T) {
 				t.Errorf("%s=%v: err = %v, want an error naming the key", c.key, c.value, err)
 			}
 		})
+	}
+}
+
+// TestSpotMaxPrices: each GPU type's Spot group is capped at its on-demand price from the catalog; a type the
+// data lacks fails synth (unless gpuSpot is off).
+func TestSpotMaxPrices(t *testing.T) {
+	s := DefaultSettings()
+	s.ComputeDataFile = filepath.Join("..", "catalog", "data", "compute.json")
+	if err := s.LoadSpotMaxPrices(); err != nil || s.SpotMaxPrices["g4dn.xlarge"] != "0.526" || len(s.SpotMaxPrices) != 2 {
+		t.Errorf("prices %v, err %v", s.SpotMaxPrices, err)
+	}
+	s.GpuInstanceTypes = []string{"g4dn.xlarge", "x9.huge"}
+	if err := s.LoadSpotMaxPrices(); err == nil || !strings.Contains(err.Error(), "no on-demand price for x9.huge") {
+		t.Errorf("a type without a price: %v", err)
+	}
+	s.GpuSpot, s.SpotMaxPrices = "off", map[string]string{}
+	if err := s.LoadSpotMaxPrices(); err != nil || len(s.SpotMaxPrices) != 0 {
+		t.Errorf("gpuSpot off: %v %v", s.SpotMaxPrices, err)
 	}
 }
 

@@ -135,8 +135,8 @@ func TestCapacityProviders(t *testing.T) {
 	f := synth(t)
 	assoc := f.resources[onlyID(t, f.ofType("AWS::ECS::ClusterCapacityProviderAssociations"), "")].Properties
 	providers := assoc["CapacityProviders"].([]interface{})
-	if providers[0] != "FARGATE" || providers[1] != "FARGATE_SPOT" || len(providers) != 2+len(f.settings.GpuInstanceTypes) {
-		t.Errorf("cluster capacity providers = %v, want FARGATE, FARGATE_SPOT and one per GPU type", providers)
+	if providers[0] != "FARGATE" || providers[1] != "FARGATE_SPOT" || len(providers) != 2+2*len(f.settings.GpuInstanceTypes) {
+		t.Errorf("cluster capacity providers = %v, want FARGATE, FARGATE_SPOT and an on-demand and a Spot one per GPU type", providers)
 	}
 
 	byName := map[string]map[string]interface{}{}
@@ -148,9 +148,14 @@ func TestCapacityProviders(t *testing.T) {
 		}
 	}
 	var want []string
-	for _, typ := range []string{"g4dn.xlarge", "g4dn.2xlarge"} {
-		name := CapacityProviderName(StackID, typ)
-		want = append(want, typ+"="+name)
+	for _, kind := range []struct{ typ, key, name, maxPrice string }{
+		{"g4dn.xlarge", "g4dn.xlarge", CapacityProviderName(StackID, "g4dn.xlarge"), ""},
+		{"g4dn.xlarge", "g4dn.xlarge:spot", CapacityProviderName(StackID, "g4dn.xlarge") + SpotSuffix, "0.526"},
+		{"g4dn.2xlarge", "g4dn.2xlarge", CapacityProviderName(StackID, "g4dn.2xlarge"), ""},
+		{"g4dn.2xlarge", "g4dn.2xlarge:spot", CapacityProviderName(StackID, "g4dn.2xlarge") + SpotSuffix, "0.752"},
+	} {
+		typ, name := kind.typ, kind.name
+		want = append(want, kind.key+"="+name)
 		p, ok := byName[name]
 		if !ok {
 			t.Errorf("no capacity provider named %s (have %v)", name, keys(byName))
@@ -174,6 +179,21 @@ func TestCapacityProviders(t *testing.T) {
 		lt := f.resources[ltID].Properties["LaunchTemplateData"].(map[string]interface{})
 		if lt["InstanceType"] != typ {
 			t.Errorf("%s launch template instance type = %v", name, lt["InstanceType"])
+		}
+		// A Spot group's launch template asks for Spot at most at the on-demand price, and its instances drain
+		// on the interruption notice; an on-demand one has neither.
+		market, _ := lt["InstanceMarketOptions"].(map[string]interface{})
+		userData, _ := json.Marshal(lt["UserData"])
+		draining := strings.Contains(string(userData), "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true")
+		if kind.maxPrice == "" {
+			if market != nil || draining {
+				t.Errorf("%s: on-demand group with market options %v, Spot draining %v", name, market, draining)
+			}
+		} else {
+			opts, _ := market["SpotOptions"].(map[string]interface{})
+			if market["MarketType"] != "spot" || fmt.Sprint(opts["MaxPrice"]) != kind.maxPrice || !draining {
+				t.Errorf("%s: market options %v, Spot draining %v; want spot at most $%s/h, draining on", name, market, draining, kind.maxPrice)
+			}
 		}
 		imageParam := lt["ImageId"].(map[string]interface{})["Ref"].(string)
 		params := f.template.ToJSON()

@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,7 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/local/cloud"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
 	"github.com/ollama-ecs/ollama-ecs/local/lambdaapi"
+	"github.com/ollama-ecs/ollama-ecs/planner"
 	"github.com/ollama-ecs/ollama-ecs/workflow"
 )
 
@@ -247,7 +249,11 @@ func (s *Stack) handlers() handlerSet {
 	cfg.ScaleTargetRequests = cmp.Or(o.ScaleTargetRequests, cfg.ScaleTargetRequests)
 	cfg.GPUInstanceTypes = s.GPUInstanceTypes()
 	for _, p := range o.Cluster.CapacityProviders {
-		cfg.Providers[p.Instance.InstanceType] = p.Name
+		key := p.Instance.InstanceType
+		if p.Spot {
+			key += planner.SpotProviderSuffix
+		}
+		cfg.Providers[key] = p.Name
 	}
 	set := steps.Build(cfg, steps.Clients{S3: s.Bucket, ECS: s.ECS, AutoScaling: s.ECS.AutoScaling(), Quotas: s.ECS.Account(),
 		EC2: s.ECS.Account(), Scheduler: s.Scheduler, Executions: executions{s}, LB: s.LB, Metrics: s.LB,
@@ -279,7 +285,9 @@ func (s *Stack) GPUInstanceTypes() []string {
 		}
 	}
 	for _, p := range s.opts.Cluster.CapacityProviders {
-		types = append(types, p.Instance.InstanceType)
+		if !slices.Contains(types, p.Instance.InstanceType) {
+			types = append(types, p.Instance.InstanceType)
+		}
 	}
 	return types
 }

@@ -67,6 +67,9 @@ type Request struct {
 	Policy string
 	// GPUInstanceTypes are the GPU types the cluster can run; empty means every GPU type in the catalog.
 	GPUInstanceTypes []string
+	// GPUSpotInstanceTypes are the GPU types the cluster also has Spot capacity for, which dev deployments try
+	// first: nil means every GPU type considered (the stack's default), an empty list none.
+	GPUSpotInstanceTypes []string
 	// DevTTL overrides DefaultDevTTL.
 	DevTTL time.Duration
 	// Upload is true when the model comes from an S3 upload: the task stores it twice (the fetched file, then
@@ -144,7 +147,10 @@ type Candidate struct {
 	NetworkMode string `json:"networkMode"`
 	// TaskDefinition is the family kind: cpu or gpu.
 	TaskDefinition string `json:"taskDefinition"`
-	// HourlyCostUSD is what this placement costs per hour as chosen (Spot price for Fargate Spot).
+	// Spot is true for Spot capacity: Fargate Spot, or an EC2 Spot instance from the type's Spot capacity
+	// provider.
+	Spot bool `json:"spot,omitempty"`
+	// HourlyCostUSD is what this placement costs per hour as chosen (the Spot price for Spot capacity).
 	HourlyCostUSD float64 `json:"hourlyCostUSD"`
 	// OnDemandUSD, SpotUSD and ReservedUSD are the same capacity's hourly price under each purchase option
 	// (reserved: one-year reservation for EC2, one-year Compute Savings Plan for Fargate).
@@ -168,6 +174,19 @@ type Candidate struct {
 
 // IsGPU reports whether the candidate runs on a GPU instance.
 func (c Candidate) IsGPU() bool { return c.TaskDefinition == TaskDefinitionGPU }
+
+// SpotProviderSuffix marks the Spot capacity provider of a GPU type in the stack's provider list
+// (GPU_CAPACITY_PROVIDERS: "g4dn.xlarge=...,g4dn.xlarge:spot=...").
+const SpotProviderSuffix = ":spot"
+
+// ProviderKey is the key of an EC2 candidate's capacity provider in the stack's provider list: the instance
+// type, with SpotProviderSuffix for Spot.
+func (c Candidate) ProviderKey() string {
+	if c.Spot && c.IsGPU() {
+		return c.InstanceType + SpotProviderSuffix
+	}
+	return c.InstanceType
+}
 
 // Reject is a placement that was considered and refused.
 type Reject struct {
@@ -352,7 +371,7 @@ func (p *planning) explicit() error {
 			return &InvalidRequestError{Reason: fmt.Sprintf("instance type %s is not one of the cluster's GPU instance types (%s)",
 				t.Name, strings.Join(p.req.GPUInstanceTypes, ", "))}
 		}
-		if c, ok := p.gpuCandidate(t); ok {
+		for _, c := range p.gpuCandidates(t) {
 			c.Why = "the instance type the request names"
 			p.plan.Candidates = append(p.plan.Candidates, c)
 		}
@@ -414,15 +433,13 @@ func (p *planning) consider() {
 					strings.Join(p.req.GPUInstanceTypes, ", ")+")")
 				continue
 			}
-			c, ok := p.gpuCandidate(t)
-			if !ok {
-				continue
+			for _, c := range p.gpuCandidates(t) {
+				c.Why = "fits in GPU memory"
+				if useSeed && catalog.NormalizeInstanceType(seed.GPU) == t.Name {
+					c.Why, c.SeedChoice = "the seed's GPU recommendation ("+seed.GPU+")", true
+				}
+				p.plan.Candidates = append(p.plan.Candidates, c)
 			}
-			c.Why = "fits in GPU memory"
-			if useSeed && catalog.NormalizeInstanceType(seed.GPU) == t.Name {
-				c.Why, c.SeedChoice = "the seed's GPU recommendation ("+seed.GPU+")", true
-			}
-			p.plan.Candidates = append(p.plan.Candidates, c)
 		}
 		if useSeed && !slices.ContainsFunc(p.plan.Candidates, func(c Candidate) bool {
 			return c.InstanceType == catalog.NormalizeInstanceType(seed.GPU)
@@ -520,7 +537,7 @@ func (p *planning) fargateCandidates(size catalog.FargateSize, mirror string) []
 		return []Candidate{onDemand}
 	}
 	spot := base
-	spot.Placement = "Fargate Spot"
+	spot.Placement, spot.Spot = "Fargate Spot", true
 	spot.CapacityProviderStrategy = []CapacityProviderItem{{CapacityProvider: CapacityProviderFargateSpot, Weight: 1}}
 	spot.HourlyCostUSD = base.SpotUSD
 	return []Candidate{spot, onDemand}
@@ -534,6 +551,22 @@ func (p *planning) mirror(size catalog.FargateSize) string {
 		}
 	}
 	return ""
+}
+
+// gpuCandidates are a GPU type's placements: in dev, when the cluster has Spot capacity for the type, an EC2 Spot
+// instance at the Spot price first, then on-demand (the next rung when Spot is short); on-demand only in prod.
+func (p *planning) gpuCandidates(t catalog.InstanceType) []Candidate {
+	onDemand, ok := p.gpuCandidate(t)
+	if !ok {
+		return nil
+	}
+	if p.req.Env == EnvProd || t.SpotUSD <= 0 ||
+		(p.req.GPUSpotInstanceTypes != nil && !slices.Contains(p.req.GPUSpotInstanceTypes, t.Name)) {
+		return []Candidate{onDemand}
+	}
+	spot := onDemand
+	spot.Placement, spot.Spot, spot.HourlyCostUSD = "EC2 Spot "+t.Name, true, t.SpotUSD
+	return []Candidate{spot, onDemand}
 }
 
 // gpuCandidate places the model on one GPU type, or records why it cannot: the whole model must fit in GPU

@@ -3,6 +3,7 @@ package planner
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -86,7 +87,7 @@ func TestPlanChoices(t *testing.T) {
 					t.Errorf("prod TTL %d", p.AutoStopSeconds)
 				}
 			}},
-		{name: "prefer gpu puts the cheapest GPU first", model: "mistral:7b", req: Request{Prefer: PreferGPU},
+		{name: "prefer gpu puts the cheapest GPU first", model: "mistral:7b", req: Request{Prefer: PreferGPU, Env: EnvProd},
 			wantFirst: "EC2 g4dn.xlarge", wantType: "g4dn.xlarge",
 			check: func(t *testing.T, p Plan) {
 				c := p.Candidates[0]
@@ -99,7 +100,7 @@ func TestPlanChoices(t *testing.T) {
 				}
 			}},
 		{name: "a 70B model ranks GPUs first and rejects partial offload", model: "llama3.1:70b", req: Request{},
-			wantFirst: "EC2 g6e.xlarge", wantType: "g6e.xlarge",
+			wantFirst: "EC2 Spot g6e.xlarge", wantType: "g6e.xlarge",
 			check: func(t *testing.T, p Plan) {
 				found := false
 				for _, r := range p.Rejected {
@@ -112,7 +113,7 @@ func TestPlanChoices(t *testing.T) {
 				}
 			}},
 		{name: "a CPU estimate below the auto floor ranks GPUs first, CPU stays as a fallback", model: "mixtral:8x7b",
-			req: Request{}, wantFirst: "EC2 g6e.xlarge", wantType: "g6e.xlarge",
+			req: Request{}, wantFirst: "EC2 Spot g6e.xlarge", wantType: "g6e.xlarge",
 			check: func(t *testing.T, p Plan) {
 				last := p.Candidates[len(p.Candidates)-1]
 				if last.IsGPU() || speedOf(last).TokensPerSecond >= AutoCPUFloorTokensPerSecond {
@@ -130,10 +131,10 @@ func TestPlanChoices(t *testing.T) {
 				}
 			}},
 		{name: "explicit GPU type, seed spelling", model: "llama2:13b", req: Request{InstanceType: "ml.g4dn.2xlarge"},
-			wantFirst: "EC2 g4dn.2xlarge", wantType: "g4dn.2xlarge",
+			wantFirst: "EC2 Spot g4dn.2xlarge", wantType: "g4dn.2xlarge",
 			check: func(t *testing.T, p Plan) {
-				if len(p.Candidates) != 1 {
-					t.Errorf("explicit type gave %d candidates", len(p.Candidates))
+				if len(p.Candidates) != 2 || p.Candidates[1].Placement != "EC2 g4dn.2xlarge" {
+					t.Errorf("explicit type in dev gave %+v, want Spot then on-demand", p.Candidates)
 				}
 			}},
 		{name: "explicit CPU type runs on Fargate at its size", model: "llama2:7b", req: Request{InstanceType: "ml.m5.xlarge", Env: EnvProd},
@@ -145,15 +146,15 @@ func TestPlanChoices(t *testing.T) {
 			}},
 		{name: "cluster GPU types limit the GPU candidates", model: "llama2:7b",
 			req:       Request{Prefer: PreferGPU, GPUInstanceTypes: []string{"g5.xlarge"}},
-			wantFirst: "EC2 g5.xlarge", wantType: "g5.xlarge"},
+			wantFirst: "EC2 Spot g5.xlarge", wantType: "g5.xlarge"},
 		{name: "cost policy explains where it departs from the seed", model: "codellama:13b", req: Request{Prefer: PreferGPU},
-			wantFirst: "EC2 g4dn.xlarge", wantType: "g4dn.xlarge",
+			wantFirst: "EC2 Spot g4dn.xlarge", wantType: "g4dn.xlarge",
 			check: func(t *testing.T, p Plan) {
 				if !strings.Contains(strings.Join(p.Notes, "\n"), "recommends ml.g4dn.2xlarge") {
 					t.Errorf("notes %q", p.Notes)
 				}
 			}},
-		{name: "launch type EC2 drops Fargate", model: "phi3:3.8b", req: Request{LaunchType: "ec2"},
+		{name: "launch type EC2 drops Fargate", model: "phi3:3.8b", req: Request{LaunchType: "ec2", GPUSpotInstanceTypes: []string{}},
 			wantFirst: "EC2 g4dn.xlarge", wantType: "g4dn.xlarge"},
 		{name: "longer context needs a bigger Fargate task", model: "llama3.1:8b", req: Request{ContextLength: 32768, Prefer: PreferCPU},
 			wantFirst: "Fargate Spot", wantType: "m5.xlarge"},
@@ -380,4 +381,55 @@ func slicesContainsReason(rs []Reject, instanceType, reason string) bool {
 		}
 	}
 	return false
+}
+
+// TestGPUSpot: dev GPU placements try the type's Spot capacity first, at the Spot price, with on-demand as a later
+// rung; prod and types without Spot capacity get on-demand only.
+func TestGPUSpot(t *testing.T) {
+	cat := catalog.Default()
+	g4, _ := cat.InstanceType("g4dn.xlarge")
+	p, err := New(cat, Request{Model: model(t, "mistral:7b"), Prefer: PreferGPU})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := p.Candidates[0]
+	if first.Placement != "EC2 Spot g4dn.xlarge" || !first.Spot || first.HourlyCostUSD != g4.SpotUSD ||
+		first.ProviderKey() != "g4dn.xlarge:spot" || first.CapacityProviderStrategy != nil {
+		t.Errorf("first rung %+v, want g4dn.xlarge Spot at $%.4f", first, g4.SpotUSD)
+	}
+	i := slices.IndexFunc(p.Candidates, func(c Candidate) bool { return c.Placement == "EC2 g4dn.xlarge" })
+	if i < 1 || p.Candidates[i].Spot || p.Candidates[i].HourlyCostUSD != g4.OnDemandUSD || p.Candidates[i].ProviderKey() != "g4dn.xlarge" {
+		t.Errorf("on-demand rung at %d: %+v", i, p.Candidates)
+	}
+	for i := 1; i < len(p.Candidates); i++ {
+		if p.Candidates[i].IsGPU() && p.Candidates[i].HourlyCostUSD < p.Candidates[i-1].HourlyCostUSD {
+			t.Errorf("rung %d (%s) is cheaper than rung %d", i+1, p.Candidates[i].Placement, i)
+		}
+	}
+	for name, req := range map[string]Request{
+		"prod":             {Model: model(t, "mistral:7b"), Prefer: PreferGPU, Env: EnvProd},
+		"no Spot capacity": {Model: model(t, "mistral:7b"), Prefer: PreferGPU, GPUSpotInstanceTypes: []string{}},
+	} {
+		p, err := New(cat, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range p.Candidates {
+			if c.IsGPU() && c.Spot {
+				t.Errorf("%s: Spot candidate %s", name, c.Placement)
+			}
+		}
+	}
+	p, err = New(cat, Request{Model: model(t, "mistral:7b"), Prefer: PreferGPU, GPUSpotInstanceTypes: []string{"g5.xlarge"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range p.Candidates {
+		if c.IsGPU() && c.Spot && c.InstanceType != "g5.xlarge" {
+			t.Errorf("Spot candidate %s outside the cluster's Spot types", c.Placement)
+		}
+	}
+	if p.Candidates[0].Placement != "EC2 Spot g5.xlarge" {
+		t.Errorf("first rung %s, want EC2 Spot g5.xlarge", p.Candidates[0].Placement)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
+	"github.com/ollama-ecs/ollama-ecs/catalog"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/local"
@@ -249,4 +250,58 @@ func TestFargateStorageIsSized(t *testing.T) {
 		t.Errorf("overrides %+v", o)
 	}
 	stopDeployment(t, s, "disk-sized")
+}
+
+// TestGPUSpot: a dev GPU deployment goes to the type's Spot capacity provider first, at the Spot price. When EC2
+// reclaims the Spot instance, the kept-running deployment starts again on the on-demand provider of the same type,
+// the next rung; the Spot instance has left the cluster and its group.
+func TestGPUSpot(t *testing.T) {
+	cfg := cloud.DefaultConfig()
+	cfg.ContainerInstances = nil
+	g4dn := cloud.InstanceGroup{InstanceType: "g4dn.xlarge", CPU: 4096, MemoryMiB: 14592, GPUs: 1}
+	cfg.CapacityProviders = []cloud.CapacityProviderConfig{
+		{Name: "gpu-g4dn", AutoScalingGroup: "asg-g4dn", Max: 1, Instance: g4dn},
+		{Name: "gpu-g4dn-spot", AutoScalingGroup: "asg-g4dn-spot", Max: 1, Instance: g4dn, Spot: true},
+	}
+	cfg.ServiceQuotas = map[string]float64{"L-DB2E81BA": 4, "L-3819A6DF": 4}
+	s := stackWithTiny(t, local.Options{Cluster: cfg})
+	rec := succeeded(t, deploy(t, s, events.DeployRequest{Model: "tiny", Prefer: "gpu", KeepRunning: true, DeploymentID: "gpu-spot"}))
+	g4, _ := catalog.Default().InstanceType("g4dn.xlarge")
+	if rec.Placement != "EC2 Spot g4dn.xlarge" || rec.HourlyCostUSD != g4.SpotUSD {
+		t.Fatalf("record %+v, want EC2 Spot g4dn.xlarge at $%.4f", rec, g4.SpotUSD)
+	}
+	providerOf := func(arn string) string {
+		for _, task := range allTasks(t, s) {
+			if aws.ToString(task.TaskArn) == arn {
+				return aws.ToString(task.CapacityProviderName)
+			}
+		}
+		return ""
+	}
+	if p := providerOf(rec.TaskArn); p != "gpu-g4dn-spot" {
+		t.Fatalf("the task ran on capacity provider %q, want gpu-g4dn-spot", p)
+	}
+	n := len(s.Executions())
+	if err := s.ECS.InterruptSpot(rec.TaskArn); err != nil {
+		t.Fatal(err)
+	}
+	task, err := s.ECS.WaitStatus(ctxFor(t, 15*time.Second), rec.TaskArn, cloud.StatusStopped)
+	if err != nil || !strings.Contains(aws.ToString(task.StoppedReason), "terminated") {
+		t.Fatalf("interrupted task: %v, %s", err, aws.ToString(task.StoppedReason))
+	}
+	restart, err := s.WaitForExecution(ctxFor(t, 15*time.Second), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := succeeded(t, waitDone(t, s, restart.ExecutionArn))
+	if again.Placement != "EC2 g4dn.xlarge" || providerOf(again.TaskArn) != "gpu-g4dn" {
+		t.Errorf("restart on %s (provider %q), want the on-demand g4dn.xlarge", again.Placement, providerOf(again.TaskArn))
+	}
+	var fallbacks []string
+	for _, f := range again.Fallbacks {
+		fallbacks = append(fallbacks, f.Placement)
+	}
+	if len(fallbacks) != 0 {
+		t.Errorf("the restart tried %v first: the interrupted Spot placement should be avoided, not tried", fallbacks)
+	}
 }

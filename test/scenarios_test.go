@@ -124,8 +124,14 @@ func assertNothingLeft(t *testing.T, s *local.Stack, deploymentID string) {
 	}
 	// Its route is gone, or kept for waking: asleep, with no target.
 	if tg, err := s.LB.DescribeTargetGroups(ctxFor(t, 5*time.Second), &elbv2.DescribeTargetGroupsInput{Names: []string{deployment.TargetGroupName(deploymentID)}}); err == nil {
+		// Going to sleep records it, points the rules at the waker, then empties the target group: give the last
+		// step the same time as the tasks.
 		rec, asleep := sleepRecord(t, s, deploymentID)
 		health, _ := s.LB.DescribeTargetHealth(ctxFor(t, 5*time.Second), &elbv2.DescribeTargetHealthInput{TargetGroupArn: tg.TargetGroups[0].TargetGroupArn})
+		for asleep && rec.Asleep && len(health.TargetHealthDescriptions) > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			health, _ = s.LB.DescribeTargetHealth(ctxFor(t, 5*time.Second), &elbv2.DescribeTargetHealthInput{TargetGroupArn: tg.TargetGroups[0].TargetGroupArn})
+		}
 		if !asleep || !rec.Asleep || len(health.TargetHealthDescriptions) != 0 {
 			t.Errorf("deployment %s: its target group is still on the load balancer, and it is not asleep (record %+v, %d targets)",
 				deploymentID, rec, len(health.TargetHealthDescriptions))

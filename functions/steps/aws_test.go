@@ -44,7 +44,8 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 	}
 	plan := func(t *testing.T, model string, prefer string) *planner.Plan {
 		m, _ := catalog.Default().Model(model)
-		p, err := planner.New(catalog.Default(), planner.Request{Model: m, Env: "dev", Prefer: prefer})
+		// The moto cluster has no capacity providers, so no Spot ones.
+		p, err := planner.New(catalog.Default(), planner.Request{Model: m, Env: "dev", Prefer: prefer, GPUSpotInstanceTypes: []string{}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +126,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 		// moto reports Service Quotas for vpc only (NoSuchResourceException for the EC2 code, which sends the check
 		// to the default quota) and does not implement GetAWSDefaultServiceQuota: its 500 must come back as a
 		// retryable AWSServiceError, never as room.
-		_, _, err := l.QuotaRoom(ctx, "g4dn.xlarge")
+		_, _, err := l.QuotaRoom(ctx, "g4dn.xlarge", false)
 		var svc *deployment.AWSServiceError
 		if !errors.As(err, &svc) || !strings.Contains(svc.Op, "GetAWSDefaultServiceQuota") {
 			t.Fatalf("quota: %T %v, want an deployment.AWSServiceError from the default quota", err, err)
@@ -140,7 +141,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if used, err := l.runningVCPUs(ctx, "L-DB2E81BA"); err != nil || used != 4+8 {
+		if used, err := l.runningVCPUs(ctx, vcpuQuotas, "L-DB2E81BA", false); err != nil || used != 4+8 {
 			t.Errorf("G-family vCPUs in use: %d %v, want 12 (g4dn.xlarge + g4dn.2xlarge, not the m5)", used, err)
 		}
 		if _, err := asg.CreateLaunchConfiguration(ctx, &autoscaling.CreateLaunchConfigurationInput{LaunchConfigurationName: aws.String("lc"),

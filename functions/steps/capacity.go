@@ -77,7 +77,11 @@ func (c *Capacity) check(ctx context.Context, cand planner.Candidate) (bool, str
 	if cand.LaunchType != planner.LaunchTypeEC2 {
 		return true, "Fargate", nil
 	}
-	free, checked, err := c.freeInstances(ctx, cand)
+	provider := c.Providers[cand.ProviderKey()]
+	if cand.Spot && provider == "" {
+		return false, fmt.Sprintf("the cluster has no Spot capacity provider for %s", cand.InstanceType), nil
+	}
+	free, checked, err := c.freeInstances(ctx, cand, provider)
 	if err != nil {
 		return false, "", err
 	}
@@ -85,12 +89,11 @@ func (c *Capacity) check(ctx context.Context, cand planner.Candidate) (bool, str
 		return true, fmt.Sprintf("%d of %d container instances have room", free, checked), nil
 	}
 	want := fmt.Sprintf("%g vCPU, %d MiB and %d GPU", float64(cand.CPU)/1024, cand.MemoryMiB, cand.GPUCount)
-	provider := c.Providers[cand.InstanceType]
 	if provider == "" {
 		return false, fmt.Sprintf("no %s container instance has %s free (%d checked) and no capacity provider can add one",
 			cand.InstanceType, want, checked), nil
 	}
-	room, detail, err := c.canScaleOut(ctx, provider, cand.InstanceType)
+	room, detail, err := c.canScaleOut(ctx, provider, cand)
 	if err != nil {
 		return false, "", err
 	}
@@ -104,8 +107,10 @@ func (c *Capacity) check(ctx context.Context, cand planner.Candidate) (bool, str
 // gpuPoolMiB is a GPU candidate's GPU memory: what the model needs there plus what is left.
 func gpuPoolMiB(c planner.Candidate) int { return c.NeedMiB + c.HeadroomMiB }
 
-// freeInstances counts the container instances of the candidate's type with room for it.
-func (c *Capacity) freeInstances(ctx context.Context, cand planner.Candidate) (free, checked int, err error) {
+// freeInstances counts the container instances of the candidate's type with room for it. With a capacity provider,
+// an instance of another provider does not count (RunTask with the provider's strategy places only on its own),
+// and a Spot candidate counts only its provider's instances.
+func (c *Capacity) freeInstances(ctx context.Context, cand planner.Candidate, provider string) (free, checked int, err error) {
 	var arns []string
 	in := &ecs.ListContainerInstancesInput{
 		Cluster: aws.String(c.Cluster),
@@ -131,6 +136,9 @@ func (c *Capacity) freeInstances(ctx context.Context, cand planner.Candidate) (f
 			return 0, 0, deployment.AWSError("ecs:DescribeContainerInstances", err)
 		}
 		for _, ci := range out.ContainerInstances {
+			if own := aws.ToString(ci.CapacityProviderName); provider != "" && own != provider && (own != "" || cand.Spot) {
+				continue
+			}
 			checked++
 			if !ci.AgentConnected {
 				continue
@@ -161,7 +169,7 @@ func remaining(rs []ecstypes.Resource) (cpu, mem, gpus int) {
 
 // canScaleOut reports whether a capacity provider's Auto Scaling group can add an instance of the type: below its
 // maximum, with room in the account's vCPU quota, and no failed launch in the recent window.
-func (c *Capacity) canScaleOut(ctx context.Context, provider, instanceType string) (bool, string, error) {
+func (c *Capacity) canScaleOut(ctx context.Context, provider string, cand planner.Candidate) (bool, string, error) {
 	if c.Launches == nil {
 		return false, "no Auto Scaling client", nil
 	}
@@ -178,7 +186,7 @@ func (c *Capacity) canScaleOut(ctx context.Context, provider, instanceType strin
 	if err != nil || failure != "" {
 		return false, failure, err
 	}
-	ok, quota, err := c.Launches.QuotaRoom(ctx, instanceType)
+	ok, quota, err := c.Launches.QuotaRoom(ctx, cand.InstanceType, cand.Spot)
 	if err != nil {
 		return false, "", err
 	}

@@ -15,8 +15,10 @@ import (
 // ladder the capacity step walks.
 type Configure struct {
 	Catalog *catalog.Catalog
-	// GPUInstanceTypes are the GPU types the cluster has capacity providers for.
-	GPUInstanceTypes []string
+	// GPUInstanceTypes are the GPU types the cluster has capacity providers for; GPUSpotInstanceTypes those that
+	// also have a Spot capacity provider.
+	GPUInstanceTypes     []string
+	GPUSpotInstanceTypes []string
 	// DevTTL is the default time to live of a dev deployment.
 	DevTTL time.Duration
 	// DefaultPolicy applies when the request names none.
@@ -38,7 +40,7 @@ func (c *Configure) Handle(_ context.Context, s deployment.State) (planner.Plan,
 	plan, err := planner.New(c.Catalog, planner.Request{
 		Model: r.Model, Env: r.Env, Prefer: r.Prefer, ContextLength: r.ContextLength,
 		InstanceType: r.InstanceType, LaunchType: r.LaunchType, Policy: policy,
-		GPUInstanceTypes: c.GPUInstanceTypes, DevTTL: c.DevTTL,
+		GPUInstanceTypes: c.GPUInstanceTypes, GPUSpotInstanceTypes: c.GPUSpotInstanceTypes, DevTTL: c.DevTTL,
 		Upload: strings.HasPrefix(r.Source, "s3://"), EC2DiskGiB: c.GPUVolumeGiB, Avoid: r.Avoid,
 		MinTokensPerSecond: r.MinTokensPerSecond, MaxTTFTSeconds: r.MaxTimeToFirstToken, Optimize: r.Optimize,
 	})

@@ -175,8 +175,8 @@ func restartRequest(task ecstypes.Task, id, stopCode string, remaining time.Dura
 	if a := deployment.TagValue(task.Tags, deployment.TagAvoid); a != "" {
 		req.Avoid = strings.Split(a, deployment.AvoidSeparator)
 	}
-	if stopCode == string(ecstypes.TaskStopCodeSpotInterruption) {
-		req.Avoid = append(req.Avoid, deployment.TagValue(task.Tags, deployment.TagPlacement))
+	if placement := deployment.TagValue(task.Tags, deployment.TagPlacement); lostCapacity(placement, stopCode) {
+		req.Avoid = append(req.Avoid, placement)
 	}
 	switch {
 	case remaining < 0:
@@ -192,9 +192,22 @@ func restartRequest(task ecstypes.Task, id, stopCode string, remaining time.Dura
 	return req, ""
 }
 
+// lostCapacity reports a task that stopped because its Spot capacity was reclaimed: stop code SpotInterruption
+// (Fargate Spot), or an EC2 Spot placement whose task stopped for anything but its own exit (a crash, an
+// out-of-memory kill) or a person: the instance under it was terminated, whatever code ECS gives a lost host.
+func lostCapacity(placement, stopCode string) bool {
+	switch {
+	case stopCode == string(ecstypes.TaskStopCodeSpotInterruption):
+		return true
+	case strings.HasPrefix(placement, "EC2 Spot "):
+		return stopCode != string(ecstypes.TaskStopCodeEssentialContainerExited) && stopCode != string(ecstypes.TaskStopCodeUserInitiated)
+	}
+	return false
+}
+
 // requestFromTask rebuilds a deployment's request from one of its tasks: the model and source from the
-// container's overrides (the model tag when there are none), the rest from the tags; the time to live is the one
-// requested.
+// container's overrides (the model tag when there are none), the rest from the tags, including how it chose its
+// placement; the time to live is the one requested.
 func requestFromTask(task ecstypes.Task, id string) events.DeployRequest {
 	env := map[string]string{}
 	if task.Overrides != nil {
@@ -232,6 +245,7 @@ func requestFromTask(task ecstypes.Task, id string) events.DeployRequest {
 	}
 	wake := deployment.TagValue(task.Tags, deployment.TagWake) == "true"
 	req.WakeOnRequest = &wake
+	deployment.ApplyChoice(&req, deployment.TagValue(task.Tags, deployment.TagChoice))
 	return req
 }
 

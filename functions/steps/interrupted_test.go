@@ -43,3 +43,43 @@ func TestRestartRequest(t *testing.T) {
 		t.Error("a sixth restart should not happen")
 	}
 }
+
+// TestLostCapacity: a Spot interruption, or an EC2 Spot placement whose host went (whatever stop code ECS gives
+// it), is lost capacity to avoid; a crash or a person's stop is not.
+func TestLostCapacity(t *testing.T) {
+	for _, tt := range []struct {
+		placement, code string
+		want            bool
+	}{
+		{"Fargate Spot", "SpotInterruption", true},
+		{"EC2 Spot g4dn.xlarge", "TerminationNotice", true},
+		{"EC2 Spot g4dn.xlarge", "", true},
+		{"EC2 Spot g4dn.xlarge", "EssentialContainerExited", false},
+		{"EC2 Spot g4dn.xlarge", "UserInitiated", false},
+		{"EC2 g4dn.xlarge", "TerminationNotice", false},
+		{"Fargate", "EssentialContainerExited", false},
+	} {
+		if got := lostCapacity(tt.placement, tt.code); got != tt.want {
+			t.Errorf("lostCapacity(%q, %q) = %v, want %v", tt.placement, tt.code, got, tt.want)
+		}
+	}
+}
+
+// TestChoiceSurvivesARestart: how a request chose its placement goes into the task's tags and comes back in the
+// request a restart or a wake rebuilds from them.
+func TestChoiceSurvivesARestart(t *testing.T) {
+	orig := &deployment.Request{Prefer: "gpu", Policy: "seed", LaunchType: "EC2", MinTokensPerSecond: 12.5, Optimize: "speed"}
+	v := deployment.ChoiceTag(orig)
+	if v != "prefer=gpu policy=seed launchType=EC2 minTokensPerSecond=12.5 optimize=speed" {
+		t.Errorf("choice tag %q", v)
+	}
+	task := ecstypes.Task{Tags: []ecstypes.Tag{tag(deployment.TagEnv, "dev"), tag(deployment.TagModel, "tiny"), tag(deployment.TagChoice, v)}}
+	req := requestFromTask(task, "dep-1")
+	if req.Prefer != "gpu" || req.Policy != "seed" || req.LaunchType != "EC2" || req.MinTokensPerSecond != 12.5 ||
+		req.Optimize != "speed" || req.InstanceType != "" || req.MaxTimeToFirstToken != 0 {
+		t.Errorf("rebuilt request %+v", req)
+	}
+	if err := req.Validate(); err != nil {
+		t.Errorf("the rebuilt request is refused: %v", err)
+	}
+}

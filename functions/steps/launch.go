@@ -37,12 +37,22 @@ type Launches struct {
 	Now           func() time.Time
 }
 
-// The EC2 quotas on running On-Demand instances, in vCPUs, by instance family (Service Quotas, service code ec2).
-var vcpuQuotas = map[string]struct{ code, name string }{
-	"g":  {"L-DB2E81BA", "Running On-Demand G and VT instances"},
-	"vt": {"L-DB2E81BA", "Running On-Demand G and VT instances"},
-	"p":  {"L-417A185B", "Running On-Demand P instances"},
-}
+// vcpuQuota is one EC2 quota on running instances, in vCPUs (Service Quotas, service code ec2).
+type vcpuQuota struct{ code, name string }
+
+// The EC2 vCPU quotas by instance family: on running On-Demand instances, and on Spot requests.
+var (
+	vcpuQuotas = map[string]vcpuQuota{
+		"g":  {"L-DB2E81BA", "Running On-Demand G and VT instances"},
+		"vt": {"L-DB2E81BA", "Running On-Demand G and VT instances"},
+		"p":  {"L-417A185B", "Running On-Demand P instances"},
+	}
+	spotVCPUQuotas = map[string]vcpuQuota{
+		"g":  {"L-3819A6DF", "All G and VT Spot Instance Requests"},
+		"vt": {"L-3819A6DF", "All G and VT Spot Instance Requests"},
+		"p":  {"L-7212CCBC", "All P Spot Instance Requests"},
+	}
+)
 
 // family is an instance type's family letters: "g4dn.xlarge" → "g", "vt1.3xlarge" → "vt".
 func family(instanceType string) string {
@@ -70,10 +80,15 @@ func (l *Launches) vcpus(instanceType string) int {
 	return 0
 }
 
-// QuotaRoom reports whether one more instance of the type fits in the account's running-instance vCPU quota. An
-// unknown family, or a quota Service Quotas does not report, is room (said in the reason).
-func (l *Launches) QuotaRoom(ctx context.Context, instanceType string) (bool, string, error) {
-	q, ok := vcpuQuotas[family(instanceType)]
+// QuotaRoom reports whether one more instance of the type fits in the account's vCPU quota for its family, the
+// On-Demand one or (spot) the Spot one. An unknown family, or a quota Service Quotas does not report, is room
+// (said in the reason).
+func (l *Launches) QuotaRoom(ctx context.Context, instanceType string, spot bool) (bool, string, error) {
+	quotas := vcpuQuotas
+	if spot {
+		quotas = spotVCPUQuotas
+	}
+	q, ok := quotas[family(instanceType)]
 	if !ok || l.Quotas == nil {
 		return true, "no vCPU quota checked for " + instanceType, nil
 	}
@@ -102,7 +117,7 @@ func (l *Launches) QuotaRoom(ctx context.Context, instanceType string) (bool, st
 		return true, fmt.Sprintf("quota %s (%s) has no value", q.code, q.name), nil
 	}
 	limit := int(*quota.Value)
-	used, err := l.runningVCPUs(ctx, q.code)
+	used, err := l.runningVCPUs(ctx, quotas, q.code, spot)
 	if err != nil {
 		return false, "", err
 	}
@@ -111,10 +126,10 @@ func (l *Launches) QuotaRoom(ctx context.Context, instanceType string) (bool, st
 	return used+need <= limit, detail, nil
 }
 
-// runningVCPUs adds up the vCPUs of the account's pending and running instances whose family the quota covers.
-// The family is matched here rather than by a wildcard instance-type filter, which not every EC2 endpoint
-// (moto, for one) honours.
-func (l *Launches) runningVCPUs(ctx context.Context, quotaCode string) (int, error) {
+// runningVCPUs adds up the vCPUs of the account's pending and running instances whose family the quota covers:
+// Spot instances for a Spot quota, the others for an On-Demand one. The family is matched here rather than by a
+// wildcard instance-type filter, which not every EC2 endpoint (moto, for one) honours.
+func (l *Launches) runningVCPUs(ctx context.Context, quotas map[string]vcpuQuota, quotaCode string, spot bool) (int, error) {
 	in := &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
 		{Name: aws.String("instance-state-name"), Values: []string{"pending", "running"}},
 	}}
@@ -126,9 +141,8 @@ func (l *Launches) runningVCPUs(ctx context.Context, quotaCode string) (int, err
 		}
 		for _, r := range out.Reservations {
 			for _, inst := range r.Instances {
-				// Spot instances count against the Spot quotas, not the On-Demand ones checked here.
-				if q, ok := vcpuQuotas[family(string(inst.InstanceType))]; !ok || q.code != quotaCode ||
-					inst.InstanceLifecycle == ec2types.InstanceLifecycleTypeSpot {
+				if q, ok := quotas[family(string(inst.InstanceType))]; !ok || q.code != quotaCode ||
+					(inst.InstanceLifecycle == ec2types.InstanceLifecycleTypeSpot) != spot {
 					continue
 				}
 				if c := inst.CpuOptions; c != nil && c.CoreCount != nil && c.ThreadsPerCore != nil {

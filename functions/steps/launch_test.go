@@ -106,13 +106,18 @@ func TestQuotaRoom(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			l := &Launches{Quotas: tt.q, Instances: running}
-			ok, reason, err := l.QuotaRoom(context.Background(), "g4dn.2xlarge")
+			ok, reason, err := l.QuotaRoom(context.Background(), "g4dn.2xlarge", false)
 			if err != nil || ok != tt.ok || !strings.Contains(reason, tt.want) {
 				t.Errorf("QuotaRoom = %v, %q, %v; want %v and %q", ok, reason, err, tt.ok, tt.want)
 			}
 		})
 	}
-	if ok, reason, err := (&Launches{Quotas: quotas{applied: 0}, Instances: running}).QuotaRoom(context.Background(), "inf2.xlarge"); !ok || err != nil || !strings.Contains(reason, "no vCPU quota checked") {
+	// A Spot instance counts against the Spot quota only: the g5.xlarge Spot instance is the 4 vCPUs in use.
+	ok, reason, err := (&Launches{Quotas: quotas{applied: 8}, Instances: running}).QuotaRoom(context.Background(), "g4dn.xlarge", true)
+	if !ok || err != nil || !strings.Contains(reason, `"All G and VT Spot Instance Requests" is 8 vCPUs, 4 in use, g4dn.xlarge needs 4`) {
+		t.Errorf("Spot quota: %v %q %v", ok, reason, err)
+	}
+	if ok, reason, err := (&Launches{Quotas: quotas{applied: 0}, Instances: running}).QuotaRoom(context.Background(), "inf2.xlarge", false); !ok || err != nil || !strings.Contains(reason, "no vCPU quota checked") {
 		t.Errorf("a family without a checked quota: %v %q %v", ok, reason, err)
 	}
 }

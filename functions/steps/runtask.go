@@ -245,6 +245,9 @@ func (r *RunTask) input(req *deployment.Request, cand planner.Candidate, cursor 
 	}
 	in.Tags = append(in.Tags, tag(deployment.TagWake, strconv.FormatBool(req.WakeOnRequest)), tag(deployment.TagWakeCount, strconv.Itoa(req.Wake)),
 		tag(deployment.TagTTL, strconv.Itoa(req.TTLSeconds)))
+	if choice := deployment.ChoiceTag(req); choice != "" {
+		in.Tags = append(in.Tags, tag(deployment.TagChoice, choice))
+	}
 	if req.KeepRunning {
 		in.Tags = append(in.Tags, tag(deployment.TagKeepRunning, "true"), tag(deployment.TagRestart, strconv.Itoa(req.Restart)),
 			tag(deployment.TagAvoid, strings.Join(req.Avoid, deployment.AvoidSeparator)))
@@ -261,9 +264,9 @@ func (r *RunTask) input(req *deployment.Request, cand planner.Candidate, cursor 
 				CapacityProvider: aws.String(s.CapacityProvider), Weight: s.Weight,
 			})
 		}
-	case cand.IsGPU() && r.Providers[cand.InstanceType] != "":
+	case cand.IsGPU() && r.Providers[cand.ProviderKey()] != "":
 		in.CapacityProviderStrategy = []ecstypes.CapacityProviderStrategyItem{{
-			CapacityProvider: aws.String(r.Providers[cand.InstanceType]), Weight: 1,
+			CapacityProvider: aws.String(r.Providers[cand.ProviderKey()]), Weight: 1,
 		}}
 	default:
 		in.LaunchType = ecstypes.LaunchType(cand.LaunchType)

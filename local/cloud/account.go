@@ -49,12 +49,16 @@ func (a *Account) DescribeInstances(_ context.Context, in *ec2.DescribeInstances
 			continue
 		}
 		vcpu := int32(ci.cpu / 1024)
-		res.Instances = append(res.Instances, ec2types.Instance{
+		inst := ec2types.Instance{
 			InstanceId: aws.String(ci.ec2ID), InstanceType: ec2types.InstanceType(ci.typ),
 			State:      &ec2types.InstanceState{Name: ec2types.InstanceStateNameRunning, Code: aws.Int32(16)},
 			CpuOptions: &ec2types.CpuOptions{CoreCount: aws.Int32(max(1, vcpu/2)), ThreadsPerCore: aws.Int32(min(2, max(1, vcpu)))},
 			Placement:  &ec2types.Placement{AvailabilityZone: aws.String(ci.az)},
-		})
+		}
+		if p := e.providers[ci.provider]; p != nil && p.cfg.Spot {
+			inst.InstanceLifecycle = ec2types.InstanceLifecycleTypeSpot
+		}
+		res.Instances = append(res.Instances, inst)
 	}
 	out := &ec2.DescribeInstancesOutput{}
 	if len(res.Instances) > 0 {

@@ -59,6 +59,8 @@ type CapacityProviderConfig struct {
 	Instance InstanceGroup `json:"instance"`
 	Desired  int           `json:"desired"`
 	Max      int           `json:"max"`
+	// Spot makes the group's instances EC2 Spot instances, which InterruptSpot can reclaim.
+	Spot bool `json:"spot,omitempty"`
 	// LaunchFailure, when set, makes every launch of the group fail with this status message (the account's
 	// vCPU quota, InsufficientInstanceCapacity): the group records a failed activity and the task that asked
 	// for the instance stays PROVISIONING.

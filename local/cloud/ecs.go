@@ -831,16 +831,38 @@ func (e *ECS) ExpireClientTokens() {
 	clear(e.tokens)
 }
 
-// InterruptSpot reclaims a running Fargate Spot task, as AWS does with two minutes' warning (locally none):
-// stop code SpotInterruption.
+// InterruptSpot reclaims a running Spot task, as AWS does with two minutes' warning (locally none). A Fargate Spot
+// task stops with stop code SpotInterruption. An EC2 Spot instance (of a Spot capacity provider) is terminated: it
+// leaves the cluster and its group, and its tasks stop as on a lost host.
 func (e *ECS) InterruptSpot(taskArn string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	t := e.findTask(taskArn)
-	if t == nil || t.capacityProvider != "FARGATE_SPOT" {
-		return fmt.Errorf("interrupt %s: not a Fargate Spot task", taskArn)
+	if t == nil {
+		return fmt.Errorf("interrupt %s: no such task", taskArn)
 	}
-	if !e.requestStop(t, ecstypes.TaskStopCodeSpotInterruption, "Your Spot Task was interrupted.") {
+	if t.capacityProvider == "FARGATE_SPOT" {
+		if !e.requestStop(t, ecstypes.TaskStopCodeSpotInterruption, "Your Spot Task was interrupted.") {
+			return fmt.Errorf("interrupt %s: already stopping", taskArn)
+		}
+		return nil
+	}
+	p := e.providers[t.capacityProvider]
+	if p == nil || !p.cfg.Spot || t.inst == nil {
+		return fmt.Errorf("interrupt %s: not a Spot task", taskArn)
+	}
+	in := t.inst
+	e.instances = slices.DeleteFunc(e.instances, func(o *instance) bool { return o == in })
+	p.desired--
+	p.activities = append(p.activities, activity{id: randomHex(8), status: "Successful",
+		message: "Terminating EC2 instance: " + in.ec2ID + " (Spot interruption)", at: e.opts.Now()})
+	stopped := 0
+	for _, o := range e.tasks {
+		if o.inst == in && e.requestStop(o, ecstypes.TaskStopCodeTerminationNotice, "Host EC2 (instance "+in.ec2ID+") terminated.") {
+			stopped++
+		}
+	}
+	if stopped == 0 {
 		return fmt.Errorf("interrupt %s: already stopping", taskArn)
 	}
 	return nil
