@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 
+	"github.com/ollama-ecs/ollama-ecs/catalog/gguf"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
 )
@@ -76,7 +77,7 @@ func TestReadGGUFModel(t *testing.T) {
 	if m.BlockCount != 3 || m.ContextLength != 4096 || m.Family != "llama" || m.VocabSize != 300 || m.ParameterCount <= 0 {
 		t.Errorf("model %+v", m)
 	}
-	if obj.read > 2*ggufBlock {
+	if obj.read > 2*gguf.Block {
 		t.Errorf("read %d bytes of a %d-byte file to size it", obj.read, len(big))
 	}
 
@@ -115,13 +116,13 @@ func TestReadGGUFModel(t *testing.T) {
 }
 
 // corruptKV rewrites the model's head count to zero, which the sizing rules refuse.
-func corruptKV(t *testing.T, gguf []byte) []byte {
+func corruptKV(t *testing.T, file []byte) []byte {
 	key := []byte("llama.attention.head_count")
-	i := bytes.Index(gguf, key)
+	i := bytes.Index(file, key)
 	if i < 0 {
 		t.Fatal("head_count key not found")
 	}
-	out := bytes.Clone(gguf)
+	out := bytes.Clone(file)
 	// key, then the uint32 type, then the uint32 value
 	binary.LittleEndian.PutUint32(out[i+len(key)+4:], 0)
 	return out
