@@ -68,6 +68,13 @@ bench-speed: ## calibrate the planner's speed estimate against real Ollama (buil
 	OLLAMA_ECS_SPEED_OLLAMA=$$(OLLAMA_CPU_FLAGS="$(SPEED_CPU_FLAGS)" bash scripts/ollama.sh | tail -1) \
 		$(GO) test -run '^$$' -bench 'MemoryBandwidth|SpeedEstimate' -benchtime 1x -timeout 60m ./test/
 
+# The prices come from AWS (credentials needed: pricing:GetProducts, ec2:DescribeSpotPriceHistory,
+# savingsplans:DescribeSavingsPlansOfferingRates); no test runs it.
+REGION ?= us-east-1
+.PHONY: prices
+prices: ## refresh catalog/data/compute.json from the AWS Price List API and Spot price history (REGION=us-east-1)
+	$(GO) run ./cmd/ollama-ecs prices --region $(REGION) --out catalog/data/compute.json
+
 FUZZTIME ?= 30s
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s); the seed corpora also run in make test

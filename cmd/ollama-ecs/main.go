@@ -45,6 +45,7 @@ func commands() []spec {
 		{use: "history ID|EXECUTION-ARN", short: "show a deployment's execution history as the console does", define: defineHistory, complete: deploymentIDs},
 		{use: "console", short: "serve the web console for the deployed stack on loopback (deployments, executions as graphs)", define: defineConsole},
 		{use: "upload FILE", short: "upload a GGUF model or Modelfile, which deploys it", define: defineUpload},
+		{use: "prices", short: "refresh the compute data's prices for a region from AWS (Price List, Spot history, Savings Plans)", long: pricesLong, define: definePrices},
 	}
 }
 
