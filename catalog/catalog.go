@@ -47,6 +47,8 @@ type Model struct {
 	ContextLength int `json:"contextLength"`
 	// VocabSize is the tokenizer's vocabulary size; it bounds the output layer's share of the compute graph.
 	VocabSize int `json:"vocabSize"`
+	// Embedding is true for an embedding model (its GGUF has a pooling type): it embeds, and cannot generate.
+	Embedding bool `json:"embedding,omitempty"`
 }
 
 // Validate reports figures that cannot describe a real model, so absurd metadata (from an uploaded file, say) is
@@ -305,10 +307,15 @@ func load() (*Catalog, error) {
 type UnknownModelError struct {
 	Name        string
 	Suggestions []string
+	// Registry, when set, is the registry that was asked after the catalog and has no such model either.
+	Registry string
 }
 
 func (e *UnknownModelError) Error() string {
 	msg := fmt.Sprintf("unknown model %q", e.Name)
+	if e.Registry != "" {
+		msg += fmt.Sprintf(": not in the catalog, and registry %s has no such model", e.Registry)
+	}
 	if len(e.Suggestions) > 0 {
 		msg += "; did you mean " + strings.Join(e.Suggestions, ", ") + "?"
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,6 +59,8 @@ const (
 	SettingSleepPrefix          = "SLEEP_PREFIX"
 	SettingWakesPerDay          = "WAKES_PER_DAY"
 	SettingUploadDefaults       = "UPLOAD_DEFAULTS"
+	SettingModelRegistry        = "MODEL_REGISTRY"
+	SettingModelCacheDir        = "MODEL_CACHE_DIR"
 )
 
 // Config is every setting a step reads: on Lambda from the environment the CDK stack sets (ConfigFromEnv), in local
@@ -123,6 +126,10 @@ type Config struct {
 	// UploadDefaults are the required performance and ranking of a deployment an S3 upload starts (an upload
 	// carries no request).
 	UploadDefaults events.Requirements
+	// ModelRegistry is the registry host a model the catalog does not list is resolved against (registry.ollama.ai,
+	// or a private mirror); ModelCacheDir keeps the models sized from it, by digest.
+	ModelRegistry string
+	ModelCacheDir string
 }
 
 // SpotInstanceTypes are the GPU types with a Spot capacity provider (a Providers key with planner's Spot suffix), never
@@ -147,6 +154,7 @@ func DefaultConfig() Config {
 		ProvisioningTimeout: DefaultProvisioningTimeout, OllamaPort: OllamaPort, ScheduleGroup: "ollama-ecs",
 		KeyPrefix: "/ollama-ecs/keys", IdleWindow: 30 * time.Minute, MaxLifetime: 12 * time.Hour, ScaleTargetRequests: 12,
 		SleepPrefix: "/ollama-ecs/sleep", WakesPerDay: DefaultWakesPerDay,
+		ModelRegistry: "registry.ollama.ai", ModelCacheDir: filepath.Join(os.TempDir(), "ollama-ecs-models"),
 	}
 }
 
@@ -159,6 +167,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	str(SettingModelBucket, &c.ModelBucket)
 	str(SettingModelPrefix, &c.ModelPrefix)
 	str(SettingPolicy, &c.Policy)
+	str(SettingModelRegistry, &c.ModelRegistry)
+	str(SettingModelCacheDir, &c.ModelCacheDir)
 	str(SettingCPUTaskDefinition, &c.CPUTaskDefinition)
 	str(SettingGPUTaskDefinition, &c.GPUTaskDefinition)
 	str(SettingScheduleGroup, &c.ScheduleGroup)

@@ -2,6 +2,7 @@ package deployment
 
 import (
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/catalog/registry"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
 
@@ -22,6 +23,8 @@ var ErrorTypes = []error{
 	(*ModelNotOnGPUError)(nil),
 	(*catalog.UnknownModelError)(nil),
 	(*catalog.UnknownInstanceTypeError)(nil),
+	(*registry.RegistryError)(nil),
+	(*registry.BadModelError)(nil),
 	(*planner.InvalidRequestError)(nil),
 	(*planner.ModelTooLargeError)(nil),
 	(*planner.TooSlowError)(nil),

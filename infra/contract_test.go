@@ -108,7 +108,7 @@ func TestEnvironmentIsTheFunctionsSettings(t *testing.T) {
 			set[key] = true
 		}
 	}
-	tuning := map[string]bool{"HEALTH_WATCH": true, "HEALTH_POLL": true, "PROVISIONING_TIMEOUT": true, "SCALE_TARGET_REQUESTS": true, "WAKES_PER_DAY": true}
+	tuning := map[string]bool{"HEALTH_WATCH": true, "HEALTH_POLL": true, "PROVISIONING_TIMEOUT": true, "SCALE_TARGET_REQUESTS": true, "WAKES_PER_DAY": true, "MODEL_CACHE_DIR": true}
 	for key := range settings {
 		if !set[key] && !tuning[key] {
 			t.Errorf("no function gets %s from the stack", key)

@@ -140,7 +140,7 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 	specs := map[string]spec{
 		"validate": {
 			env: map[string]string{"MODEL_BUCKET": *p.Storage.ModelBucket.BucketName(), "MODEL_PREFIX": s.ModelPrefix,
-				"UPLOAD_DEFAULTS": s.UploadDefaults},
+				"UPLOAD_DEFAULTS": s.UploadDefaults, "MODEL_REGISTRY": s.ModelRegistry},
 			statements: []awsiam.PolicyStatement{statement([]string{"s3:GetObject"},
 				[]string{*p.Storage.ModelBucket.ArnForObjects(jsii.String(s.ModelPrefix + "*"))}, nil)},
 			wildcards: []nagWildcard{{`/^Resource::<StorageModels[0-9A-F]+\.Arn>\/.+\*$/`,

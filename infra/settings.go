@@ -77,6 +77,9 @@ type Settings struct {
 	// bounds how long use can keep a dev deployment past its TTL.
 	IdleWindow  string
 	MaxLifetime string
+	// ModelRegistry is the registry host a model the catalog does not list
+	// is resolved against (registry.ollama.ai, or a private mirror).
+	ModelRegistry string
 	// GpuSpot ("on" or "off") adds an EC2 Spot capacity provider per GPU
 	// type beside the on-demand one: dev deployments try Spot first.
 	GpuSpot string
@@ -113,6 +116,7 @@ func DefaultSettings() Settings {
 		IdleWindow:       "30m",
 		MaxLifetime:      "12h",
 		GpuSpot:          "on",
+		ModelRegistry:    "registry.ollama.ai",
 		ComputeDataFile:  "catalog/data/compute.json",
 		SpotMaxPrices:    map[string]string{},
 	}
@@ -128,6 +132,7 @@ var (
 	instanceTypePattern = regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9]+$`)
 	schedulePattern     = regexp.MustCompile(`^(cron|rate)\(.+\)$`)
 	policyPattern       = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+	registryPattern     = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]{1,5})?$`)
 )
 
 // LoadSettings reads every setting from ctx, applies defaults, validates, and
@@ -161,6 +166,7 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 	readString("maxLifetime", &s.MaxLifetime)
 	readString("uploadDefaults", &s.UploadDefaults)
 	readString("gpuSpot", &s.GpuSpot)
+	readString("modelRegistry", &s.ModelRegistry)
 	readString("computeDataFile", &s.ComputeDataFile)
 	var scheme string
 	readString("loadBalancerScheme", &scheme)
@@ -234,6 +240,9 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
 			fail(key, fmt.Errorf("%q is not a positive Go duration such as \"2h\"", v))
 		}
+	}
+	if !registryPattern.MatchString(s.ModelRegistry) {
+		fail("modelRegistry", fmt.Errorf("%q is not a registry host[:port]", s.ModelRegistry))
 	}
 	if s.GpuSpot != "on" && s.GpuSpot != "off" {
 		fail("gpuSpot", fmt.Errorf("%q is not on or off", s.GpuSpot))

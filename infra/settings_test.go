@@ -36,6 +36,7 @@ func TestSettingsDefaults(t *testing.T) {
 		IdleWindow:       "30m",
 		MaxLifetime:      "12h",
 		GpuSpot:          "on",
+		ModelRegistry:    "registry.ollama.ai",
 		ComputeDataFile:  filepath.Join("/repo", "catalog", "data", "compute.json"),
 		SpotMaxPrices:    map[string]string{},
 	}
@@ -138,6 +139,7 @@ func TestSettingsRejectBadValues(t *testing.T) {
 		{"uploadDefaults", "optimize=fastest"},
 		{"uploadDefaults", "speed=10"},
 		{"gpuSpot", "yes"},
+		{"modelRegistry", "https://registry.ollama.ai"},
 	}
 	for _, c := range cases {
 		t.Run(c.key, func(t *testing.T) {

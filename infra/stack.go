@@ -69,6 +69,7 @@ func NewOllamaEcsStack(scope constructs.Construct, id string, props *OllamaEcsSt
 		"ScheduleGroupName": schedules.Group.ScheduleGroupName(),
 		// The CLI plans against the cluster's GPU types before it starts anything.
 		"GpuInstanceTypes": jsii.String(strings.Join(s.GpuInstanceTypes, ",")),
+		"ModelRegistry":    jsii.String(s.ModelRegistry),
 		// Every deployment's endpoint is <EndpointBase>/d/<id>; the CLI reads keys under KeyPrefix, metrics by
 		// LoadBalancerFullName, and changes a prod service's scaling.
 		"EndpointBase":         jsii.String(lb.EndpointBase),

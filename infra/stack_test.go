@@ -248,7 +248,7 @@ func TestLambdas(t *testing.T) {
 	// The load balancer's settings go to every function that routes or unroutes a deployment.
 	route := []string{"ENDPOINT_BASE", "KEY_PREFIX", "LISTENER_ARN", "LOAD_BALANCER_NAME", "SLEEP_PREFIX", "VPC_ID", "WAKER_TARGET_GROUP"}
 	wantEnv := map[string][]string{
-		"validate":  {"MODEL_BUCKET", "MODEL_PREFIX", "UPLOAD_DEFAULTS"},
+		"validate":  {"MODEL_BUCKET", "MODEL_PREFIX", "MODEL_REGISTRY", "UPLOAD_DEFAULTS"},
 		"configure": {"DEV_TTL", "GPU_INSTANCE_TYPES", "GPU_VOLUME_GIB", "POLICY"},
 		"capacity":  {"GPU_CAPACITY_PROVIDERS"},
 		"runtask":   append([]string{"API_KEYS", "CPU_TASK_DEFINITION", "GPU_CAPACITY_PROVIDERS", "GPU_TASK_DEFINITION", "MODEL_TASK_DEFINITIONS", "SECURITY_GROUPS", "SUBNETS"}, route...),
@@ -289,7 +289,7 @@ func TestLambdas(t *testing.T) {
 		return p["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
 	}
 	for name, want := range map[string]map[string]interface{}{
-		"validate":  {"MODEL_PREFIX": "models/", "UPLOAD_DEFAULTS": ""},
+		"validate":  {"MODEL_PREFIX": "models/", "UPLOAD_DEFAULTS": "", "MODEL_REGISTRY": "registry.ollama.ai"},
 		"configure": {"DEV_TTL": "2h", "GPU_INSTANCE_TYPES": "g4dn.xlarge,g4dn.2xlarge", "POLICY": "cost", "GPU_VOLUME_GIB": "100"},
 		"runtask":   {"CPU_TASK_DEFINITION": CpuFamily, "GPU_TASK_DEFINITION": GpuFamily},
 		"health":    {"OLLAMA_PORT": "11434", "HEALTH_TIMEOUT": "30m"},
@@ -815,7 +815,7 @@ func TestStopDeploymentsOnDelete(t *testing.T) {
 func TestOutputs(t *testing.T) {
 	f := synth(t)
 	want := []string{"ClusterName", "EndpointBase", "EventBusName", "GpuInstanceTypes", "KeyPrefix", "ListenerArn", "LoadBalancerFullName", "ModelBucketName",
-		"ModelPrefix", "ScheduleGroupName", "StateMachineArn", "WakerTargetGroup"}
+		"ModelPrefix", "ModelRegistry", "ScheduleGroupName", "StateMachineArn", "WakerTargetGroup"}
 	if got := keys(f.outputs); !reflect.DeepEqual(got, want) {
 		t.Errorf("outputs = %v, want %v", got, want)
 	}

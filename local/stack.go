@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -37,6 +38,8 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/local/cloud"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
 	"github.com/ollama-ecs/ollama-ecs/local/lambdaapi"
+	"github.com/ollama-ecs/ollama-ecs/local/ollama"
+	"github.com/ollama-ecs/ollama-ecs/local/registry"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 	"github.com/ollama-ecs/ollama-ecs/workflow"
 )
@@ -104,6 +107,8 @@ type Stack struct {
 	Bucket    *cloud.Bucket
 	// LB is the stack's load balancer, on loopback: every deployment's endpoint is a path on it.
 	LB *cloud.LoadBalancer
+	// Registry is the model registry on loopback.
+	Registry *registry.Server
 	// Parameters holds the deployments' API keys.
 	Parameters *cloud.Parameters
 	// Scaling is Application Auto Scaling for prod services, fed by the load balancer's counters.
@@ -180,6 +185,11 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The model registry: the local stand-in for registry.ollama.ai, which Validate resolves models the catalog
+	// does not list against and tasks pull from (PushModel puts one there).
+	if s.Registry, err = registry.Start(s.dir + "/registry"); err != nil {
+		return nil, err
+	}
 	runner := opts.Runner
 	if runner == nil {
 		runner = &cloud.OllamaRunner{TempDir: s.dir, Objects: s.Bucket, Log: opts.Log}
@@ -245,6 +255,7 @@ func (s *Stack) handlers() handlerSet {
 	cfg.ProvisioningTimeout = cmp.Or(o.ProvisioningTimeout, cfg.ProvisioningTimeout)
 	cfg.ListenerArn, cfg.LoadBalancerName, cfg.EndpointBase = s.LB.ListenerArn(), s.LB.FullName(), s.LB.URL()
 	cfg.VpcID, cfg.APIKeys, cfg.UploadDefaults = "vpc-local", o.APIKeys, o.UploadDefaults
+	cfg.ModelRegistry, cfg.ModelCacheDir = s.Registry.Host, s.dir+"/model-cache"
 	cfg.IdleWindow, cfg.MaxLifetime = cmp.Or(o.IdleWindow, cfg.IdleWindow), cmp.Or(o.MaxLifetime, cfg.MaxLifetime)
 	cfg.ScaleTargetRequests = cmp.Or(o.ScaleTargetRequests, cfg.ScaleTargetRequests)
 	cfg.GPUInstanceTypes = s.GPUInstanceTypes()
@@ -525,6 +536,9 @@ func (s *Stack) Close(ctx context.Context) error {
 	if s.LB != nil {
 		errs = append(errs, s.LB.Close(ctx))
 	}
+	if s.Registry != nil {
+		errs = append(errs, s.Registry.Close())
+	}
 	if s.lambdaClose != nil {
 		errs = append(errs, s.lambdaClose())
 	}
@@ -545,4 +559,31 @@ func orDuration(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// PushModel puts a GGUF model into the stack's registry under a library-style name (NAME[:TAG], e.g. "qwen3:0.6b")
+// the way a model gets into a real registry: a real `ollama serve` creates it from the file, and its push
+// (`ollama push --insecure`) uploads it. It returns the full reference, HOST/library/NAME:TAG.
+func (s *Stack) PushModel(ctx context.Context, name string, gguf []byte) (string, error) {
+	repo, tag, ok := strings.Cut(name, ":")
+	if !ok {
+		tag = "latest"
+	}
+	ref := s.Registry.Host + "/library/" + repo + ":" + tag
+	srv, err := ollama.Start(ctx, ollama.Options{TempDir: s.dir, Logger: s.log})
+	if err != nil {
+		return "", err
+	}
+	defer srv.Stop(context.WithoutCancel(ctx))
+	file := filepath.Join(srv.Dir(), "push.gguf")
+	if err := os.WriteFile(file, gguf, 0o644); err != nil {
+		return "", err
+	}
+	if err := ollama.CreateFromGGUF(ctx, srv.Client(), ref, file); err != nil {
+		return "", err
+	}
+	if err := ollama.PushInsecure(ctx, srv.Client(), ref); err != nil {
+		return "", err
+	}
+	return ref, nil
 }

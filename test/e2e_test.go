@@ -133,3 +133,41 @@ func TestUploadDefaults(t *testing.T) {
 		t.Error("the validated request lacks the upload defaults")
 	}
 }
+
+// TestAnyModelFromTheRegistry: a model the catalog does not list is resolved against the registry (here the local
+// one, populated by the real `ollama push`), sized from its header with ranged reads, deployed, pulled by the task
+// and served; a name the registry does not have is refused, naming the registry, with nothing started.
+func TestAnyModelFromTheRegistry(t *testing.T) {
+	s := startStack(t, local.Options{})
+	ctx := ctxFor(t, 2*time.Minute)
+	ref, err := s.PushModel(ctx, "tinyllama:3l", tinyGGUF(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	arn, err := s.Deploy(ctx, events.DeployRequest{Model: "tinyllama:3l", DeploymentID: "from-registry"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := succeeded(t, waitDone(t, s, arn))
+	if rec.Model != ref {
+		t.Errorf("record model %q, want %q", rec.Model, ref)
+	}
+	base, _ := url.Parse(rec.Endpoint)
+	stream := false
+	var resp api.GenerateResponse
+	if err := api.NewClient(base, http.DefaultClient).Generate(ctx, &api.GenerateRequest{Model: ref, Prompt: "hi", Stream: &stream,
+		Options: map[string]any{"num_predict": 3}}, func(r api.GenerateResponse) error { resp = r; return nil }); err != nil || resp.EvalCount == 0 {
+		t.Errorf("generate: %v (eval_count %d)", err, resp.EvalCount)
+	}
+
+	arn, err = s.Deploy(ctx, events.DeployRequest{Model: "nosuch:1b", DeploymentID: "not-in-registry"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := waitDone(t, s, arn)
+	failedWith(t, ex, "UnknownModelError", "Request rejected")
+	if !strings.Contains(ex.Cause, "registry "+s.Registry.Host+" has no such model") {
+		t.Errorf("cause %q does not name the registry", ex.Cause)
+	}
+	assertNothingLeft(t, s, "not-in-registry")
+}

@@ -137,6 +137,8 @@ func ReadModel(ctx context.Context, fetch Fetch, size int64, name string) (catal
 		ContextLength:   int(kv.ContextLength()),
 		VocabSize:       len(kv.Strings("tokenizer.ggml.tokens")),
 	}
+	// Ollama gives a model the embedding capability, and not completion, when its header has a pooling type.
+	_, m.Embedding = kv[arch+".pooling_type"]
 	if arch == "" {
 		return catalog.Model{}, rr.read, bad("no general.architecture in the header")
 	}

@@ -37,6 +37,8 @@ const (
 	outScheduleGroup = "ScheduleGroupName"
 	// outGPUTypes lists the GPU instance types the cluster has capacity providers for, comma-separated.
 	outGPUTypes = "GpuInstanceTypes"
+	// outModelRegistry is the registry the stack resolves models the catalog does not list against.
+	outModelRegistry = "ModelRegistry"
 	// The load balancer: every endpoint is <outEndpointBase>/d/<id>; keys are SSM parameters under outKeyPrefix;
 	// request counts are CloudWatch metrics by outLBName; rules are on outListener.
 	outEndpointBase = "EndpointBase"
@@ -149,6 +151,11 @@ type cloud struct {
 
 // connect loads the SDK configuration through the default chain, checks that credentials exist, and resolves the
 // outputs the command needs: from flags and environment first, then one DescribeStacks for the rest.
+// target is what the deployed stack checks requests against: its GPU types and its model registry.
+func (c *cloud) target() target {
+	return target{GPUTypes: splitList(c.Outputs[outGPUTypes]), Registry: registryHost(c.Outputs[outModelRegistry])}
+}
+
 func connect(ctx context.Context, f *awsFlags, need ...string) (*cloud, error) {
 	opts := []func(*config.LoadOptions) error{}
 	if f.profile != "" {

@@ -3,9 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/catalog/registry"
+	localreg "github.com/ollama-ecs/ollama-ecs/local/registry"
+	"github.com/ollama-ecs/ollama-ecs/local/tinymodel"
+	"github.com/ollama-ecs/ollama-ecs/planner"
 )
 
 // TestEveryCommandAnswersHelp: each command and sub-command prints its usage with its flags as --flag and exits 0;
@@ -100,5 +108,61 @@ func TestPlanSeedColumn(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "SEED NEEDS") {
 		t.Errorf("the cost policy shows the seed column:\n%s", out.String())
+	}
+}
+
+// TestPlanAnyModel: plan sizes a model the catalog does not list from its registry's manifest and GGUF header; a
+// name the registry does not have is unknown, naming the registry; a registry that cannot be reached says so.
+func TestPlanAnyModel(t *testing.T) {
+	reg, err := localreg.Start(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	tiny, err := tinymodel.Bytes(tinymodel.Options{BlockCount: 4, ContextLength: 8192})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Push(context.Background(), "library/qwen-tiny", "0.1b", []localreg.Layer{{MediaType: registry.MediaModel, Data: tiny}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"plan", "qwen-tiny:0.1b", "--registry", reg.Host, "--output", "json"}, &out, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	var p planner.Plan
+	if err := json.Unmarshal(out.Bytes(), &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Model != reg.Host+"/library/qwen-tiny:0.1b" || p.Estimate.WeightsMiB != 1 || len(p.Candidates) == 0 {
+		t.Errorf("plan %s: weights %d MiB, %d candidates", p.Model, p.Estimate.WeightsMiB, len(p.Candidates))
+	}
+	err = run(context.Background(), []string{"plan", "qwen9:1t", "--registry", reg.Host}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), `unknown model "qwen9:1t": not in the catalog, and registry `+reg.Host+" has no such model") {
+		t.Errorf("unknown model: %v", err)
+	}
+	// TestMain's registry is a closed port: unreachable, said at once.
+	start := time.Now()
+	err = run(context.Background(), []string{"plan", "qwen9:1t"}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "could not be reached") || time.Since(start) > 10*time.Second {
+		t.Errorf("unreachable registry: %v after %s", err, time.Since(start))
+	}
+}
+
+// TestPricesAge: plan names the prices' region and date, and warns once they are older than 90 days.
+func TestPricesAge(t *testing.T) {
+	d, err := catalog.ParseCompute(catalog.ComputeJSON())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for days, warn := range map[int]bool{5: false, 90: false, 91: true} {
+		var out bytes.Buffer
+		if err := writePricesAge(&out, d.AsOf.Add(time.Duration(days)*24*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "prices: "+d.Region+" as of "+d.AsOf.Format(time.DateOnly)) ||
+			strings.Contains(out.String(), "older than 90 days") != warn {
+			t.Errorf("%d days: %q", days, out.String())
+		}
 	}
 }

@@ -294,12 +294,12 @@ func (l localConsole) executions(ctx context.Context) ([]consoleExecution, error
 }
 
 func (l localConsole) deploy(ctx context.Context, req events.DeployRequest) (string, error) {
-	var gpuTypes []string
-	if err := l.ls.Do(ctx, http.MethodGet, "/gpu-types", nil, &gpuTypes); err != nil {
+	t, err := localTarget(ctx, l.ls)
+	if err != nil {
 		return "", err
 	}
 	d := &deployFlags{req: req, requester: req.Requester}
-	checked, _, err := d.request(req.Model, gpuTypes)
+	checked, _, err := d.request(ctx, req.Model, t)
 	if err != nil {
 		return "", err
 	}
@@ -351,7 +351,7 @@ func (a awsConsole) executions(ctx context.Context) ([]consoleExecution, error) 
 
 func (a awsConsole) deploy(ctx context.Context, req events.DeployRequest) (string, error) {
 	d := &deployFlags{req: req, requester: req.Requester}
-	checked, _, err := d.request(req.Model, splitList(a.c.Outputs[outGPUTypes]))
+	checked, _, err := d.request(ctx, req.Model, a.c.target())
 	if err != nil {
 		return "", err
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/catalog/registry"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/planner"
@@ -78,10 +80,23 @@ func (o *optionalBool) Set(s string) error {
 
 func (o *optionalBool) Type() string { return "bool" }
 
+// target is what a request is checked against: the cluster's GPU types (nil: every type in the catalog) and the
+// registry models the catalog does not list are resolved in.
+type target struct {
+	GPUTypes []string
+	Registry string
+}
+
+// registryHost is the registry the command line resolves models in: OLLAMA_ECS_REGISTRY, else the stack's (when
+// known), else registry.ollama.ai.
+func registryHost(stack string) string {
+	return cmp.Or(os.Getenv("OLLAMA_ECS_REGISTRY"), stack, registry.DefaultHost)
+}
+
 // request is the deploy request for MODEL, checked as the state machine checks it, and planned when the model is
-// a catalog one (an uploaded GGUF is sized from its header by the state machine): a request the planner rejects
-// fails here, with its reason, before anything starts.
-func (d *deployFlags) request(model string, gpuTypes []string) (events.DeployRequest, *planner.Plan, error) {
+// a catalog or registry one (an uploaded GGUF is sized from its header by the state machine): a request the
+// planner rejects fails here, with its reason, before anything starts.
+func (d *deployFlags) request(ctx context.Context, model string, t target) (events.DeployRequest, *planner.Plan, error) {
 	req := d.req
 	req.Model, req.Requester = model, cleanRequester(d.requester)
 	if req.DeploymentID == "" {
@@ -93,7 +108,7 @@ func (d *deployFlags) request(model string, gpuTypes []string) (events.DeployReq
 	if req.Source != "" {
 		return req, nil, nil
 	}
-	plan, err := planFor(req, gpuTypes)
+	plan, err := planFor(ctx, req, t)
 	return req, &plan, err
 }
 
@@ -106,7 +121,7 @@ func defineDeploy(fs *pflag.FlagSet) runner {
 		if *viaEvents && *follow {
 			return usageError{"--follow needs the execution, which EventBridge names itself: drop --via-events, or watch with 'ollama-ecs list'"}
 		}
-		req, plan, err := d.request(pos[0], nil)
+		req, plan, err := d.request(ctx, pos[0], target{Registry: registryHost("")})
 		if err != nil {
 			return err
 		}
@@ -120,7 +135,7 @@ func defineDeploy(fs *pflag.FlagSet) runner {
 		}
 		// Plan again on the GPU types this cluster actually runs, as the configure step will: a type the stack has no
 		// capacity for fails here, before anything starts.
-		if _, plan, err = d.request(pos[0], splitList(c.Outputs[outGPUTypes])); err != nil {
+		if _, plan, err = d.request(ctx, pos[0], c.target()); err != nil {
 			return err
 		}
 		if *viaEvents {
@@ -199,17 +214,17 @@ func splitList(s string) []string {
 	return out
 }
 
-// planFor runs the planner on the request, as the state machine's validate and configure steps will; gpuTypes
-// limits GPU placements to the cluster's types (nil: every type in the catalog).
-func planFor(req events.DeployRequest, gpuTypes []string) (planner.Plan, error) {
+// planFor runs the planner on the request, as the state machine's validate and configure steps will: the model
+// from the catalog or the target's registry, GPU placements on the target's types.
+func planFor(ctx context.Context, req events.DeployRequest, t target) (planner.Plan, error) {
 	cat := catalog.Default()
-	model, err := cat.Model(req.Model)
+	model, _, err := registry.Lookup(ctx, cat, registry.NewClient(t.Registry, registry.UserCacheDir()), req.Model)
 	if err != nil {
 		return planner.Plan{}, err
 	}
 	return planner.New(cat, planner.Request{
 		Model: model, Env: req.Env, Prefer: req.Prefer, ContextLength: req.ContextLength,
-		InstanceType: req.InstanceType, Policy: req.Policy, LaunchType: req.LaunchType, GPUInstanceTypes: gpuTypes,
+		InstanceType: req.InstanceType, Policy: req.Policy, LaunchType: req.LaunchType, GPUInstanceTypes: t.GPUTypes,
 		MinTokensPerSecond: req.MinTokensPerSecond, MaxTTFTSeconds: req.MaxTimeToFirstToken, Optimize: req.Optimize,
 	})
 }

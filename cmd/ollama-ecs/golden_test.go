@@ -210,7 +210,7 @@ func TestFollowGolden(t *testing.T) {
 
 func TestReadyGolden(t *testing.T) {
 	req := events.DeployRequest{Model: "mistral:7b", Env: "dev", DeploymentID: "mistral-7b-dev"}
-	plan, err := planFor(req, nil)
+	plan, err := planFor(context.Background(), req, target{})
 	if err != nil {
 		t.Fatal(err)
 	}

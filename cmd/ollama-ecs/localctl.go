@@ -159,6 +159,16 @@ func defineLocalUp(fs *pflag.FlagSet) runner {
 	}
 }
 
+// localTarget is what a running local stack checks requests against: its GPU types and its registry.
+func localTarget(ctx context.Context, ls localStack) (target, error) {
+	var t target
+	if err := ls.Do(ctx, http.MethodGet, "/gpu-types", nil, &t.GPUTypes); err != nil {
+		return t, err
+	}
+	err := ls.Do(ctx, http.MethodGet, "/registry", nil, &t.Registry)
+	return t, err
+}
+
 func defineLocalDeploy(fs *pflag.FlagSet) runner {
 	d := addDeployFlags(fs)
 	follow := fs.Bool("follow", true, "show the execution until it ends")
@@ -170,11 +180,11 @@ func defineLocalDeploy(fs *pflag.FlagSet) runner {
 		}
 		defer ls.Close(context.WithoutCancel(ctx))
 		// The same checks and plan as on AWS, on the running stack's GPU types, before anything starts.
-		var gpuTypes []string
-		if err := ls.Do(ctx, http.MethodGet, "/gpu-types", nil, &gpuTypes); err != nil {
+		t, err := localTarget(ctx, ls)
+		if err != nil {
 			return err
 		}
-		req, plan, err := d.request(pos[0], gpuTypes)
+		req, plan, err := d.request(ctx, pos[0], t)
 		if err != nil {
 			return err
 		}

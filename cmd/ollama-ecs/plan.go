@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/catalog/registry"
 	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
@@ -24,10 +26,11 @@ func definePlan(fs *pflag.FlagSet) runner {
 	policy := fs.String("policy", planner.PolicyCost, "cost or seed")
 	var speed events.DeployRequest
 	addSpeedFlags(fs, &speed)
+	reg := fs.String("registry", "", "the registry a model the catalog does not list is resolved in (default $OLLAMA_ECS_REGISTRY or registry.ollama.ai)")
 	output := outputFlag(fs)
-	return func(_ context.Context, pos []string, stdout, stderr io.Writer) error {
+	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
 		cat := catalog.Default()
-		model, err := cat.Model(pos[0])
+		model, _, err := registry.Lookup(ctx, cat, registry.NewClient(cmp.Or(*reg, registryHost("")), registry.UserCacheDir()), pos[0])
 		if err != nil {
 			return err
 		}
@@ -44,8 +47,29 @@ func definePlan(fs *pflag.FlagSet) runner {
 			enc.SetIndent("", "  ")
 			return enc.Encode(plan)
 		}
-		return writePlanTable(stdout, plan)
+		if err := writePlanTable(stdout, plan); err != nil {
+			return err
+		}
+		return writePricesAge(stdout, time.Now())
 	}
+}
+
+// maxPriceAge is how old the compute data's prices may be before plan says so.
+const maxPriceAge = 90 * 24 * time.Hour
+
+// writePricesAge says which prices the plan used, and warns when they are older than maxPriceAge: prices move,
+// and `make prices` refreshes them.
+func writePricesAge(w io.Writer, now time.Time) error {
+	d, err := catalog.ParseCompute(catalog.ComputeJSON())
+	if err != nil {
+		return err
+	}
+	age := now.Sub(d.AsOf)
+	fmt.Fprintf(w, "\nprices: %s as of %s (%d days old)\n", d.Region, d.AsOf.Format(time.DateOnly), int(age.Hours()/24))
+	if age > maxPriceAge {
+		fmt.Fprintf(w, "warning: the prices are older than %d days: refresh them with `make prices` (ollama-ecs prices)\n", int(maxPriceAge.Hours()/24))
+	}
+	return nil
 }
 
 // writePlanTable prints a plan for people: the estimate, the ranked candidates, then the rejects and why.

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/catalog/registry"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 )
@@ -36,7 +37,9 @@ type ValidateOutput struct {
 // the model and overrides, and sizes an uploaded GGUF from its header. It starts nothing.
 type Validate struct {
 	Catalog *catalog.Catalog
-	S3      deployment.ObjectReader
+	// Models resolves a model the catalog does not list against its registry (nil: the catalog only).
+	Models *registry.Client
+	S3     deployment.ObjectReader
 	// Bucket and Prefix are where uploads are accepted.
 	Bucket, Prefix string
 	// UploadDefaults are the required performance and ranking of an upload's deployment.
@@ -117,8 +120,7 @@ func (v *Validate) Handle(ctx context.Context, in ValidateInput) (ValidateOutput
 // under the model prefix, sized from its header.
 func (v *Validate) deployModel(ctx context.Context, d *events.DeployRequest) (catalog.Model, string, error) {
 	if d.Source == "" {
-		m, err := v.Catalog.Model(d.Model)
-		return m, "ollama://" + m.Name, err
+		return registry.Lookup(ctx, v.Catalog, v.Models, d.Model)
 	}
 	bucket, key, _ := strings.Cut(strings.TrimPrefix(d.Source, "s3://"), "/")
 	if bucket != v.Bucket || !strings.HasPrefix(key, v.Prefix) {
@@ -180,11 +182,10 @@ func (v *Validate) sizeUpload(ctx context.Context, up *events.Upload) (catalog.M
 		m, err := readGGUFModel(ctx, v.S3, up.Bucket, key, size, up.ModelName)
 		return m, "s3://" + up.Bucket + "/" + key, err
 	}
-	m, err := v.Catalog.Model(from)
+	m, source, err := registry.Lookup(ctx, v.Catalog, v.Models, from)
 	if err != nil {
 		return catalog.Model{}, "", err
 	}
-	source := "ollama://" + m.Name
 	m.Name = up.ModelName
 	return m, source, nil
 }

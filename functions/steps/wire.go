@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
+	"github.com/ollama-ecs/ollama-ecs/catalog/registry"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 )
 
@@ -90,7 +91,8 @@ func Build(cfg deployment.Config, c Clients, log *slog.Logger) *Set {
 	}
 	return &Set{
 		Waker: waker,
-		Validate: &Validate{Catalog: catalog.Default(), S3: c.S3, Bucket: cfg.ModelBucket, Prefix: cfg.ModelPrefix,
+		Validate: &Validate{Catalog: catalog.Default(), Models: registry.NewClient(cfg.ModelRegistry, cfg.ModelCacheDir),
+			S3: c.S3, Bucket: cfg.ModelBucket, Prefix: cfg.ModelPrefix,
 			UploadDefaults: cfg.UploadDefaults, Log: log},
 		Configure: &Configure{Catalog: catalog.Default(), GPUInstanceTypes: cfg.GPUInstanceTypes,
 			GPUSpotInstanceTypes: cfg.SpotInstanceTypes(), DevTTL: cfg.DevTTL,

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/ollama/ollama/api"
 
+	"github.com/ollama-ecs/ollama-ecs/catalog/registry"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/local/ollama"
 )
@@ -237,7 +238,11 @@ func (r *OllamaRunner) download(ctx context.Context, bucket, key, file string) e
 
 // pullAs pulls from and, when the deployment names the model differently, copies it to name.
 func pullAs(ctx context.Context, client *api.Client, from, name string) error {
-	if err := ollama.Pull(ctx, client, from); err != nil {
+	pull := ollama.Pull
+	if host, _, ok := strings.Cut(from, "/"); ok && registry.Loopback(host) {
+		pull = ollama.PullInsecure // the local registry speaks plain HTTP
+	}
+	if err := pull(ctx, client, from); err != nil {
 		return err
 	}
 	if name == "" || name == from {

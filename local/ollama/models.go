@@ -125,6 +125,23 @@ func Load(ctx context.Context, client *api.Client, name string) error {
 	return nil
 }
 
+// PushInsecure makes the server push model name to its registry over plain HTTP, as `ollama push --insecure`
+// does: name carries the registry host (127.0.0.1:PORT/library/tiny:latest), a registry run on this machine.
+func PushInsecure(ctx context.Context, client *api.Client, name string) error {
+	var last string
+	err := client.Push(ctx, &api.PushRequest{Model: name, Insecure: true}, func(p api.ProgressResponse) error {
+		last = p.Status
+		return nil
+	})
+	switch {
+	case err != nil:
+		return &ModelError{Op: "push", Model: name, Status: last, Err: err}
+	case last != "success":
+		return &ModelError{Op: "push", Model: name, Status: last, Err: errors.New("server ended the stream without reporting success")}
+	}
+	return nil
+}
+
 // Pull makes the server download model name from its registry. It fails fast
 // with an error matching ErrRegistryUnreachable when the server cannot
 // connect to the registry, and gives up after PullStallTimeout without
