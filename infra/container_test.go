@@ -17,12 +17,13 @@ import (
 // without images or a network.
 
 // stubOllama records each call; `serve` blocks until signalled, like the
-// real server, and `show` fails unless the model is listed in $STUB_PRESENT.
+// real server, and `show` fails unless the model is listed in $STUB_PRESENT (and lists the embedding capability
+// when $STUB_EMBEDDING is set).
 const stubOllama = `#!/bin/sh
 echo "ollama $*" >>"$STUB_LOG"
 case "$1" in
 serve) trap 'echo "serve stopped" >>"$STUB_LOG"; exit 0' TERM; while :; do sleep 0.05; done ;;
-show) [ "$2" = "${STUB_PRESENT:-}" ] ;;
+show) [ "$2" = "${STUB_PRESENT:-}" ] || exit 1; [ -z "${STUB_EMBEDDING:-}" ] || printf '  Capabilities\n    embedding    \n' ;;
 *) exit 0 ;;
 esac
 `
@@ -107,13 +108,19 @@ func TestOllamaEntryScript(t *testing.T) {
 			env:  map[string]string{"OLLAMA_ECS_MODEL": "llama2:7b", "OLLAMA_ECS_SOURCE": "ollama://llama2:7b"},
 			wantCalls: []string{"ollama serve", "ollama list", "ollama show llama2:7b", "ollama pull llama2:7b",
 				`ollama run --keepalive=-1s llama2:7b `, "serve stopped"},
-			notCalls: []string{"ollama cp", "ollama create"},
+			notCalls: []string{"ollama cp", "ollama create", "llama2:7b load"},
 		},
 		{
 			name:      "cached model is not pulled again",
 			env:       map[string]string{"OLLAMA_ECS_MODEL": "mistral:7b", "OLLAMA_ECS_SOURCE": "ollama://mistral:7b", "STUB_PRESENT": "mistral:7b"},
 			wantCalls: []string{"ollama show mistral:7b", "ollama run --keepalive=-1s mistral:7b "},
 			notCalls:  []string{"ollama pull"},
+		},
+		{
+			name: "an embedding model, which cannot generate, is loaded by embedding a word",
+			env: map[string]string{"OLLAMA_ECS_MODEL": "nomic-embed-text", "OLLAMA_ECS_SOURCE": "ollama://nomic-embed-text",
+				"STUB_PRESENT": "nomic-embed-text", "STUB_EMBEDDING": "1"},
+			wantCalls: []string{"ollama run --keepalive=-1s nomic-embed-text load"},
 		},
 		{
 			name:      "a different deployment name copies the pulled model",

@@ -171,3 +171,27 @@ func TestAnyModelFromTheRegistry(t *testing.T) {
 	}
 	assertNothingLeft(t, s, "not-in-registry")
 }
+
+// TestEmbeddingModel: an embedding model (its GGUF has a pooling type) cannot generate, so its start loads it by
+// embedding; it is reported ready and embeds through its endpoint.
+func TestEmbeddingModel(t *testing.T) {
+	s := startStack(t, local.Options{})
+	ctx := ctxFor(t, 2*time.Minute)
+	emb, err := tinymodel.Bytes(tinymodel.Options{PoolingType: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Upload(ctx, "models/tiny-embed.gguf", bytes.NewReader(emb)); err != nil {
+		t.Fatal(err)
+	}
+	started, err := s.WaitForExecution(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := succeeded(t, waitDone(t, s, started.ExecutionArn))
+	base, _ := url.Parse(rec.Endpoint)
+	resp, err := api.NewClient(base, http.DefaultClient).Embed(ctx, &api.EmbedRequest{Model: "tiny-embed", Input: "hello"})
+	if err != nil || len(resp.Embeddings) != 1 || len(resp.Embeddings[0]) != 64 {
+		t.Fatalf("embed: %v (%d embeddings)", err, len(resp.Embeddings))
+	}
+}

@@ -53,8 +53,14 @@ ollama://*)
 	;;
 esac
 
-# An empty prompt only loads the model; a negative keep-alive pins it.
-ollama run --keepalive=-1s "$OLLAMA_ECS_MODEL" "" </dev/null >/dev/null || fail "loading $OLLAMA_ECS_MODEL failed"
+# An empty prompt only loads the model; a negative keep-alive pins it. An
+# embedding model cannot generate (and `ollama run` refuses it an empty
+# prompt): it is loaded by embedding a word.
+prompt=""
+if ollama show "$OLLAMA_ECS_MODEL" 2>/dev/null | grep -Eq '^[[:space:]]+embedding[[:space:]]*$'; then
+	prompt="load"
+fi
+ollama run --keepalive=-1s "$OLLAMA_ECS_MODEL" "$prompt" </dev/null >/dev/null || fail "loading $OLLAMA_ECS_MODEL failed"
 echo "model $OLLAMA_ECS_MODEL loaded"
 
 # A trapped signal interrupts `wait` (status > 128): wait again so the

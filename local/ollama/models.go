@@ -9,10 +9,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/ollama/ollama/api"
+	"github.com/ollama/ollama/types/model"
 )
 
 // PullStallTimeout bounds how long Pull waits without any progress from the
@@ -102,14 +104,27 @@ func CreateFromGGUF(ctx context.Context, client *api.Client, name, ggufPath stri
 }
 
 // Load makes the server load model name into memory and keep it there
-// (keep_alive -1): a generate request with no prompt loads without
-// generating, which is how `ollama run` preloads. Afterwards /api/ps lists
-// the model, which is what health polling waits for.
+// (keep_alive -1), as the container's start does: a generate request with no
+// prompt loads a model without generating, which is how `ollama run`
+// preloads; an embedding model cannot generate, so it is loaded by embedding
+// a word. Afterwards /api/ps lists the model, which is what health polling
+// waits for.
 func Load(ctx context.Context, client *api.Client, name string) error {
+	forever := &api.Duration{Duration: -1}
+	show, err := client.Show(ctx, &api.ShowRequest{Model: name})
+	if err != nil {
+		return &ModelError{Op: "load", Model: name, Err: err}
+	}
+	if slices.Contains(show.Capabilities, model.CapabilityEmbedding) && !slices.Contains(show.Capabilities, model.CapabilityCompletion) {
+		if _, err := client.Embed(ctx, &api.EmbedRequest{Model: name, Input: "load", KeepAlive: forever}); err != nil {
+			return &ModelError{Op: "load", Model: name, Err: err}
+		}
+		return nil
+	}
 	var final *api.GenerateResponse
-	err := client.Generate(ctx, &api.GenerateRequest{
+	err = client.Generate(ctx, &api.GenerateRequest{
 		Model:     name,
-		KeepAlive: &api.Duration{Duration: -1},
+		KeepAlive: forever,
 	}, func(r api.GenerateResponse) error {
 		if r.Done {
 			final = &r

@@ -61,6 +61,9 @@ type Options struct {
 	VocabSize         int    // tokens, at least 260; default 300
 	ContextLength     int    // training context length; default 2048
 	Seed              uint64 // seed of the pseudo-random weights; default 1
+	// PoolingType, when set (1 mean, 2 cls, 3 last), writes llama.pooling_type: Ollama then treats the model as
+	// an embedding model, which embeds and cannot generate.
+	PoolingType int
 }
 
 // OptionError reports an Options field that cannot make a valid model.
@@ -265,7 +268,7 @@ func nextSequence(seq []byte) bool {
 // kv is the GGUF metadata for o.
 func (o Options) kv() ggml.KV {
 	tokens, scores, types := vocabulary(o.VocabSize)
-	return ggml.KV{
+	kv := ggml.KV{
 		"general.architecture":                   Architecture,
 		"general.name":                           o.Name,
 		"general.file_type":                      uint32(ggml.FileTypeF16),
@@ -290,6 +293,10 @@ func (o Options) kv() ggml.KV {
 		"tokenizer.ggml.add_bos_token":           true,
 		"tokenizer.ggml.add_eos_token":           false,
 	}
+	if o.PoolingType > 0 {
+		kv["llama.pooling_type"] = uint32(o.PoolingType)
+	}
+	return kv
 }
 
 // splitMix64 is a tiny generator with a fixed, documented algorithm, so the
