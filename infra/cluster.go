@@ -57,6 +57,17 @@ func (c *Cluster) EnvValue() string {
 	return strings.Join(parts, ",")
 }
 
+// SpotInstanceTypes are the GPU types with a Spot capacity provider, in settings order.
+func (c *Cluster) SpotInstanceTypes() []string {
+	types := []string{}
+	for _, p := range c.GpuCapacityProviders {
+		if p.Spot {
+			types = append(types, p.InstanceType)
+		}
+	}
+	return types
+}
+
 // CapacityProviderName derives a stable provider name from the stack name and
 // the instance type. A fixed, readable name lets the capacity Lambda and the
 // console agree without a lookup; ECS forbids names starting with aws, ecs or
@@ -89,6 +100,11 @@ func NewCluster(scope constructs.Construct, id string, s Settings, net *Network)
 	})
 	out := &Cluster{Cluster: cluster, vpc: net.Vpc, subnets: net.PrivateSubnets}
 
+	if region := awscdk.Stack_Of(scope).Region(); len(s.SpotMaxPrices) > 0 && !*awscdk.Token_IsUnresolved(region) && *region != s.ComputeDataRegion {
+		awscdk.Annotations_Of(c).AddWarningV2(jsii.String("ollama-ecs:spotPriceRegion"), jsii.String(fmt.Sprintf(
+			"the Spot groups' maximum prices are %s on-demand prices (catalog/data/compute.json); this stack is in %s, where on-demand may cost more and Spot launches may be refused: run `make prices REGION=%s` first",
+			s.ComputeDataRegion, *region, *region)), nil)
+	}
 	for _, instanceType := range s.GpuInstanceTypes {
 		out.addGpuCapacity(c, stackName, instanceType, s, "")
 		if price := s.SpotMaxPrices[instanceType]; price != "" {

@@ -152,6 +152,8 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 				"DEV_TTL":            s.DevTTL,
 				"POLICY":             s.Policy,
 				"GPU_VOLUME_GIB":     fmt.Sprint(GpuVolumeGiB),
+				// The planner offers a type's Spot capacity only where the stack has a Spot provider for it.
+				"GPU_CAPACITY_PROVIDERS": p.Cluster.EnvValue(),
 			},
 		},
 		"capacity": {

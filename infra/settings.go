@@ -88,6 +88,8 @@ type Settings struct {
 	// them by GPU type once loaded (empty with GpuSpot off).
 	ComputeDataFile string
 	SpotMaxPrices   map[string]string
+	// ComputeDataRegion is the region the compute data's prices are for.
+	ComputeDataRegion string
 	// UploadDefaults are the required performance and ranking of the
 	// deployments S3 uploads start, which carry no request:
 	// "minTokensPerSecond=10,maxTimeToFirstToken=5,optimize=speed" (any
@@ -297,27 +299,28 @@ func (s *Settings) LoadSpotMaxPrices() error {
 	if s.GpuSpot != "on" {
 		return nil
 	}
-	prices, err := spotMaxPrices(s.ComputeDataFile, s.GpuInstanceTypes)
+	prices, region, err := spotMaxPrices(s.ComputeDataFile, s.GpuInstanceTypes)
 	if err != nil {
 		return fmt.Errorf("%sgpuSpot: %v", contextPrefix, err)
 	}
-	s.SpotMaxPrices = prices
+	s.SpotMaxPrices, s.ComputeDataRegion = prices, region
 	return nil
 }
 
-func spotMaxPrices(file string, types []string) (map[string]string, error) {
+func spotMaxPrices(file string, types []string) (map[string]string, string, error) {
 	raw, err := os.ReadFile(file)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var data struct {
+		Region        string `json:"region"`
 		InstanceTypes []struct {
 			Name        string  `json:"name"`
 			OnDemandUSD float64 `json:"onDemandUSD"`
 		} `json:"instanceTypes"`
 	}
 	if err := json.Unmarshal(raw, &data); err != nil {
-		return nil, fmt.Errorf("%s: %v", file, err)
+		return nil, "", fmt.Errorf("%s: %v", file, err)
 	}
 	prices := map[string]string{}
 	for _, typ := range types {
@@ -327,10 +330,10 @@ func spotMaxPrices(file string, types []string) (map[string]string, error) {
 			}
 		}
 		if prices[typ] == "" {
-			return nil, fmt.Errorf("%s has no on-demand price for %s, which caps its Spot price (or set gpuSpot off)", file, typ)
+			return nil, "", fmt.Errorf("%s has no on-demand price for %s, which caps its Spot price (or set gpuSpot off)", file, typ)
 		}
 	}
-	return prices, nil
+	return prices, data.Region, nil
 }
 
 // checkRequirements checks an uploadDefaults value as the validate function

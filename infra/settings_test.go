@@ -5,6 +5,10 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/jsii-runtime-go"
 )
 
 // MapContext is a ContextReader over a plain map, keyed like cdk.json.
@@ -156,7 +160,7 @@ func TestSettingsRejectBadValues(t *testing.T) {
 func TestSpotMaxPrices(t *testing.T) {
 	s := DefaultSettings()
 	s.ComputeDataFile = filepath.Join("..", "catalog", "data", "compute.json")
-	if err := s.LoadSpotMaxPrices(); err != nil || s.SpotMaxPrices["g4dn.xlarge"] != "0.526" || len(s.SpotMaxPrices) != 2 {
+	if err := s.LoadSpotMaxPrices(); err != nil || s.SpotMaxPrices["g4dn.xlarge"] != "0.526" || len(s.SpotMaxPrices) != 2 || s.ComputeDataRegion != "us-east-1" {
 		t.Errorf("prices %v, err %v", s.SpotMaxPrices, err)
 	}
 	s.GpuInstanceTypes = []string{"g4dn.xlarge", "x9.huge"}
@@ -202,5 +206,25 @@ func TestEnvironment(t *testing.T) {
 	env, err := environment(withVpc)
 	if err != nil || *env.Account != "123456789012" || *env.Region != "eu-west-1" {
 		t.Errorf("env = %+v, err = %v", env, err)
+	}
+}
+
+// TestSpotPriceRegionWarning: a stack in another region than the compute data's gets a synth warning, since its
+// Spot groups are capped at that region's on-demand prices.
+func TestSpotPriceRegionWarning(t *testing.T) {
+	s := DefaultSettings()
+	s.ComputeDataFile = filepath.Join("..", "catalog", "data", "compute.json")
+	if err := s.LoadSpotMaxPrices(); err != nil {
+		t.Fatal(err)
+	}
+	for region, warned := range map[string]bool{"eu-west-1": true, "us-east-1": false} {
+		app := awscdk.NewApp(nil)
+		stack := awscdk.NewStack(app, jsii.String("W"), &awscdk.StackProps{Env: &awscdk.Environment{Region: jsii.String(region)}})
+		NewCluster(stack, "Compute", s, NewNetwork(stack, "Network", s))
+		found := assertions.Annotations_FromStack(stack).FindWarning(jsii.String("*"),
+			assertions.Match_StringLikeRegexp(jsii.String("make prices REGION="+region)))
+		if got := len(*found) > 0; got != warned {
+			t.Errorf("%s: warned %v, want %v", region, got, warned)
+		}
 	}
 }

@@ -205,7 +205,7 @@ func TestCapacityProviders(t *testing.T) {
 	if got := f.ofType("AWS::AutoScaling::LaunchConfiguration"); len(got) != 0 {
 		t.Errorf("launch configurations %v: the launch-template feature flag is not in effect", got)
 	}
-	for _, fn := range []string{"capacity", "runtask"} {
+	for _, fn := range []string{"capacity", "configure", "runtask"} {
 		_, p := f.function(t, fn)
 		env := p["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
 		if env["GPU_CAPACITY_PROVIDERS"] != strings.Join(want, ",") {
@@ -249,7 +249,7 @@ func TestLambdas(t *testing.T) {
 	route := []string{"ENDPOINT_BASE", "KEY_PREFIX", "LISTENER_ARN", "LOAD_BALANCER_NAME", "SLEEP_PREFIX", "VPC_ID", "WAKER_TARGET_GROUP"}
 	wantEnv := map[string][]string{
 		"validate":  {"MODEL_BUCKET", "MODEL_PREFIX", "MODEL_REGISTRY", "UPLOAD_DEFAULTS"},
-		"configure": {"DEV_TTL", "GPU_INSTANCE_TYPES", "GPU_VOLUME_GIB", "POLICY"},
+		"configure": {"DEV_TTL", "GPU_CAPACITY_PROVIDERS", "GPU_INSTANCE_TYPES", "GPU_VOLUME_GIB", "POLICY"},
 		"capacity":  {"GPU_CAPACITY_PROVIDERS"},
 		"runtask":   append([]string{"API_KEYS", "CPU_TASK_DEFINITION", "GPU_CAPACITY_PROVIDERS", "GPU_TASK_DEFINITION", "MODEL_TASK_DEFINITIONS", "SECURITY_GROUPS", "SUBNETS"}, route...),
 		"health":    append([]string{"HEALTH_TIMEOUT", "OLLAMA_PORT"}, route...),
@@ -814,7 +814,7 @@ func TestStopDeploymentsOnDelete(t *testing.T) {
 
 func TestOutputs(t *testing.T) {
 	f := synth(t)
-	want := []string{"ClusterName", "EndpointBase", "EventBusName", "GpuInstanceTypes", "KeyPrefix", "ListenerArn", "LoadBalancerFullName", "ModelBucketName",
+	want := []string{"ClusterName", "EndpointBase", "EventBusName", "GpuInstanceTypes", "GpuSpotInstanceTypes", "KeyPrefix", "ListenerArn", "LoadBalancerFullName", "ModelBucketName",
 		"ModelPrefix", "ModelRegistry", "ScheduleGroupName", "StateMachineArn", "WakerTargetGroup"}
 	if got := keys(f.outputs); !reflect.DeepEqual(got, want) {
 		t.Errorf("outputs = %v, want %v", got, want)

@@ -37,6 +37,7 @@ const maxUploadBytes = 8 << 30
 //	GET  /executions    → []Started;  GET /executions/<arn>[?wait=1] → engine.Execution
 //	GET  /tasks         → []ecstypes.Task (with tags)      POST /stop {"deploymentId"} → deployment.Stopped
 //	GET  /gpu-types     → the GPU instance types the cluster can run
+//	GET  /gpu-spot-types → the GPU types with Spot capacity
 //	GET  /registry      → the model registry's host (models the catalog does not list resolve there)
 func (s *Stack) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -85,6 +86,9 @@ func (s *Stack) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /gpu-types", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, s.GPUInstanceTypes(), nil)
+	})
+	mux.HandleFunc("GET /gpu-spot-types", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, s.SpotInstanceTypes(), nil)
 	})
 	mux.HandleFunc("GET /registry", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, s.Registry.Host, nil)

@@ -286,6 +286,17 @@ func (s *Stack) handlers() handlerSet {
 	return handlerSet{functions: fns, teardown: set.Teardown, waker: set.Waker}
 }
 
+// SpotInstanceTypes are the GPU types this stack's cluster has Spot capacity providers for (never nil).
+func (s *Stack) SpotInstanceTypes() []string {
+	types := []string{}
+	for _, p := range s.opts.Cluster.CapacityProviders {
+		if p.Spot && !slices.Contains(types, p.Instance.InstanceType) {
+			types = append(types, p.Instance.InstanceType)
+		}
+	}
+	return types
+}
+
 // GPUInstanceTypes are the GPU types this stack's cluster can run (its container instances' and capacity
 // providers'), which the configure step plans on.
 func (s *Stack) GPUInstanceTypes() []string {

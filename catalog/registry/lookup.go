@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog"
@@ -32,15 +30,6 @@ func Loopback(host string) bool {
 	}
 	ip := net.ParseIP(h)
 	return ip != nil && ip.IsLoopback()
-}
-
-// UserCacheDir is where the command line keeps sized models: the user's cache directory, or none.
-func UserCacheDir() string {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		return ""
-	}
-	return filepath.Join(dir, "ollama-ecs", "models")
 }
 
 // Lookup finds a model by name: a catalog entry first (curated, and known offline), then any reference its

@@ -173,6 +173,9 @@ type Client struct {
 	Backoff  time.Duration
 }
 
+// ResolveTimeout bounds one Resolve: the manifest, the header's blocks and their retries.
+const ResolveTimeout = 40 * time.Second
+
 // maxManifestBytes bounds a manifest read: real ones are a few hundred bytes.
 const maxManifestBytes = 1 << 20
 
@@ -182,6 +185,9 @@ func (c *Client) Resolve(ctx context.Context, ref string) (Resolved, error) {
 	if err != nil {
 		return Resolved{}, err
 	}
+	// A registry that hangs must end in a RegistryError well within the validate function's minute.
+	ctx, cancel := context.WithTimeout(ctx, ResolveTimeout)
+	defer cancel()
 	m, err := c.manifest(ctx, r)
 	if err != nil {
 		return Resolved{}, err
@@ -258,7 +264,7 @@ func (c *Client) url(r Reference, kind, id string) string {
 // manifest fetches and decodes a reference's manifest.
 func (c *Client) manifest(ctx context.Context, r Reference) (Manifest, error) {
 	var m Manifest
-	resp, err := c.do(ctx, r, http.MethodGet, c.url(r, "manifests", r.Tag), map[string]string{
+	resp, err := c.do(ctx, r, "manifests", http.MethodGet, c.url(r, "manifests", r.Tag), map[string]string{
 		"Accept": "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
 	})
 	if err != nil {
@@ -290,7 +296,7 @@ func (c *Client) blobFetch(r Reference, digest string) (gguf.Fetch, *int64) {
 	total := new(int64)
 	*total = -1
 	fetch := func(ctx context.Context, start, end int64) ([]byte, error) {
-		resp, err := c.do(ctx, r, http.MethodGet, c.url(r, "blobs", digest), map[string]string{
+		resp, err := c.do(ctx, r, "blobs", http.MethodGet, c.url(r, "blobs", digest), map[string]string{
 			"Range": fmt.Sprintf("bytes=%d-%d", start, end),
 		})
 		if err != nil {
@@ -323,12 +329,12 @@ func (c *Client) blobFetch(r Reference, digest string) (gguf.Fetch, *int64) {
 	return fetch, total
 }
 
-// do sends a request, trying again after a network error, 429 or 5xx; a 404 is a NotFoundError, another status a
-// BadModelError.
-func (c *Client) do(ctx context.Context, r Reference, method, url string, header map[string]string) (*http.Response, error) {
+// do sends a request, trying again after a network error, 429 or 5xx; a manifest's 404 is a NotFoundError, a
+// blob's a BadModelError, 401 and 403 a RegistryError, another status a BadModelError.
+func (c *Client) do(ctx context.Context, r Reference, kind, method, url string, header map[string]string) (*http.Response, error) {
 	hc := c.HTTP
 	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
+		hc = &http.Client{Timeout: 10 * time.Second}
 	}
 	attempts, wait := max(c.Attempts, 1), c.Backoff
 	if c.Attempts == 0 {
@@ -366,9 +372,15 @@ func (c *Client) do(ctx context.Context, r Reference, method, url string, header
 		switch {
 		case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent:
 			return resp, nil
-		case resp.StatusCode == http.StatusNotFound:
+		case resp.StatusCode == http.StatusNotFound && kind == "manifests":
 			resp.Body.Close()
 			return nil, &NotFoundError{Ref: r}
+		case resp.StatusCode == http.StatusNotFound:
+			resp.Body.Close()
+			return nil, &BadModelError{Ref: r, Reason: "its manifest names a blob the registry does not have (404)"}
+		case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+			resp.Body.Close()
+			return nil, &RegistryError{Host: r.Host, Err: fmt.Errorf("%s refused access (%s): a registry that needs credentials is not supported", r.Host, resp.Status)}
 		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 			last = fmt.Errorf("%s %s: %s", method, url, resp.Status)
 			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {

@@ -202,6 +202,23 @@ func TestUnreliableRegistry(t *testing.T) {
 	if err := resolve(closed, time.Second); !errors.As(err, &unreachable) || !strings.Contains(err.Error(), closed) {
 		t.Errorf("nothing listening: %v", err)
 	}
+	unauthorized := proxy(func(w http.ResponseWriter, r *http.Request, n int32) bool {
+		http.Error(w, "auth", http.StatusUnauthorized)
+		return true
+	})
+	if err := resolve(unauthorized, time.Second); !errors.As(err, &unreachable) || !strings.Contains(err.Error(), "needs credentials") {
+		t.Errorf("401: %v", err)
+	}
+	blobGone := proxy(func(w http.ResponseWriter, r *http.Request, n int32) bool {
+		if strings.Contains(r.URL.Path, "/blobs/") {
+			http.NotFound(w, r)
+			return true
+		}
+		return false
+	})
+	if err := resolve(blobGone, time.Second); err == nil || !strings.Contains(err.Error(), "names a blob the registry does not have") {
+		t.Errorf("blob 404: %v", err)
+	}
 	wrongDigest := proxy(func(w http.ResponseWriter, r *http.Request, n int32) bool {
 		if strings.Contains(r.URL.Path, "/manifests/") {
 			w.Header().Set("Docker-Content-Digest", "sha256:"+strings.Repeat("0", 64))

@@ -37,8 +37,10 @@ const (
 	outScheduleGroup = "ScheduleGroupName"
 	// outGPUTypes lists the GPU instance types the cluster has capacity providers for, comma-separated.
 	outGPUTypes = "GpuInstanceTypes"
-	// outModelRegistry is the registry the stack resolves models the catalog does not list against.
+	// outModelRegistry is the registry the stack resolves models the catalog does not list against;
+	// outGPUSpotTypes the GPU types with Spot capacity ("none" without any). Both are optional.
 	outModelRegistry = "ModelRegistry"
+	outGPUSpotTypes  = "GpuSpotInstanceTypes"
 	// The load balancer: every endpoint is <outEndpointBase>/d/<id>; keys are SSM parameters under outKeyPrefix;
 	// request counts are CloudWatch metrics by outLBName; rules are on outListener.
 	outEndpointBase = "EndpointBase"
@@ -153,7 +155,14 @@ type cloud struct {
 // outputs the command needs: from flags and environment first, then one DescribeStacks for the rest.
 // target is what the deployed stack checks requests against: its GPU types and its model registry.
 func (c *cloud) target() target {
-	return target{GPUTypes: splitList(c.Outputs[outGPUTypes]), Registry: registryHost(c.Outputs[outModelRegistry])}
+	t := target{GPUTypes: splitList(c.Outputs[outGPUTypes]), Registry: registryHost(c.Outputs[outModelRegistry])}
+	if v, ok := c.Outputs[outGPUSpotTypes]; ok {
+		t.SpotTypes = []string{}
+		if v != "none" {
+			t.SpotTypes = splitList(v)
+		}
+	}
+	return t
 }
 
 func connect(ctx context.Context, f *awsFlags, need ...string) (*cloud, error) {
@@ -262,6 +271,12 @@ func (c *cloud) resolve(ctx context.Context, f *awsFlags, need []string) error {
 			return fmt.Errorf("stack %q has no output %s: is it an ollama-ecs stack?", f.stack, name)
 		}
 		c.Outputs[name] = v
+	}
+	// Outputs a stack of an earlier version lacks: read when there, never required.
+	for _, name := range []string{outModelRegistry, outGPUSpotTypes} {
+		if v, ok := got[name]; ok {
+			c.Outputs[name] = v
+		}
 	}
 	return nil
 }

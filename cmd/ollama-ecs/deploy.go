@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/catalog/registry"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
+	"github.com/ollama-ecs/ollama-ecs/local/cachedir"
 	"github.com/ollama-ecs/ollama-ecs/planner"
 )
 
@@ -84,7 +86,32 @@ func (o *optionalBool) Type() string { return "bool" }
 // registry models the catalog does not list are resolved in.
 type target struct {
 	GPUTypes []string
-	Registry string
+	// SpotTypes are the GPU types with Spot capacity (nil: unknown, every type).
+	SpotTypes []string
+	Registry  string
+}
+
+// modelCacheDir keeps the models sized from a registry, by digest: models/ in the cache folder ($OLLAMA_ECS_CACHE,
+// else ~/.cache/ollama-ecs), or nowhere.
+func modelCacheDir() string {
+	dir, err := cachedir.Dir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "models")
+}
+
+// validated is the deploy request for MODEL, checked as the state machine checks an event.
+func (d *deployFlags) validated(model string) (events.DeployRequest, error) {
+	req := d.req
+	req.Model, req.Requester = model, cleanRequester(d.requester)
+	if req.DeploymentID == "" {
+		req.DeploymentID = deploymentID(req.Model, req.Env, d.name)
+	}
+	if err := req.Validate(); err != nil {
+		return req, usageError{strings.Replace(err.Error(), "detail.", "", 1)}
+	}
+	return req, nil
 }
 
 // registryHost is the registry the command line resolves models in: OLLAMA_ECS_REGISTRY, else the stack's (when
@@ -97,13 +124,9 @@ func registryHost(stack string) string {
 // a catalog or registry one (an uploaded GGUF is sized from its header by the state machine): a request the
 // planner rejects fails here, with its reason, before anything starts.
 func (d *deployFlags) request(ctx context.Context, model string, t target) (events.DeployRequest, *planner.Plan, error) {
-	req := d.req
-	req.Model, req.Requester = model, cleanRequester(d.requester)
-	if req.DeploymentID == "" {
-		req.DeploymentID = deploymentID(req.Model, req.Env, d.name)
-	}
-	if err := req.Validate(); err != nil {
-		return req, nil, usageError{strings.Replace(err.Error(), "detail.", "", 1)}
+	req, err := d.validated(model)
+	if err != nil {
+		return req, nil, err
 	}
 	if req.Source != "" {
 		return req, nil, nil
@@ -121,7 +144,8 @@ func defineDeploy(fs *pflag.FlagSet) runner {
 		if *viaEvents && *follow {
 			return usageError{"--follow needs the execution, which EventBridge names itself: drop --via-events, or watch with 'ollama-ecs list'"}
 		}
-		req, plan, err := d.request(ctx, pos[0], target{Registry: registryHost("")})
+		// Check the request before connecting; it is planned once the stack says where models resolve.
+		req, err := d.validated(pos[0])
 		if err != nil {
 			return err
 		}
@@ -135,7 +159,8 @@ func defineDeploy(fs *pflag.FlagSet) runner {
 		}
 		// Plan again on the GPU types this cluster actually runs, as the configure step will: a type the stack has no
 		// capacity for fails here, before anything starts.
-		if _, plan, err = d.request(ctx, pos[0], c.target()); err != nil {
+		_, plan, err := d.request(ctx, pos[0], c.target())
+		if err != nil {
 			return err
 		}
 		if *viaEvents {
@@ -218,14 +243,15 @@ func splitList(s string) []string {
 // from the catalog or the target's registry, GPU placements on the target's types.
 func planFor(ctx context.Context, req events.DeployRequest, t target) (planner.Plan, error) {
 	cat := catalog.Default()
-	model, _, err := registry.Lookup(ctx, cat, registry.NewClient(t.Registry, registry.UserCacheDir()), req.Model)
+	model, _, err := registry.Lookup(ctx, cat, registry.NewClient(t.Registry, modelCacheDir()), req.Model)
 	if err != nil {
 		return planner.Plan{}, err
 	}
 	return planner.New(cat, planner.Request{
 		Model: model, Env: req.Env, Prefer: req.Prefer, ContextLength: req.ContextLength,
 		InstanceType: req.InstanceType, Policy: req.Policy, LaunchType: req.LaunchType, GPUInstanceTypes: t.GPUTypes,
-		MinTokensPerSecond: req.MinTokensPerSecond, MaxTTFTSeconds: req.MaxTimeToFirstToken, Optimize: req.Optimize,
+		GPUSpotInstanceTypes: t.SpotTypes,
+		MinTokensPerSecond:   req.MinTokensPerSecond, MaxTTFTSeconds: req.MaxTimeToFirstToken, Optimize: req.Optimize,
 	})
 }
 

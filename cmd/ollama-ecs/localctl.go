@@ -165,6 +165,9 @@ func localTarget(ctx context.Context, ls localStack) (target, error) {
 	if err := ls.Do(ctx, http.MethodGet, "/gpu-types", nil, &t.GPUTypes); err != nil {
 		return t, err
 	}
+	if err := ls.Do(ctx, http.MethodGet, "/gpu-spot-types", nil, &t.SpotTypes); err != nil {
+		return t, err
+	}
 	err := ls.Do(ctx, http.MethodGet, "/registry", nil, &t.Registry)
 	return t, err
 }

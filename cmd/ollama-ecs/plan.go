@@ -30,7 +30,7 @@ func definePlan(fs *pflag.FlagSet) runner {
 	output := outputFlag(fs)
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
 		cat := catalog.Default()
-		model, _, err := registry.Lookup(ctx, cat, registry.NewClient(cmp.Or(*reg, registryHost("")), registry.UserCacheDir()), pos[0])
+		model, _, err := registry.Lookup(ctx, cat, registry.NewClient(cmp.Or(*reg, registryHost("")), modelCacheDir()), pos[0])
 		if err != nil {
 			return err
 		}

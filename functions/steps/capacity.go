@@ -108,8 +108,7 @@ func (c *Capacity) check(ctx context.Context, cand planner.Candidate) (bool, str
 func gpuPoolMiB(c planner.Candidate) int { return c.NeedMiB + c.HeadroomMiB }
 
 // freeInstances counts the container instances of the candidate's type with room for it. With a capacity provider,
-// an instance of another provider does not count (RunTask with the provider's strategy places only on its own),
-// and a Spot candidate counts only its provider's instances.
+// only its own instances count: RunTask with the provider's strategy places nowhere else.
 func (c *Capacity) freeInstances(ctx context.Context, cand planner.Candidate, provider string) (free, checked int, err error) {
 	var arns []string
 	in := &ecs.ListContainerInstancesInput{
@@ -136,7 +135,7 @@ func (c *Capacity) freeInstances(ctx context.Context, cand planner.Candidate, pr
 			return 0, 0, deployment.AWSError("ecs:DescribeContainerInstances", err)
 		}
 		for _, ci := range out.ContainerInstances {
-			if own := aws.ToString(ci.CapacityProviderName); provider != "" && own != provider && (own != "" || cand.Spot) {
+			if provider != "" && aws.ToString(ci.CapacityProviderName) != provider {
 				continue
 			}
 			checked++
