@@ -49,6 +49,9 @@ type Model struct {
 	VocabSize int `json:"vocabSize"`
 	// Embedding is true for an embedding model (its GGUF has a pooling type): it embeds, and cannot generate.
 	Embedding bool `json:"embedding,omitempty"`
+	// ActiveSizeBytes is what generating one token reads of the weights, for a mixture of experts that runs a few
+	// experts per token (0: all of SizeBytes).
+	ActiveSizeBytes int64 `json:"activeSizeBytes,omitempty"`
 }
 
 // Validate reports figures that cannot describe a real model, so absurd metadata (from an uploaded file, say) is
@@ -73,6 +76,8 @@ func (m Model) Validate() error {
 		return fmt.Errorf("model %s: head widths %d/%d are outside 1..4096", m.Name, m.KeyLength, m.ValueLength)
 	case m.ContextLength <= 0 || m.ContextLength > 1<<24:
 		return fmt.Errorf("model %s: context length %d is outside 1..16777216", m.Name, m.ContextLength)
+	case m.ActiveSizeBytes < 0 || m.ActiveSizeBytes > m.SizeBytes:
+		return fmt.Errorf("model %s: active size %d bytes is outside 0..%d", m.Name, m.ActiveSizeBytes, m.SizeBytes)
 	case m.VocabSize < 0 || m.VocabSize > 1<<22:
 		return fmt.Errorf("model %s: vocabulary size %d is outside 0..4194304", m.Name, m.VocabSize)
 	}

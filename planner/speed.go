@@ -27,11 +27,15 @@ type Speed struct {
 // DefaultPromptTokens is the prompt the time to first token is estimated for.
 const DefaultPromptTokens = 512
 
-// BytesPerToken is what one generated token reads: the weights, and the KV cache of a context of the given
-// length (at f16).
+// BytesPerToken is what one generated token reads: the weights (the active experts' of a mixture of experts), and
+// the KV cache of a context of the given length (at f16).
 func BytesPerToken(m catalog.Model, contextTokens int) float64 {
 	kv := 2.0 * float64(contextTokens) * float64(m.BlockCount) * float64(m.KeyLength+m.ValueLength) * float64(m.HeadCountKV)
-	return float64(m.SizeBytes) + kv
+	weights := m.SizeBytes
+	if m.ActiveSizeBytes > 0 {
+		weights = m.ActiveSizeBytes // a mixture of experts reads only the experts it runs
+	}
+	return float64(weights) + kv
 }
 
 // DecodeTokensPerSecond is efficiency × bandwidth (GB/s) / bytes per token.
@@ -70,6 +74,9 @@ func EstimateSpeed(hw catalog.Hardware, m catalog.Model, gpu *catalog.GPU, vcpu 
 	if params <= 0 {
 		params = float64(m.SizeBytes) / 2 // f16 when the count is unknown
 	}
+	if m.ActiveSizeBytes > 0 {
+		params *= float64(m.ActiveSizeBytes) / float64(m.SizeBytes) // a prompt token runs only the active experts
+	}
 	if gflops > 0 && prefillEff > 0 {
 		s.TTFTSeconds = float64(DefaultPromptTokens)*2*params/(prefillEff*gflops*1e9) + 1/s.TokensPerSecond
 	}
@@ -105,6 +112,9 @@ func (p *planning) speed() {
 	var fastest Reject
 	best := -1.0
 	kept := p.plan.Candidates[:0]
+	if p.req.Model.Embedding {
+		return // an embedding model generates no tokens: there is no decode rate to estimate or require
+	}
 	for _, c := range p.plan.Candidates {
 		var gpu *catalog.GPU
 		if c.IsGPU() {

@@ -117,4 +117,29 @@ func TestAutoFloorFollowsSpeed(t *testing.T) {
 	if !p.Candidates[0].IsGPU() {
 		t.Errorf("first rung %s, want a GPU", p.Candidates[0].Placement)
 	}
+	if last := p.Candidates[len(p.Candidates)-1]; last.IsGPU() {
+		t.Errorf("last rung %s: the CPU placement should stay on the ladder as a fallback", last.Placement)
+	}
+	if !strings.Contains(strings.Join(p.Notes, "\n"), "below the 1.5 tok/s floor of auto") {
+		t.Errorf("notes %q", p.Notes)
+	}
+}
+
+// TestMixtureOfExperts: a mixture of experts reads only its active experts per token, so it decodes as fast as a
+// dense model of that size, not of its whole size; an embedding model gets no decode estimate at all.
+func TestMixtureOfExperts(t *testing.T) {
+	moe := model(t, "gpt-oss:20b")
+	dense := moe
+	dense.ActiveSizeBytes = 0
+	a, b := EstimateSpeed(catalog.Default().Hardware, moe, nil, 8, 1), EstimateSpeed(catalog.Default().Hardware, dense, nil, 8, 1)
+	if ratio := a.TokensPerSecond / b.TokensPerSecond; ratio < 3 || ratio > 4 {
+		t.Errorf("MoE decode %.1f tok/s against %.1f dense (ratio %.2f), want about SizeBytes/ActiveSizeBytes = 3.7", a.TokensPerSecond, b.TokensPerSecond, ratio)
+	}
+	p, err := New(catalog.Default(), Request{Model: model(t, "nomic-embed-text")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Candidates[0].Speed != nil {
+		t.Errorf("embedding model with a decode estimate %+v", p.Candidates[0].Speed)
+	}
 }
