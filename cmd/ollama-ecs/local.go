@@ -137,6 +137,22 @@ func (d *demo) run() error {
 		return err
 	}
 
+	// 2b. Any model by name: the local registry (the stand-in for registry.ollama.ai) gets the model from the real
+	// `ollama push`; a deploy request names it like a library model, and Validate resolves and sizes it there (the
+	// manifest, then ranged reads of the GGUF header), and the task pulls it.
+	ref, err := d.s.PushModel(d.ctx, "tinyllama:demo", gguf)
+	if err := d.step("ollama push the model to the local registry", err, ref); err != nil {
+		return err
+	}
+	arn, err := d.s.Deploy(d.ctx, events.DeployRequest{Model: "tinyllama:demo", DeploymentID: "demo-registry", Requester: "demo"})
+	if err != nil {
+		return d.step("deploy tinyllama:demo by name", err, "")
+	}
+	byName, err := d.wait(arn)
+	if err := d.step("deploy tinyllama:demo by name: resolved and sized in the registry, pulled by the task", err, describe(byName)); err != nil {
+		return err
+	}
+
 	// 3. Two GPU requests on the bus: the second finds the cheapest GPU type full and falls back.
 	source := "s3://" + local.Bucket + "/models/tiny-llama.gguf"
 	for i, id := range []string{"demo-gpu-a", "demo-gpu-b"} {
@@ -171,7 +187,7 @@ func (d *demo) run() error {
 
 	// 4. A short dev TTL while the model is in use: the schedule fires, sees requests in the idle window and moves
 	// itself on; once the requests stop, it fires again and stops the deployment, its schedule and its route.
-	arn, err := d.s.Deploy(d.ctx, events.DeployRequest{Model: "tiny-llama", Source: source, TTL: "1m", DeploymentID: "demo-ttl", Requester: "demo"})
+	arn, err = d.s.Deploy(d.ctx, events.DeployRequest{Model: "tiny-llama", Source: source, TTL: "1m", DeploymentID: "demo-ttl", Requester: "demo"})
 	if err != nil {
 		return d.step("deploy with a one-minute TTL", err, "")
 	}
