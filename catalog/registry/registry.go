@@ -188,7 +188,7 @@ func (c *Client) Resolve(ctx context.Context, ref string) (Resolved, error) {
 	// A registry that hangs must end in a RegistryError well within the validate function's minute.
 	ctx, cancel := context.WithTimeout(ctx, ResolveTimeout)
 	defer cancel()
-	m, err := c.manifest(ctx, r)
+	m, _, err := c.manifest(ctx, r)
 	if err != nil {
 		return Resolved{}, err
 	}
@@ -261,33 +261,59 @@ func (c *Client) url(r Reference, kind, id string) string {
 	return fmt.Sprintf("%s://%s/v2/%s/%s/%s/%s", scheme, r.Host, r.Namespace, r.Repository, kind, id)
 }
 
-// manifest fetches and decodes a reference's manifest.
-func (c *Client) manifest(ctx context.Context, r Reference) (Manifest, error) {
+// Manifest parses a reference and fetches its manifest, decoded and as the registry stored it.
+func (c *Client) Manifest(ctx context.Context, ref string) (Manifest, []byte, Reference, error) {
+	r, err := Parse(ref, c.host())
+	if err != nil {
+		return Manifest{}, nil, r, err
+	}
+	m, raw, err := c.manifest(ctx, r)
+	return m, raw, r, err
+}
+
+// OpenBlob opens a whole blob for streaming, following the registry's redirect: no timeout on the body (a model
+// takes minutes), the context bounds it.
+func (c *Client) OpenBlob(ctx context.Context, r Reference, digest string) (io.ReadCloser, error) {
+	streaming := *c
+	hc := &http.Client{}
+	if c.HTTP != nil {
+		hc.Transport = c.HTTP.Transport
+	}
+	streaming.HTTP = hc
+	resp, err := streaming.do(ctx, r, "blobs", http.MethodGet, c.url(r, "blobs", digest), nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// manifest fetches and decodes a reference's manifest, and returns it as the registry stored it too.
+func (c *Client) manifest(ctx context.Context, r Reference) (Manifest, []byte, error) {
 	var m Manifest
 	resp, err := c.do(ctx, r, "manifests", http.MethodGet, c.url(r, "manifests", r.Tag), map[string]string{
 		"Accept": "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
 	})
 	if err != nil {
-		return m, err
+		return m, nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
 	if err != nil {
-		return m, &RegistryError{Host: r.Host, Err: err}
+		return m, nil, &RegistryError{Host: r.Host, Err: err}
 	}
 	if len(body) > maxManifestBytes {
-		return m, &BadModelError{Ref: r, Reason: "its manifest is larger than 1 MiB"}
+		return m, nil, &BadModelError{Ref: r, Reason: "its manifest is larger than 1 MiB"}
 	}
 	if want := resp.Header.Get("Docker-Content-Digest"); want != "" && want != digestOf(body) {
-		return m, &BadModelError{Ref: r, Reason: fmt.Sprintf("its manifest's digest is %s, the registry says %s", digestOf(body), want)}
+		return m, nil, &BadModelError{Ref: r, Reason: fmt.Sprintf("its manifest's digest is %s, the registry says %s", digestOf(body), want)}
 	}
 	if err := json.Unmarshal(body, &m); err != nil {
-		return m, &BadModelError{Ref: r, Reason: "its manifest is not JSON: " + err.Error()}
+		return m, nil, &BadModelError{Ref: r, Reason: "its manifest is not JSON: " + err.Error()}
 	}
 	if m.SchemaVersion != 2 {
-		return m, &BadModelError{Ref: r, Reason: fmt.Sprintf("manifest schema version %d (want 2)", m.SchemaVersion)}
+		return m, nil, &BadModelError{Ref: r, Reason: fmt.Sprintf("manifest schema version %d (want 2)", m.SchemaVersion)}
 	}
-	return m, nil
+	return m, body, nil
 }
 
 // blobFetch reads byte ranges of a blob, following the registry's redirect (to a CDN, to S3), and records the
