@@ -79,7 +79,8 @@ func TestPlanChoices(t *testing.T) {
 					if c.Placement == "Fargate Spot" {
 						t.Error("Spot candidate in prod")
 					}
-					if c.ReservedUSD <= 0 || c.ReservedUSD >= c.OnDemandUSD {
+					// Every type AWS reserves is cheaper reserved; p5.48xlarge, which it does not, costs the same.
+					if c.ReservedUSD <= 0 || c.ReservedUSD > c.OnDemandUSD || (c.ReservedUSD == c.OnDemandUSD && c.InstanceType != "p5.48xlarge") {
 						t.Errorf("%s: reserved %.4f vs on-demand %.4f", c.Placement, c.ReservedUSD, c.OnDemandUSD)
 					}
 				}
@@ -168,7 +169,7 @@ func TestPlanChoices(t *testing.T) {
 func TestPlanErrors(t *testing.T) {
 	huge := model(t, "llama3.1:70b")
 	huge.Name = "giant"
-	huge.SizeBytes = 400 << 30 // more than g6e.48xlarge's 8 x 45 GiB of GPU memory
+	huge.SizeBytes = 700 << 30 // more than p5.48xlarge's 8 x 80 GiB of GPU memory
 	tests := []struct {
 		name  string
 		req   Request

@@ -183,6 +183,9 @@ func Refresh(ctx context.Context, c Clients, region string, current []byte, now 
 		p, label := instance[name], "instanceTypes["+name+"]"
 		update(&types[i], label, "onDemandUSD", number(p.OnDemand, priceDecimals))
 		update(&types[i], label, "reserved1yDiscount", number(1-p.Reserved/p.OnDemand, discountDecimals))
+		if p.NoReservation {
+			res.Kept = append(res.Kept, label+".reserved1yDiscount is 0: the Price List offers "+name+" no reservation in "+region)
+		}
 		update(&types[i], label, "spotUSD", number(spot[name], spotDecimals))
 	}
 	elems := make([]json.RawMessage, len(types))
@@ -313,6 +316,8 @@ var ec2Filters = [][2]string{
 type instancePrice struct {
 	OnDemand, Reserved float64
 	SKU                string
+	// NoReservation is true for a type AWS sells no reservation at all (p5): its discount is 0.
+	NoReservation bool
 }
 
 // instancePrice reads one instance type's On-Demand hourly price and its one-year standard No Upfront Reserved
@@ -341,6 +346,11 @@ func (r *refresher) instancePrice(ctx context.Context, typ string) (instancePric
 		od, err := it.onDemandHourly()
 		if err != nil {
 			return instancePrice{}, r.fail(typ, "onDemandUSD", fmt.Errorf("SKU %s: %w", it.Product.SKU, err))
+		}
+		if len(it.Terms.Reserved) == 0 {
+			// No Reserved term of any kind: AWS sells this type no reservation (p5.48xlarge), so no discount.
+			found = append(found, instancePrice{OnDemand: od, Reserved: od, SKU: it.Product.SKU, NoReservation: true})
+			continue
 		}
 		rs, err := it.reservedHourly("1yr", "standard", "No Upfront")
 		if err != nil {

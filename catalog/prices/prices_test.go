@@ -400,3 +400,30 @@ func TestUsageType(t *testing.T) {
 		}
 	}
 }
+
+// TestNoReservationOffered: a type the Price List offers no Reserved term of any kind (as AWS sells p5.48xlarge)
+// gets a discount of 0, and the result says so; a type with other reservations but not the 1-year standard No
+// Upfront one is still an error (TestRefreshFailuresLeaveFileUntouched).
+func TestNoReservationOffered(t *testing.T) {
+	const item = "pricing/AmazonEC2/us-east-1/g6e.xlarge.json"
+	f, cfg := newFake(t)
+	f.Override(item, f.EditItem(item, func(it map[string]any) {
+		delete(it["terms"].(map[string]any), "Reserved")
+	}))
+	res, err := Refresh(context.Background(), clientsFor(cfg), "us-east-1", snapshot(t), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := catalog.ParseCompute(res.JSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range got.InstanceTypes {
+		if it.Name == "g6e.xlarge" && it.Reserved1yDiscount != 0 {
+			t.Errorf("g6e.xlarge discount %v, want 0", it.Reserved1yDiscount)
+		}
+	}
+	if !strings.Contains(strings.Join(res.Kept, "\n"), "offers g6e.xlarge no reservation in us-east-1") {
+		t.Errorf("kept %q", res.Kept)
+	}
+}
