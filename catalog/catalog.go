@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 //go:embed data/*.json
@@ -221,6 +222,9 @@ type Catalog struct {
 	Hardware      Hardware
 	// Sources names where each data file's figures come from and when they were taken.
 	Sources map[string]string
+	// PricesRegion and PricesAsOf are the region and the day (UTC) of the compute prices.
+	PricesRegion string
+	PricesAsOf   time.Time
 }
 
 // Default returns the embedded catalog, parsed once.
@@ -239,13 +243,6 @@ func load() (*Catalog, error) {
 		AsOf   string  `json:"asOf"`
 		Models []Model `json:"models"`
 	}
-	var compute struct {
-		Source        string         `json:"source"`
-		AsOf          string         `json:"asOf"`
-		Region        string         `json:"region"`
-		Fargate       Fargate        `json:"fargate"`
-		InstanceTypes []InstanceType `json:"instanceTypes"`
-	}
 	var seed struct {
 		Source          string               `json:"source"`
 		AsOf            string               `json:"asOf"`
@@ -256,7 +253,11 @@ func load() (*Catalog, error) {
 		AsOf   string `json:"asOf"`
 		Hardware
 	}
-	for file, dst := range map[string]any{"models.json": &models, "compute.json": &compute, "seed.json": &seed, "hardware.json": &hardware} {
+	compute, err := ParseCompute(ComputeJSON())
+	if err != nil {
+		return nil, err
+	}
+	for file, dst := range map[string]any{"models.json": &models, "seed.json": &seed, "hardware.json": &hardware} {
 		raw, err := dataFS.ReadFile("data/" + file)
 		if err != nil {
 			return nil, err
@@ -273,10 +274,12 @@ func load() (*Catalog, error) {
 		Fargate:       compute.Fargate,
 		Seed:          seed.Recommendations,
 		Hardware:      hardware.Hardware,
+		PricesRegion:  compute.Region,
+		PricesAsOf:    compute.AsOf,
 		Sources: map[string]string{
 			"hardware": hardware.Source + " (" + hardware.AsOf + ")",
 			"models":   models.Source + " (" + models.AsOf + ")",
-			"compute":  compute.Source + ", " + compute.Region + " (" + compute.AsOf + ")",
+			"compute":  compute.Source + ", " + compute.Region + " (" + compute.AsOf.Format(time.DateOnly) + ")",
 			"seed":     seed.Source + " (" + seed.AsOf + ")",
 		},
 	}

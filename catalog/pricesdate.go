@@ -17,9 +17,9 @@ type ComputeData struct {
 	Fargate       Fargate
 }
 
-// ParseCompute reads a compute.json document with the same fields and the same strictness (unknown fields
-// refused) as the embedded one is loaded with, and checks that every price is usable: a regenerated file is checked
-// with it before it replaces the data.
+// ParseCompute reads a compute.json document strictly (unknown fields refused) and checks that every price is
+// usable: the catalog loads the embedded one with it, and a regenerated file is checked with it before it replaces
+// the data.
 func ParseCompute(raw []byte) (*ComputeData, error) {
 	var doc struct {
 		Source        string         `json:"source"`
@@ -59,16 +59,6 @@ func ParseCompute(raw []byte) (*ComputeData, error) {
 
 // isFraction reports a discount AWS could offer: at least nothing, less than everything.
 func isFraction(d float64) bool { return d >= 0 && d < 1 }
-
-// PricesAsOf is the day (UTC) the compute prices were taken: the asOf of the embedded compute.json, which every
-// loaded catalog's instance types and Fargate rates come from.
-func (c *Catalog) PricesAsOf() (time.Time, error) {
-	d, err := ParseCompute(ComputeJSON())
-	if err != nil {
-		return time.Time{}, err
-	}
-	return d.AsOf, nil
-}
 
 // ComputeJSON is the embedded compute.json, as written.
 func ComputeJSON() []byte {

@@ -151,16 +151,13 @@ func TestPlanAnyModel(t *testing.T) {
 
 // TestPricesAge: plan names the prices' region and date, and warns once they are older than 90 days.
 func TestPricesAge(t *testing.T) {
-	d, err := catalog.ParseCompute(catalog.ComputeJSON())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := catalog.Default()
 	for days, warn := range map[int]bool{5: false, 90: false, 91: true} {
 		var out bytes.Buffer
-		if err := writePricesAge(&out, d.AsOf.Add(time.Duration(days)*24*time.Hour)); err != nil {
+		if err := writePricesAge(&out, c.PricesAsOf.Add(time.Duration(days)*24*time.Hour)); err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(out.String(), "prices: "+d.Region+" as of "+d.AsOf.Format(time.DateOnly)) ||
+		if !strings.Contains(out.String(), "prices: "+c.PricesRegion+" as of "+c.PricesAsOf.Format(time.DateOnly)) ||
 			strings.Contains(out.String(), "older than 90 days") != warn {
 			t.Errorf("%d days: %q", days, out.String())
 		}

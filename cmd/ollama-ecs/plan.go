@@ -60,12 +60,9 @@ const maxPriceAge = 90 * 24 * time.Hour
 // writePricesAge says which prices the plan used, and warns when they are older than maxPriceAge: prices move,
 // and `make prices` refreshes them.
 func writePricesAge(w io.Writer, now time.Time) error {
-	d, err := catalog.ParseCompute(catalog.ComputeJSON())
-	if err != nil {
-		return err
-	}
-	age := now.Sub(d.AsOf)
-	fmt.Fprintf(w, "\nprices: %s as of %s (%d days old)\n", d.Region, d.AsOf.Format(time.DateOnly), int(age.Hours()/24))
+	c := catalog.Default()
+	age := now.Sub(c.PricesAsOf)
+	fmt.Fprintf(w, "\nprices: %s as of %s (%d days old)\n", c.PricesRegion, c.PricesAsOf.Format(time.DateOnly), int(age.Hours()/24))
 	if age > maxPriceAge {
 		fmt.Fprintf(w, "warning: the prices are older than %d days: refresh them with `make prices` (ollama-ecs prices)\n", int(maxPriceAge.Hours()/24))
 	}

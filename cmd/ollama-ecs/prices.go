@@ -107,9 +107,7 @@ func readComputeData(path string) (data []byte, from string, err error) {
 		}
 	}
 	from = "the built-in data"
-	if asOf, err := catalog.Default().PricesAsOf(); err == nil {
-		from += " (prices as of " + asOf.Format(time.DateOnly) + ")"
-	}
+	from += " (prices as of " + catalog.Default().PricesAsOf.Format(time.DateOnly) + ")"
 	return catalog.ComputeJSON(), from, nil
 }
 
