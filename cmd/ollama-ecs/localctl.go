@@ -151,6 +151,9 @@ func defineLocalUp(fs *pflag.FlagSet) runner {
 		fmt.Fprintf(stdout, "local stack up: control API %s, cluster %q (%d instance groups), bucket %s, load balancer %s\n", url, cfg.Name,
 			len(cfg.ContainerInstances), local.Bucket, s.LB.URL())
 		fmt.Fprintln(stdout, "try: ollama-ecs local upload ./model.gguf --follow   (Ctrl-C stops every deployment and exits)")
+		fmt.Fprintf(stdout, "model registry %s: models the catalog does not list resolve here; add one with\n"+
+			"  ollama cp MODEL %s/library/NAME:TAG && ollama push --insecure %s/library/NAME:TAG, then: ollama-ecs local deploy NAME:TAG\n",
+			s.Registry.Host, s.Registry.Host, s.Registry.Host)
 		<-ctx.Done()
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
