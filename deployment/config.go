@@ -3,7 +3,6 @@ package deployment
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -34,7 +33,6 @@ const (
 	SettingPolicy               = "POLICY"
 	SettingCPUTaskDefinition    = "CPU_TASK_DEFINITION"
 	SettingGPUTaskDefinition    = "GPU_TASK_DEFINITION"
-	SettingModelTaskDefinitions = "MODEL_TASK_DEFINITIONS"
 	SettingSubnets              = "SUBNETS"
 	SettingSecurityGroups       = "SECURITY_GROUPS"
 	SettingHealthTimeout        = "HEALTH_TIMEOUT"
@@ -61,7 +59,16 @@ const (
 	SettingUploadDefaults       = "UPLOAD_DEFAULTS"
 	SettingModelRegistry        = "MODEL_REGISTRY"
 	SettingModelCacheDir        = "MODEL_CACHE_DIR"
+	SettingImageRepository      = "MODEL_IMAGE_REPOSITORY"
+	SettingOllamaImage          = "OLLAMA_IMAGE"
+	SettingImageMaxGiB          = "MODEL_IMAGE_MAX_GIB"
+	SettingImageLockPrefix      = "IMAGE_LOCK_PREFIX"
 )
+
+// DefaultImageMaxGiB is the largest model the image builder bakes by default. The builder is a Lambda (15 minutes
+// at most) streaming the model from its registry to ECR, never to memory or disk; at a conservative 60 MB/s,
+// 30 GiB takes under 9 minutes, leaving room for the base image's mirror and a slow registry.
+const DefaultImageMaxGiB = 30
 
 // Config is every setting a step reads: on Lambda from the environment the CDK stack sets (ConfigFromEnv), in local
 // mode from the local stack. DefaultConfig holds the defaults both start from.
@@ -80,11 +87,8 @@ type Config struct {
 	// CPUTaskDefinition and GPUTaskDefinition are the two task definition families (or ARNs).
 	CPUTaskDefinition string
 	GPUTaskDefinition string
-	// ModelTaskDefinitions maps a model with its own image (the seed's model-specific ECR images, which start
-	// faster) to its CPU and GPU families.
-	ModelTaskDefinitions map[string]TaskDefinitions
-	Subnets              []string
-	SecurityGroups       []string
+	Subnets           []string
+	SecurityGroups    []string
 	// HealthTimeout bounds the wait for a healthy deployment; one poll watches a task close to ready for
 	// HealthWatch, every HealthPoll.
 	HealthTimeout time.Duration
@@ -130,6 +134,14 @@ type Config struct {
 	// or a private mirror); ModelCacheDir keeps the models sized from it, by digest.
 	ModelRegistry string
 	ModelCacheDir string
+	// ImageRepository is the image repository (ECR) model images are built in, HOST/PATH; empty builds none (tasks
+	// pull their model at start). OllamaImage is the pinned Ollama image they are built on, mirrored into the
+	// repository once. ImageMaxGiB is the largest model the builder bakes: above it a task pulls at start.
+	// ImageLockPrefix names the SSM parameters that let one build of a model run at a time.
+	ImageRepository string
+	OllamaImage     string
+	ImageMaxGiB     int
+	ImageLockPrefix string
 }
 
 // SpotInstanceTypes are the GPU types with a Spot capacity provider (a Providers key with planner's Spot suffix), never
@@ -155,6 +167,7 @@ func DefaultConfig() Config {
 		KeyPrefix: "/ollama-ecs/keys", IdleWindow: 30 * time.Minute, MaxLifetime: 12 * time.Hour, ScaleTargetRequests: 12,
 		SleepPrefix: "/ollama-ecs/sleep", WakesPerDay: DefaultWakesPerDay,
 		ModelRegistry: "registry.ollama.ai", ModelCacheDir: filepath.Join(os.TempDir(), "ollama-ecs-models"),
+		ImageMaxGiB: DefaultImageMaxGiB, ImageLockPrefix: "/ollama-ecs/image-builds",
 	}
 }
 
@@ -169,6 +182,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	str(SettingPolicy, &c.Policy)
 	str(SettingModelRegistry, &c.ModelRegistry)
 	str(SettingModelCacheDir, &c.ModelCacheDir)
+	str(SettingImageRepository, &c.ImageRepository)
+	str(SettingOllamaImage, &c.OllamaImage)
+	str(SettingImageLockPrefix, &c.ImageLockPrefix)
 	str(SettingCPUTaskDefinition, &c.CPUTaskDefinition)
 	str(SettingGPUTaskDefinition, &c.GPUTaskDefinition)
 	str(SettingScheduleGroup, &c.ScheduleGroup)
@@ -196,18 +212,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		env  string
 		min  int
 		into *int
-	}{{SettingOllamaPort, 1, &c.OllamaPort}, {SettingGPUVolumeGiB, 1, &c.GPUVolumeGiB}, {SettingScaleTarget, 1, &c.ScaleTargetRequests}, {SettingWakesPerDay, 1, &c.WakesPerDay}} {
+	}{{SettingOllamaPort, 1, &c.OllamaPort}, {SettingGPUVolumeGiB, 1, &c.GPUVolumeGiB}, {SettingScaleTarget, 1, &c.ScaleTargetRequests}, {SettingWakesPerDay, 1, &c.WakesPerDay}, {SettingImageMaxGiB, 1, &c.ImageMaxGiB}} {
 		if v := getenv(n.env); v != "" {
 			i, err := strconv.Atoi(v)
 			if err != nil || i < n.min || (n.env == SettingOllamaPort && i > 65535) {
 				return c, fmt.Errorf("%s=%q is not a valid number", n.env, v)
 			}
 			*n.into = i
-		}
-	}
-	if raw := getenv(SettingModelTaskDefinitions); raw != "" {
-		if err := json.Unmarshal([]byte(raw), &c.ModelTaskDefinitions); err != nil {
-			return c, fmt.Errorf("%s is not a JSON object of {\"cpu\",\"gpu\"} families: %w", SettingModelTaskDefinitions, err)
 		}
 	}
 	if v := getenv(SettingUploadDefaults); v != "" {

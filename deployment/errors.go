@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/aws/smithy-go"
 )
@@ -165,3 +166,23 @@ func IsNotFound(err error) bool {
 	}
 	return false
 }
+
+// ImageBuildInProgressError means another execution is building this model's image: the state machine retries
+// the step until that build is done (and, if it outlasts the retries, the task pulls its model at start).
+type ImageBuildInProgressError struct {
+	Image, Holder string
+	Since         time.Time
+}
+
+func (e *ImageBuildInProgressError) Error() string {
+	return fmt.Sprintf("%s is being built by %s (since %s); waiting for that build", e.Image, e.Holder, e.Since.UTC().Format(time.RFC3339))
+}
+
+// ImageBuildError is a model image that could not be built: nothing was tagged, and no task started.
+type ImageBuildError struct {
+	Image string
+	Err   error
+}
+
+func (e *ImageBuildError) Error() string { return fmt.Sprintf("building %s: %v", e.Image, e.Err) }
+func (e *ImageBuildError) Unwrap() error { return e.Err }

@@ -1,5 +1,7 @@
 package deployment
 
+import "fmt"
+
 // Record is a successful execution's output, built by the "Deployment ready" state: what a user needs to reach
 // and account for the deployment.
 type Record struct {
@@ -22,4 +24,24 @@ type Record struct {
 	GPUReadiness string `json:"gpuReadiness"`
 	// Fallbacks are the candidates tried before this placement, and why each was refused.
 	Fallbacks []Attempt `json:"fallbacks"`
+	// Image is the model image the task runs (and whether this deployment built it), or why the task pulled its
+	// model at start.
+	Image *ImageState `json:"image"`
+}
+
+// ImageText says where the task got its model, in one line.
+func (r Record) ImageText() string {
+	switch im := r.Image; {
+	case im == nil:
+		return ""
+	case im.TaskDefinitions != nil && im.Built:
+		return fmt.Sprintf("%s (built now, in %.1f s)", im.Image, im.BuildSeconds)
+	case im.TaskDefinitions != nil:
+		return im.Image + " (built earlier)"
+	case im.PullAtStart != "":
+		return "pulled at start: " + im.PullAtStart
+	case im.Error != "":
+		return "pulled at start: " + im.Error + ": " + ReadableCause(im.Cause)
+	}
+	return ""
 }

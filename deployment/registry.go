@@ -21,6 +21,8 @@ var ErrorTypes = []error{
 	(*TaskStoppedError)(nil),
 	(*HealthTimeoutError)(nil),
 	(*ModelNotOnGPUError)(nil),
+	(*ImageBuildInProgressError)(nil),
+	(*ImageBuildError)(nil),
 	(*catalog.UnknownModelError)(nil),
 	(*catalog.UnknownInstanceTypeError)(nil),
 	(*registry.RegistryError)(nil),

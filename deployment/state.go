@@ -12,9 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/ollama-ecs/ollama-ecs/catalog"
 	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/planner"
@@ -71,6 +72,7 @@ const (
 type State struct {
 	Request  *Request        `json:"request,omitempty"`
 	Plan     *planner.Plan   `json:"plan,omitempty"`
+	Image    *ImageState     `json:"image,omitempty"`
 	Capacity *CapacityState  `json:"capacity,omitempty"`
 	Task     *TaskInfo       `json:"task,omitempty"`
 	Health   *HealthState    `json:"health,omitempty"`
@@ -179,6 +181,35 @@ type TaskInfo struct {
 type TaskDefinitions struct {
 	CPU string `json:"cpu"`
 	GPU string `json:"gpu"`
+}
+
+// CopyTaskDefinition is the registration of a copy of td in family: its containers, volumes, roles and sizes.
+func CopyTaskDefinition(td *ecstypes.TaskDefinition, family string) *ecs.RegisterTaskDefinitionInput {
+	return &ecs.RegisterTaskDefinitionInput{
+		Family: aws.String(family), Cpu: td.Cpu, Memory: td.Memory, NetworkMode: td.NetworkMode,
+		RequiresCompatibilities: td.RequiresCompatibilities, TaskRoleArn: td.TaskRoleArn, ExecutionRoleArn: td.ExecutionRoleArn,
+		Volumes: td.Volumes, EphemeralStorage: td.EphemeralStorage, RuntimePlatform: td.RuntimePlatform,
+		PlacementConstraints: td.PlacementConstraints, ContainerDefinitions: append([]ecstypes.ContainerDefinition(nil), td.ContainerDefinitions...),
+	}
+}
+
+// ImageState is what "Ensure model image" decided: the model's own image and the task definitions that run it, or
+// why the task pulls its model at start instead.
+type ImageState struct {
+	// Image is the model image (REPOSITORY:sha256-MANIFESTDIGEST); TaskDefinitions are the stack's CPU and GPU
+	// task definitions with that image, which RunTask runs instead of the stack's.
+	Image           string           `json:"image,omitempty"`
+	TaskDefinitions *TaskDefinitions `json:"taskDefinitions,omitempty"`
+	// Built is true when this execution built the image (false: it was there already); BuildSeconds is how long
+	// the build took.
+	Built        bool    `json:"built,omitempty"`
+	BuildSeconds float64 `json:"buildSeconds,omitempty"`
+	// PullAtStart says why the task gets its model at start rather than from its image.
+	PullAtStart string `json:"pullAtStart,omitempty"`
+	// Error and Cause are set when the state machine caught a build that did not finish in time (another
+	// execution's): the task then pulls at start.
+	Error string `json:"Error,omitempty"`
+	Cause string `json:"Cause,omitempty"`
 }
 
 // TagValue finds a tag on a task.

@@ -19,13 +19,7 @@ import (
 // The stack is synthesised once per test binary (a synth costs seconds of
 // jsii round trips); tests that need no template never trigger it.
 
-const (
-	testRegion = "us-east-1"
-	// testModelImage exercises the model-specific image path: an ECR image
-	// gets its own pair of task definitions and a scoped pull grant.
-	testModel      = "llama2:13b"
-	testModelImage = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ollama-llama2:13b"
-)
+const testRegion = "us-east-1"
 
 type fixture struct {
 	stack          awscdk.Stack
@@ -133,7 +127,6 @@ func buildFixture(extra map[string]interface{}) (f *fixture, err error) {
 	}
 	ctx[contextPrefix+"lambdaDist"] = dist
 	ctx[contextPrefix+"definitionFile"] = definitionPath
-	ctx[contextPrefix+"modelImages"] = map[string]interface{}{testModel: testModelImage}
 	for k, v := range extra {
 		ctx[k] = v
 	}
@@ -151,6 +144,9 @@ func buildFixture(extra map[string]interface{}) (f *fixture, err error) {
 		return nil, err
 	}
 	if err := settings.LoadSpotMaxPrices(); err != nil {
+		return nil, err
+	}
+	if err := settings.LoadContainerScripts(); err != nil {
 		return nil, err
 	}
 	definition, err := LoadDefinition(settings.DefinitionFile, WorkflowPlaceholders)

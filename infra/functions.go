@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,7 +20,7 @@ import (
 
 // FunctionNames are the Lambda folders under functions/ and lambdaDist, in
 // workflow order.
-var FunctionNames = []string{"validate", "configure", "capacity", "runtask", "health", "autostop", "cleanup", "teardown", "waker"}
+var FunctionNames = []string{"validate", "configure", "image", "capacity", "runtask", "health", "autostop", "cleanup", "teardown", "waker"}
 
 // CheckLambdaDist fails early, with the command that fixes it, when a
 // bootstrap is missing: Code_FromAsset would otherwise fail deep inside jsii.
@@ -61,6 +60,8 @@ type FunctionsProps struct {
 const (
 	KeyPrefix   = "/ollama-ecs/keys"
 	SleepPrefix = "/ollama-ecs/sleep"
+	// ImageLockPrefix holds one parameter per model image being built: concurrent deployments build it once.
+	ImageLockPrefix = "/ollama-ecs/image-builds"
 )
 
 // TargetGroupPrefix starts every deployment's target group name (deployment.TargetGroupName).
@@ -81,23 +82,24 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 	inCluster := &map[string]interface{}{"ArnEquals": map[string]interface{}{"ecs:cluster": clusterArn}}
 	schedulesInGroup := p.Schedules.ScheduleArnPattern(stack)
 
-	modelFamilies, err := json.Marshal(p.Tasks.ModelFamilies)
-	if err != nil {
-		panic(err) // a map of strings always marshals
-	}
-
 	f := &Functions{ByName: map[string]awslambda.Function{}}
 	type spec struct {
 		env        map[string]string
 		statements []awsiam.PolicyStatement
 		inVpc      bool
 		timeout    float64
+		memory     float64
 		// anyResource says why actions on "*" (besides X-Ray) are needed.
 		anyResource string
 		// wildcards are the other resource patterns the role may hold.
 		wildcards []nagWildcard
 	}
 	privateSubnets := p.Network.Vpc.SelectSubnets(p.Network.PrivateSubnets).SubnetIds
+	// The model images' repository; empty turns the images off (every task pulls its model at start).
+	modelImageRepository := ""
+	if s.ModelImageMaxGiB > 0 {
+		modelImageRepository = *p.Tasks.ModelImages.RepositoryUri()
+	}
 
 	// The load balancer's side: each deployment's target group, rules and key, and a prod deployment's service.
 	lb := p.LoadBalancer
@@ -156,6 +158,37 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 				"GPU_CAPACITY_PROVIDERS": p.Cluster.EnvValue(),
 			},
 		},
+		"image": {
+			env: map[string]string{
+				"MODEL_REGISTRY": s.ModelRegistry, "MODEL_IMAGE_REPOSITORY": modelImageRepository, "OLLAMA_IMAGE": s.Image,
+				"MODEL_IMAGE_MAX_GIB": fmt.Sprint(max(1, s.ModelImageMaxGiB)), "IMAGE_LOCK_PREFIX": ImageLockPrefix,
+				"CPU_TASK_DEFINITION": CpuFamily, "GPU_TASK_DEFINITION": GpuFamily,
+			},
+			statements: []awsiam.PolicyStatement{
+				// Push (and read back) the Ollama image's mirror and the model images, in the stack's repository only.
+				statement([]string{"ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage",
+					"ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage", "ecr:DescribeImages"},
+					[]string{*p.Tasks.ModelImages.RepositoryArn()}, nil),
+				statement([]string{"ecr:GetAuthorizationToken"}, []string{"*"}, nil),
+				// The model image's copies of the stack's task definitions.
+				statement([]string{"ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition"}, []string{"*"}, nil),
+				statement([]string{"ecs:TagResource"}, []string{arn("ecs", "task-definition", CpuFamily+"-*:*"), arn("ecs", "task-definition", GpuFamily+"-*:*")},
+					&map[string]interface{}{"StringEquals": map[string]interface{}{"ecs:CreateAction": "RegisterTaskDefinition"}}),
+				statement([]string{"iam:PassRole"},
+					[]string{*p.Tasks.TaskRole.RoleArn(), *p.Tasks.ExecutionRole.RoleArn()},
+					&map[string]interface{}{"StringEquals": map[string]interface{}{"iam:PassedToService": "ecs-tasks.amazonaws.com"}}),
+				statement([]string{"ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameter"}, []string{arn("ssm", "parameter", ImageLockPrefix[1:]+"/*")}, nil),
+			},
+			// A build streams the model from its registry to ECR: 15 minutes and the memory (hence network) to do it.
+			timeout: 900, memory: 2048,
+			anyResource: "ecr:GetAuthorizationToken, ecs:RegisterTaskDefinition and ecs:DescribeTaskDefinition support no resource-level permissions.",
+			wildcards: []nagWildcard{
+				{`/^Resource::arn:.+:ecs:.+:task-definition\/ollama-(cpu|gpu)-\*:\*$/`,
+					"ecs:TagResource on the model images' task definitions (ollama-cpu-HEX12, ollama-gpu-HEX12), at RegisterTaskDefinition time only (ecs:CreateAction condition)."},
+				{`/^Resource::arn:.+:ssm:.+:parameter\/ollama-ecs\/image-builds\/\*$/`,
+					"One lock parameter per model image being built (named by its digest), under the stack's prefix only."},
+			},
+		},
 		"capacity": {
 			env: map[string]string{"GPU_CAPACITY_PROVIDERS": p.Cluster.EnvValue()},
 			statements: []awsiam.PolicyStatement{
@@ -178,7 +211,6 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 			env: withRoute(map[string]string{
 				"CPU_TASK_DEFINITION":    CpuFamily,
 				"GPU_TASK_DEFINITION":    GpuFamily,
-				"MODEL_TASK_DEFINITIONS": string(modelFamilies),
 				"SUBNETS":                joinTokens(privateSubnets),
 				"SECURITY_GROUPS":        *p.Network.TaskSecurityGroup.SecurityGroupId(),
 				"GPU_CAPACITY_PROVIDERS": p.Cluster.EnvValue(),
@@ -218,8 +250,8 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 			},
 			anyResource: "ecs:ListTasks is authorised per container instance (the ecs:cluster condition holds it to this cluster); elasticloadbalancing:DescribeRules and DescribeTargetGroups, ecs:RegisterTaskDefinition and DescribeTaskDefinition, and the CloudWatch alarm calls target tracking makes support no resource-level permissions.",
 			wildcards: append([]nagWildcard{
-				{`/^Resource::arn:.+:ecs:.+:task-definition\/ollama-(cpu|gpu)(-[a-z0-9-]+)?:\*$/`,
-					"ecs:RunTask on any revision (:*) of the stack's own task-definition families, in this cluster only (ecs:cluster condition)."},
+				{`/^Resource::arn:.+:ecs:.+:task-definition\/ollama-(cpu|gpu)(-\*)?:\*$/`,
+					"ecs:RunTask on any revision (:*) of the stack's own task-definition families and the model images' copies of them (ollama-cpu-HEX12, ollama-gpu-HEX12), in this cluster only (ecs:cluster condition)."},
 				{`/^Resource::arn:.+:ecs:.+:task-definition\/ollama-svc-\*:\*$/`,
 					"ecs:TagResource on the per-deployment task definitions of prod services, at RegisterTaskDefinition time only (ecs:CreateAction condition)."},
 				{`/^Resource::arn:.+:application-autoscaling:.+:scalable-target\/\*$/`,
@@ -334,6 +366,10 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 
 	for _, name := range FunctionNames {
 		sp := specs[name]
+		memory := sp.memory
+		if memory == 0 {
+			memory = 256
+		}
 		fnScope := constructs.NewConstruct(c, jsii.String(titleCase(name)))
 		logGroup := awslogs.NewLogGroup(fnScope, jsii.String("Logs"), &awslogs.LogGroupProps{
 			Retention:     awslogs.RetentionDays_ONE_MONTH,
@@ -362,7 +398,7 @@ func NewFunctions(scope constructs.Construct, id string, p FunctionsProps) *Func
 			Runtime:      awslambda.Runtime_PROVIDED_AL2023(),
 			Architecture: awslambda.Architecture_ARM_64(),
 			Handler:      jsii.String("bootstrap"),
-			MemorySize:   jsii.Number(256),
+			MemorySize:   jsii.Number(memory),
 			Timeout:      awscdk.Duration_Seconds(jsii.Number(timeout)),
 			Environment:  &env,
 			Role:         role,
@@ -440,12 +476,13 @@ func (f *Functions) CanWake(sm awsstepfunctions.StateMachine) {
 	}, jsii.Bool(true))
 }
 
-// Workflow returns the seven Lambdas the state machine invokes (all but
+// Workflow returns the eight Lambdas the state machine invokes (all but
 // teardown, which EventBridge invokes), keyed by placeholder name.
 func (f *Functions) Workflow() map[string]awslambda.Function {
 	return map[string]awslambda.Function{
 		"ValidateFunctionArn":  f.ByName["validate"],
 		"ConfigureFunctionArn": f.ByName["configure"],
+		"ImageFunctionArn":     f.ByName["image"],
 		"CapacityFunctionArn":  f.ByName["capacity"],
 		"RunTaskFunctionArn":   f.ByName["runtask"],
 		"HealthFunctionArn":    f.ByName["health"],

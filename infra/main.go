@@ -44,6 +44,9 @@ func run() error {
 	if err := settings.LoadSpotMaxPrices(); err != nil {
 		return err
 	}
+	if err := settings.LoadContainerScripts(); err != nil {
+		return err
+	}
 	definition, err := LoadDefinition(settings.DefinitionFile, WorkflowPlaceholders)
 	if err != nil {
 		return err

@@ -44,10 +44,10 @@ type Settings struct {
 	TeardownTimezone string
 	// Image is the default Ollama image for both task definitions.
 	Image string
-	// ModelImages maps an Ollama model name to an image with that model baked
-	// in (the seed's "model-specific ECR images"): each entry gets its own CPU
-	// and GPU task definition so such a task starts without a download.
-	ModelImages map[string]string
+	// ModelImageMaxGiB is the largest model the "Ensure model image" step bakes
+	// into its own image in the stack's ECR repository (the seed's
+	// "model-specific ECR images"); a larger one is pulled at start. 0 bakes none.
+	ModelImageMaxGiB int
 	// FetchImage is the init container that copies an uploaded GGUF from S3.
 	FetchImage string
 	// ModelPrefix is the key prefix in the model bucket whose uploads start a
@@ -63,6 +63,11 @@ type Settings struct {
 	// DefinitionFile is the state machine's ASL file, absolute after
 	// resolution against the repository root.
 	DefinitionFile string
+	// ContainerDir holds the containers' entry scripts (ollama-entry.sh, fetch-entry.sh; the local runner runs the
+	// same files), absolute after resolution against the repository root. LoadContainerScripts reads them.
+	ContainerDir string
+	// OllamaEntryScript and FetchEntryScript are the scripts' text, once read.
+	OllamaEntryScript, FetchEntryScript string
 	// InternetFacing puts the load balancer in the public subnets; it then
 	// admits only AllowedCidrs (required). Internal by default: reachable
 	// from the VPC (and what is peered or connected to it), from AllowedCidrs.
@@ -106,13 +111,14 @@ func DefaultSettings() Settings {
 		TeardownCron:     "cron(0 20 * * ? *)",
 		TeardownTimezone: "UTC",
 		Image:            "ollama/ollama:0.17.4",
-		ModelImages:      map[string]string{},
+		ModelImageMaxGiB: 30,
 		FetchImage:       "public.ecr.aws/aws-cli/aws-cli:2.27.0",
 		ModelPrefix:      "models/",
 		Policy:           "cost",
 		HealthTimeout:    "30m",
 		LambdaDist:       "dist",
 		DefinitionFile:   "workflow/deploy.asl.json",
+		ContainerDir:     "container",
 		AllowedCidrs:     []string{},
 		APIKeys:          "off",
 		IdleWindow:       "30m",
@@ -162,6 +168,7 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 	readString("healthTimeout", &s.HealthTimeout)
 	readString("lambdaDist", &s.LambdaDist)
 	readString("definitionFile", &s.DefinitionFile)
+	readString("containerDir", &s.ContainerDir)
 	readString("certificateArn", &s.CertificateArn)
 	readString("apiKeys", &s.APIKeys)
 	readString("idleWindow", &s.IdleWindow)
@@ -195,10 +202,10 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 	} else if ok {
 		s.MaxGpuInstances = v
 	}
-	if v, ok, err := stringMapValue(ctx, "modelImages"); err != nil {
-		fail("modelImages", err)
+	if v, ok, err := intValue(ctx, "modelImageMaxGiB"); err != nil {
+		fail("modelImageMaxGiB", err)
 	} else if ok {
-		s.ModelImages = v
+		s.ModelImageMaxGiB = v
 	}
 
 	// Validation: each check names the key so the message is actionable.
@@ -264,10 +271,8 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 	if s.FetchImage == "" {
 		fail("fetchImage", fmt.Errorf("must not be empty"))
 	}
-	for model, image := range s.ModelImages {
-		if model == "" || image == "" {
-			fail("modelImages", fmt.Errorf("entry %q=%q needs both a model and an image", model, image))
-		}
+	if s.ModelImageMaxGiB < 0 || s.ModelImageMaxGiB > 150 {
+		fail("modelImageMaxGiB", fmt.Errorf("%d must be between 0 (bake none) and 150 (what a Lambda streams in its 15 minutes at best)", s.ModelImageMaxGiB))
 	}
 	if s.ModelPrefix == "" || strings.HasPrefix(s.ModelPrefix, "/") || !strings.HasSuffix(s.ModelPrefix, "/") {
 		fail("modelPrefix", fmt.Errorf("%q must be a relative key prefix ending in /", s.ModelPrefix))
@@ -288,8 +293,21 @@ func LoadSettings(ctx ContextReader, root string) (Settings, error) {
 
 	s.LambdaDist = resolvePath(root, s.LambdaDist)
 	s.DefinitionFile = resolvePath(root, s.DefinitionFile)
+	s.ContainerDir = resolvePath(root, s.ContainerDir)
 	s.ComputeDataFile = resolvePath(root, s.ComputeDataFile)
 	return s, nil
+}
+
+// LoadContainerScripts reads the containers' entry scripts from ContainerDir.
+func (s *Settings) LoadContainerScripts() error {
+	for file, into := range map[string]*string{"ollama-entry.sh": &s.OllamaEntryScript, "fetch-entry.sh": &s.FetchEntryScript} {
+		raw, err := os.ReadFile(filepath.Join(s.ContainerDir, file))
+		if err != nil {
+			return fmt.Errorf("container entry script: %w (set ollama-ecs:containerDir)", err)
+		}
+		*into = string(raw)
+	}
+	return nil
 }
 
 // LoadSpotMaxPrices reads, with gpuSpot on, each GPU type's on-demand hourly price from the catalog's compute data
@@ -436,31 +454,6 @@ func stringListValue(ctx ContextReader, key string) ([]string, bool, error) {
 		return out, true, nil
 	default:
 		return nil, false, fmt.Errorf("want a list of strings, got %T", v)
-	}
-}
-
-func stringMapValue(ctx ContextReader, key string) (map[string]string, bool, error) {
-	switch v := ctx.TryGetContext(ptr(contextPrefix + key)).(type) {
-	case nil:
-		return nil, false, nil
-	case map[string]interface{}:
-		out := make(map[string]string, len(v))
-		for k, item := range v {
-			s, ok := item.(string)
-			if !ok {
-				return nil, false, fmt.Errorf("want an object of strings, %q has type %T", k, item)
-			}
-			out[k] = s
-		}
-		return out, true, nil
-	case string:
-		out := map[string]string{}
-		if err := json.Unmarshal([]byte(v), &out); err != nil {
-			return nil, false, fmt.Errorf("want a JSON object of strings: %v", err)
-		}
-		return out, true, nil
-	default:
-		return nil, false, fmt.Errorf("want an object of strings, got %T", v)
 	}
 }
 

@@ -28,13 +28,14 @@ func TestSettingsDefaults(t *testing.T) {
 		TeardownCron:     "cron(0 20 * * ? *)",
 		TeardownTimezone: "UTC",
 		Image:            "ollama/ollama:0.17.4",
-		ModelImages:      map[string]string{},
+		ModelImageMaxGiB: 30,
 		FetchImage:       "public.ecr.aws/aws-cli/aws-cli:2.27.0",
 		ModelPrefix:      "models/",
 		Policy:           "cost",
 		HealthTimeout:    "30m",
 		LambdaDist:       filepath.Join("/repo", "dist"),
 		DefinitionFile:   filepath.Join("/repo", "workflow", "deploy.asl.json"),
+		ContainerDir:     filepath.Join("/repo", "container"),
 		AllowedCidrs:     []string{},
 		APIKeys:          "off",
 		IdleWindow:       "30m",
@@ -67,10 +68,8 @@ func TestSettingsFromContext(t *testing.T) {
 			func(s Settings) bool { return s.MaxGpuInstances == 4 }},
 		{"-c number", MapContext{"ollama-ecs:maxGpuInstances": "3"},
 			func(s Settings) bool { return s.MaxGpuInstances == 3 }},
-		{"model images object", MapContext{"ollama-ecs:modelImages": map[string]interface{}{"llama2:7b": "repo/img:1"}},
-			func(s Settings) bool { return s.ModelImages["llama2:7b"] == "repo/img:1" }},
-		{"-c model images JSON", MapContext{"ollama-ecs:modelImages": `{"mistral:7b":"repo/m:1"}`},
-			func(s Settings) bool { return s.ModelImages["mistral:7b"] == "repo/m:1" }},
+		{"no model images", MapContext{"ollama-ecs:modelImageMaxGiB": "0"},
+			func(s Settings) bool { return s.ModelImageMaxGiB == 0 }},
 		{"existing VPC", MapContext{"ollama-ecs:vpcId": "vpc-0123456789abcdef0"},
 			func(s Settings) bool { return s.VpcID == "vpc-0123456789abcdef0" }},
 		{"absolute dist kept", MapContext{"ollama-ecs:lambdaDist": "/tmp/dist"},
@@ -127,8 +126,8 @@ func TestSettingsRejectBadValues(t *testing.T) {
 		{"modelPrefix", "models"},
 		{"modelPrefix", "/models/"},
 		{"policy", "Cost!"},
-		{"modelImages", `{"llama2:7b": ""}`},
-		{"modelImages", "not json"},
+		{"modelImageMaxGiB", "-1"},
+		{"modelImageMaxGiB", "1000"},
 		{"image", ""},
 		{"loadBalancerScheme", "public"},
 		{"allowedCidrs", "10.0.0.0"},
@@ -184,9 +183,6 @@ func TestCheckLambdaDist(t *testing.T) {
 func TestCapacityProviderName(t *testing.T) {
 	if got := CapacityProviderName("OllamaEcs", "g4dn.2xlarge"); got != "OllamaEcs-g4dn-2xlarge" {
 		t.Errorf("CapacityProviderName = %q", got)
-	}
-	if got := familySlug("llama2:13b"); got != "llama2-13b" {
-		t.Errorf("familySlug = %q", got)
 	}
 }
 

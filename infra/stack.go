@@ -17,8 +17,8 @@ const StackID = "OllamaEcs"
 // WorkflowPlaceholders are the ${...} names the ASL file may use as Task
 // resources, one per workflow Lambda.
 var WorkflowPlaceholders = []string{
-	"AutoStopFunctionArn", "CapacityFunctionArn", "CleanupFunctionArn", "ConfigureFunctionArn",
-	"HealthFunctionArn", "RunTaskFunctionArn", "ValidateFunctionArn",
+	"AutoStopFunctionArn", "CapacityFunctionArn", "CleanupFunctionArn", "ConfigureFunctionArn", "HealthFunctionArn",
+	"ImageFunctionArn", "RunTaskFunctionArn", "ValidateFunctionArn",
 }
 
 // OllamaEcsStackProps carries the typed settings and the ASL text, both read

@@ -87,11 +87,11 @@ func TestContainers(t *testing.T) {
 					t.Errorf("%s logs to %v, want awslogs", name, logs["LogDriver"])
 				}
 			}
-			if got := mustJSON(o["Command"]); got != mustJSON([]string{ollamaEntryScript}) {
-				t.Errorf("ollama command is not the embedded entry script")
+			if got := mustJSON(o["Command"]); got != mustJSON([]string{readScript(t, "ollama-entry.sh")}) {
+				t.Errorf("ollama command is not container/ollama-entry.sh")
 			}
-			if got := mustJSON(fetch["Command"]); got != mustJSON([]string{fetchEntryScript}) {
-				t.Errorf("fetch command is not the embedded entry script")
+			if got := mustJSON(fetch["Command"]); got != mustJSON([]string{readScript(t, "fetch-entry.sh")}) {
+				t.Errorf("fetch command is not container/fetch-entry.sh")
 			}
 			env := map[string]interface{}{}
 			for _, e := range o["Environment"].([]interface{}) {
@@ -105,29 +105,34 @@ func TestContainers(t *testing.T) {
 	}
 }
 
-func TestModelSpecificImages(t *testing.T) {
+func TestModelImages(t *testing.T) {
 	f := synth(t)
-	fam := ModelFamilies{Cpu: "ollama-cpu-llama2-13b", Gpu: "ollama-gpu-llama2-13b"}
-	for _, family := range []string{fam.Cpu, fam.Gpu} {
-		o := container(t, f.taskDefinition(t, family), OllamaContainer)
-		got := mustJSON(o["Image"])
-		if !strings.Contains(got, "ollama-llama2") || !strings.Contains(got, ":13b") {
-			t.Errorf("%s image = %s, want the ECR image of %s", family, got, testModel)
-		}
+	repoID := onlyID(t, f.ofType("AWS::ECR::Repository"), "TasksModelImages")
+	repo := f.resources[repoID].Properties
+	if repo["ImageTagMutability"] != "IMMUTABLE" || !strings.Contains(mustJSON(repo["LifecyclePolicy"]), "untagged") {
+		t.Errorf("model images repository %v: want immutable tags and untagged images expired", repo)
 	}
-	_, runtask := f.function(t, "runtask")
-	env := runtask["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
-	var families map[string]ModelFamilies
-	if err := json.Unmarshal([]byte(env["MODEL_TASK_DEFINITIONS"].(string)), &families); err != nil {
-		t.Fatalf("MODEL_TASK_DEFINITIONS: %v", err)
+	id, image := f.function(t, "image")
+	env := image["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
+	if !strings.Contains(mustJSON(env["MODEL_IMAGE_REPOSITORY"]), repoID) || env["OLLAMA_IMAGE"] != "ollama/ollama:0.17.4" ||
+		env["MODEL_IMAGE_MAX_GIB"] != "30" || env["IMAGE_LOCK_PREFIX"] != ImageLockPrefix {
+		t.Errorf("image function environment %v", env)
 	}
-	if !reflect.DeepEqual(families, map[string]ModelFamilies{testModel: fam}) {
-		t.Errorf("MODEL_TASK_DEFINITIONS = %v", families)
+	if image["Timeout"] != float64(900) || image["MemorySize"] != float64(2048) {
+		t.Errorf("image function %s: timeout %v, memory %v; want 900 s and 2048 MB to stream a model", id, image["Timeout"], image["MemorySize"])
 	}
-	// The execution role may pull from that repository only.
+	push := withAction(f.functionStatements(t, "image"), "ecr:PutImage")
+	if len(push) != 1 || !strings.Contains(mustJSON(push[0].Resources), repoID) || strings.Contains(mustJSON(push[0].Resources), "*") {
+		t.Errorf("image function ecr:PutImage = %+v, want the model images repository only", push)
+	}
+	// Tasks pull from that repository only, and the runtask function may run the model images' families.
 	pull := withAction(f.roleStatements(t, onlyID(t, f.ofType("AWS::IAM::Role"), "TasksExecutionRole")), "ecr:BatchGetImage")
-	if len(pull) != 1 || mustJSON(pull[0].Resources) != mustJSON([]string{"arn:aws:ecr:us-east-1:123456789012:repository/ollama-llama2"}) {
-		t.Errorf("execution role ecr:BatchGetImage = %+v, want the one repository", pull)
+	if len(pull) != 1 || !strings.Contains(mustJSON(pull[0].Resources), repoID) {
+		t.Errorf("execution role ecr:BatchGetImage = %+v, want the model images repository", pull)
+	}
+	run := mustJSON(withAction(f.functionStatements(t, "runtask"), "ecs:RunTask"))
+	if !strings.Contains(run, "task-definition/ollama-cpu-*:*") || !strings.Contains(run, "task-definition/ollama-gpu-*:*") {
+		t.Errorf("runtask ecs:RunTask %s, want the model images' families too", run)
 	}
 }
 
@@ -251,12 +256,14 @@ func TestLambdas(t *testing.T) {
 		"validate":  {"MODEL_BUCKET", "MODEL_PREFIX", "MODEL_REGISTRY", "UPLOAD_DEFAULTS"},
 		"configure": {"DEV_TTL", "GPU_CAPACITY_PROVIDERS", "GPU_INSTANCE_TYPES", "GPU_VOLUME_GIB", "POLICY"},
 		"capacity":  {"GPU_CAPACITY_PROVIDERS"},
-		"runtask":   append([]string{"API_KEYS", "CPU_TASK_DEFINITION", "GPU_CAPACITY_PROVIDERS", "GPU_TASK_DEFINITION", "MODEL_TASK_DEFINITIONS", "SECURITY_GROUPS", "SUBNETS"}, route...),
-		"health":    append([]string{"HEALTH_TIMEOUT", "OLLAMA_PORT"}, route...),
-		"autostop":  {"IDLE_WINDOW", "MAX_LIFETIME", "SCHEDULER_ROLE_ARN", "SCHEDULE_GROUP", "STOP_FUNCTION_ARN"},
-		"cleanup":   append([]string{"SCHEDULE_GROUP"}, route...),
-		"teardown":  append([]string{"SCHEDULE_GROUP", "STATE_MACHINE_ARN"}, route...),
-		"waker":     append([]string{"STATE_MACHINE_ARN"}, route...),
+		"image": {"CPU_TASK_DEFINITION", "GPU_TASK_DEFINITION", "IMAGE_LOCK_PREFIX", "MODEL_IMAGE_MAX_GIB", "MODEL_IMAGE_REPOSITORY",
+			"MODEL_REGISTRY", "OLLAMA_IMAGE"},
+		"runtask":  append([]string{"API_KEYS", "CPU_TASK_DEFINITION", "GPU_CAPACITY_PROVIDERS", "GPU_TASK_DEFINITION", "SECURITY_GROUPS", "SUBNETS"}, route...),
+		"health":   append([]string{"HEALTH_TIMEOUT", "OLLAMA_PORT"}, route...),
+		"autostop": {"IDLE_WINDOW", "MAX_LIFETIME", "SCHEDULER_ROLE_ARN", "SCHEDULE_GROUP", "STOP_FUNCTION_ARN"},
+		"cleanup":  append([]string{"SCHEDULE_GROUP"}, route...),
+		"teardown": append([]string{"SCHEDULE_GROUP", "STATE_MACHINE_ARN"}, route...),
+		"waker":    append([]string{"STATE_MACHINE_ARN"}, route...),
 	}
 	for _, name := range FunctionNames {
 		t.Run(name, func(t *testing.T) {
@@ -383,8 +390,8 @@ func TestIAMScoping(t *testing.T) {
 		wantRes := []interface{}{
 			accountArn("ecs", ":task-definition/ollama-cpu:*"),
 			accountArn("ecs", ":task-definition/ollama-gpu:*"),
-			accountArn("ecs", ":task-definition/ollama-cpu-llama2-13b:*"),
-			accountArn("ecs", ":task-definition/ollama-gpu-llama2-13b:*"),
+			accountArn("ecs", ":task-definition/ollama-cpu-*:*"),
+			accountArn("ecs", ":task-definition/ollama-gpu-*:*"),
 		}
 		if len(run) != 1 || !sameSet(run[0].Resources, wantRes) || !reflect.DeepEqual(run[0].Conditions, inCluster) {
 			t.Errorf("ecs:RunTask = %+v, want %v with the ecs:cluster condition", run, wantRes)
@@ -698,7 +705,7 @@ func TestStateMachine(t *testing.T) {
 		stepOf := map[string]string{
 			"ValidateFunctionArn": "validate", "ConfigureFunctionArn": "configure", "CapacityFunctionArn": "capacity",
 			"RunTaskFunctionArn": "runtask", "HealthFunctionArn": "health", "AutoStopFunctionArn": "autostop",
-			"CleanupFunctionArn": "cleanup",
+			"CleanupFunctionArn": "cleanup", "ImageFunctionArn": "image",
 		}
 		resolved := string(file)
 		for name, v := range subs {
@@ -935,15 +942,20 @@ func firstLine(s string) string {
 }
 
 // TestInternetFacingLoadBalancer: with the context keys, the load balancer is internet-facing in the public
-// subnets, listens on HTTPS with the given certificate, and admits only the given CIDRs; cdk-nag stays clean.
+// subnets, listens on HTTPS with the given certificate, and admits only the given CIDRs; cdk-nag stays clean. The
+// same (second) synth turns model images off.
 func TestInternetFacingLoadBalancer(t *testing.T) {
 	cert := "arn:aws:acm:us-east-1:111122223333:certificate/0f0e0d0c-0000-4000-8000-000000000000"
 	f, err := buildFixture(map[string]interface{}{
 		contextPrefix + "loadBalancerScheme": "internet-facing", contextPrefix + "allowedCidrs": "203.0.113.0/24",
-		contextPrefix + "certificateArn": cert,
+		contextPrefix + "certificateArn": cert, contextPrefix + "modelImageMaxGiB": "0",
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	_, image := f.function(t, "image")
+	if env := image["Environment"].(map[string]interface{})["Variables"].(map[string]interface{}); env["MODEL_IMAGE_REPOSITORY"] != "" {
+		t.Errorf("modelImageMaxGiB 0: MODEL_IMAGE_REPOSITORY = %v, want none (every task pulls at start)", env["MODEL_IMAGE_REPOSITORY"])
 	}
 	alb := f.resources[onlyID(t, f.ofType("AWS::ElasticLoadBalancingV2::LoadBalancer"), "LoadBalancerAlb")].Properties
 	if alb["Scheme"] != "internet-facing" || !strings.Contains(mustJSON(alb["Subnets"]), "publicSubnet") {
@@ -989,4 +1001,14 @@ func TestWakerIsTheLoadBalancersLambdaTarget(t *testing.T) {
 	if start := withAction(f.functionStatements(t, "waker"), "states:StartExecution"); len(start) != 1 {
 		t.Errorf("waker states:StartExecution = %+v, want the deploy state machine", start)
 	}
+}
+
+// readScript reads one of the containers' entry scripts, which synth copies into the task definitions.
+func readScript(t *testing.T, name string) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "container", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
 }

@@ -1,11 +1,8 @@
 package main
 
 import (
-	_ "embed"
 	"fmt"
 	"regexp"
-	"sort"
-	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsecr"
@@ -15,15 +12,6 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
-)
-
-// The container entry points live in real shell files (tested with a stub
-// ollama binary) rather than Go string literals.
-var (
-	//go:embed container/ollama-entry.sh
-	ollamaEntryScript string
-	//go:embed container/fetch-entry.sh
-	fetchEntryScript string
 )
 
 const (
@@ -53,36 +41,27 @@ type Tasks struct {
 	ExecutionRole awsiam.Role
 	Cpu           awsecs.FargateTaskDefinition
 	Gpu           awsecs.Ec2TaskDefinition
-	// ModelFamilies maps a model with its own image to its CPU and GPU
-	// families (the seed's model-specific images; empty by default).
-	ModelFamilies map[string]ModelFamilies
-	// Definitions lists every task definition, the two defaults first.
+	// Definitions lists every task definition: CPU, then GPU.
 	Definitions []awsecs.TaskDefinition
+	// ModelImages is the repository of the model images the "Ensure model image" step builds (the Ollama image
+	// mirrored once, plus one image per model), and registers copies of Cpu and Gpu for, in the families
+	// ollama-cpu-HEX12 and ollama-gpu-HEX12.
+	ModelImages awsecr.Repository
 }
 
-// ModelFamilies are the task-definition families of one model-specific image.
-type ModelFamilies struct {
-	Cpu string `json:"cpu"`
-	Gpu string `json:"gpu"`
-}
-
-// Families lists every task-definition family the stack defines, sorted.
+// Families are the task-definition families tasks run: the stack's two, and the model images' copies of them.
 func (t *Tasks) Families() []string {
-	out := []string{CpuFamily, GpuFamily}
-	for _, f := range t.ModelFamilies {
-		out = append(out, f.Cpu, f.Gpu)
-	}
-	sort.Strings(out[2:])
-	return out
+	return []string{CpuFamily, GpuFamily, CpuFamily + "-*", GpuFamily + "-*"}
 }
 
-// NewTasks creates the CPU (Fargate) and GPU (EC2) task definitions, plus a
-// pair per model-specific image. Every definition shares one task role (read
+// NewTasks creates the CPU (Fargate) and GPU (EC2) task definitions and the
+// model images' repository. Every definition (and every model image's copy)
+// shares one task role (read
 // the model prefix, nothing else) and one execution role, so the runtask
 // Lambda passes exactly two roles.
 func NewTasks(scope constructs.Construct, id string, s Settings, bucket awss3.IBucket) *Tasks {
 	c := constructs.NewConstruct(scope, jsii.String(id))
-	t := &Tasks{ModelFamilies: map[string]ModelFamilies{}}
+	t := &Tasks{}
 
 	t.TaskRole = awsiam.NewRole(c, jsii.String("TaskRole"), &awsiam.RoleProps{
 		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ecs-tasks.amazonaws.com"), nil),
@@ -115,7 +94,7 @@ func NewTasks(scope constructs.Construct, id string, s Settings, bucket awss3.IB
 			TaskRole:            t.TaskRole,
 			ExecutionRole:       t.ExecutionRole,
 		})
-		addContainers(cpu, image, fetchImage, logGroup, false)
+		addContainers(cpu, s, image, fetchImage, logGroup, false)
 
 		gpu := awsecs.NewEc2TaskDefinition(c, jsii.String("Gpu"+idSuffix), &awsecs.Ec2TaskDefinitionProps{
 			Family:        jsii.String(gpuFamily),
@@ -127,31 +106,31 @@ func NewTasks(scope constructs.Construct, id string, s Settings, bucket awss3.IB
 			Name: jsii.String("model-cache"),
 			Host: &awsecs.Host{SourcePath: jsii.String(modelCacheHostPath)},
 		})
-		addContainers(gpu, image, fetchImage, logGroup, true)
+		addContainers(gpu, s, image, fetchImage, logGroup, true)
 		t.Definitions = append(t.Definitions, cpu, gpu)
 		return cpu, gpu
 	}
 
 	t.Cpu, t.Gpu = build("", CpuFamily, GpuFamily, images.resolve(s.Image))
 
-	models := make([]string, 0, len(s.ModelImages))
-	for m := range s.ModelImages {
-		models = append(models, m)
-	}
-	sort.Strings(models)
-	for _, model := range models {
-		slug := familySlug(model)
-		fam := ModelFamilies{Cpu: CpuFamily + "-" + slug, Gpu: GpuFamily + "-" + slug}
-		build("-"+slug, fam.Cpu, fam.Gpu, images.resolve(s.ModelImages[model]))
-		t.ModelFamilies[model] = fam
-	}
+	t.ModelImages = awsecr.NewRepository(c, jsii.String("ModelImages"), &awsecr.RepositoryProps{
+		// Tags are content addresses (the model's manifest digest, the Ollama version): never rewritten.
+		ImageTagMutability: awsecr.TagMutability_IMMUTABLE,
+		RemovalPolicy:      awscdk.RemovalPolicy_DESTROY,
+		EmptyOnDelete:      jsii.Bool(true),
+		LifecycleRules: &[]*awsecr.LifecycleRule{{
+			Description: jsii.String("what a build killed half-way left untagged"),
+			TagStatus:   awsecr.TagStatus_UNTAGGED, MaxImageAge: awscdk.Duration_Days(jsii.Number(1)),
+		}},
+	})
+	t.ModelImages.GrantPull(t.ExecutionRole)
 	return t
 }
 
 // addContainers adds the fetch init container and the ollama container to
 // one task definition. On EC2 the ollama container also gets the GPU and the
 // host model cache; Fargate has neither.
-func addContainers(td awsecs.TaskDefinition, image, fetchImage awsecs.ContainerImage, logGroup awslogs.ILogGroup, gpu bool) {
+func addContainers(td awsecs.TaskDefinition, s Settings, image, fetchImage awsecs.ContainerImage, logGroup awslogs.ILogGroup, gpu bool) {
 	td.AddVolume(&awsecs.Volume{Name: jsii.String("model-source")})
 	sourceMount := &awsecs.MountPoint{
 		SourceVolume: jsii.String("model-source"), ContainerPath: jsii.String(sourceDir), ReadOnly: jsii.Bool(false),
@@ -162,7 +141,7 @@ func addContainers(td awsecs.TaskDefinition, image, fetchImage awsecs.ContainerI
 		Image:                fetchImage,
 		Essential:            jsii.Bool(false),
 		EntryPoint:           jsii.Strings("/bin/sh", "-c"),
-		Command:              jsii.Strings(fetchEntryScript),
+		Command:              jsii.Strings(s.FetchEntryScript),
 		MemoryReservationMiB: jsii.Number(256),
 		Environment:          &map[string]*string{"OLLAMA_ECS_SOURCE_DIR": jsii.String(sourceDir)},
 		Logging: awsecs.LogDrivers_AwsLogs(&awsecs.AwsLogDriverProps{
@@ -176,7 +155,7 @@ func addContainers(td awsecs.TaskDefinition, image, fetchImage awsecs.ContainerI
 		Image:         image,
 		Essential:     jsii.Bool(true),
 		EntryPoint:    jsii.Strings("/bin/sh", "-c"),
-		Command:       jsii.Strings(ollamaEntryScript),
+		Command:       jsii.Strings(s.OllamaEntryScript),
 		PortMappings: &[]*awsecs.PortMapping{{
 			ContainerPort: jsii.Number(OllamaPort), Protocol: awsecs.Protocol_TCP, Name: jsii.String("ollama"),
 		}},
@@ -248,12 +227,4 @@ func (r *imageResolver) resolve(uri string) awsecs.ContainerImage {
 		ref = "latest"
 	}
 	return awsecs.ContainerImage_FromEcrRepository(repo, jsii.String(ref))
-}
-
-var nonFamilyChars = regexp.MustCompile(`[^a-z0-9]+`)
-
-// familySlug makes a model name ("llama2:13b") usable in a family name
-// ("llama2-13b").
-func familySlug(model string) string {
-	return strings.Trim(nonFamilyChars.ReplaceAllString(strings.ToLower(model), "-"), "-")
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/functions/steps"
+	"github.com/ollama-ecs/ollama-ecs/functions/steps/modelimage"
 	"github.com/ollama-ecs/ollama-ecs/local/cloud"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
 	"github.com/ollama-ecs/ollama-ecs/local/lambdaapi"
@@ -53,6 +54,9 @@ const (
 	StateMachine  = "deploy"
 	// WaitForHealth is the Wait state whose time the local engine shortens (see Options.HealthWait).
 	WaitForHealth = "Wait for health"
+	// EnsureModelImage is the state that builds a model's image; locally a build takes about a second, so a
+	// deployment waiting for another's build of the same model retries every half second, not every 20.
+	EnsureModelImage = "Ensure model image"
 )
 
 // Options configure a local stack. The zero value is the embedded default: the cluster in local/cloud/cluster.json,
@@ -107,8 +111,10 @@ type Stack struct {
 	Bucket    *cloud.Bucket
 	// LB is the stack's load balancer, on loopback: every deployment's endpoint is a path on it.
 	LB *cloud.LoadBalancer
-	// Registry is the model registry on loopback.
+	// Registry is the model registry on loopback; it also stands in for the stack's ECR repository.
 	Registry *registry.Server
+	// OllamaImage is the stand-in for the pinned Ollama image, in Registry: the stack's task definitions run it.
+	OllamaImage string
 	// Parameters holds the deployments' API keys.
 	Parameters *cloud.Parameters
 	// Scaling is Application Auto Scaling for prod services, fed by the load balancer's counters.
@@ -190,6 +196,11 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if s.Registry, err = registry.Start(s.dir + "/registry"); err != nil {
 		return nil, err
 	}
+	// The Ollama image the stack's task definitions run, and model images are built on; the same registry stands
+	// in for the stack's ECR repository (ImageRepository).
+	if s.OllamaImage, err = s.Registry.PushOllamaImage(ctx, ollama.Version); err != nil {
+		return nil, err
+	}
 	runner := opts.Runner
 	if runner == nil {
 		runner = &cloud.OllamaRunner{TempDir: s.dir, Objects: s.Bucket, Log: opts.Log}
@@ -205,7 +216,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if s.wakerTargetGroup, err = s.wakerTarget(ctx); err != nil {
 		return nil, err
 	}
-	s.ECS, err = cloud.NewECS(cloud.ECSOptions{Config: cfg, Runner: runner, Log: opts.Log, Targets: s.LB,
+	s.ECS, err = cloud.NewECS(cloud.ECSOptions{Config: cfg, Runner: runner, Log: opts.Log, Targets: s.LB, OllamaImage: s.OllamaImage,
 		ProvisioningDelay: opts.ECSDelays, PendingDelay: opts.ECSDelays, OnTaskStopped: s.deliverAsync})
 	if err != nil {
 		return nil, err
@@ -256,6 +267,7 @@ func (s *Stack) handlers() handlerSet {
 	cfg.ListenerArn, cfg.LoadBalancerName, cfg.EndpointBase = s.LB.ListenerArn(), s.LB.FullName(), s.LB.URL()
 	cfg.VpcID, cfg.APIKeys, cfg.UploadDefaults = "vpc-local", o.APIKeys, o.UploadDefaults
 	cfg.ModelRegistry, cfg.ModelCacheDir = s.Registry.Host, s.dir+"/model-cache"
+	cfg.ImageRepository, cfg.OllamaImage = s.ImageRepository(), s.OllamaImage
 	cfg.IdleWindow, cfg.MaxLifetime = cmp.Or(o.IdleWindow, cfg.IdleWindow), cmp.Or(o.MaxLifetime, cfg.MaxLifetime)
 	cfg.ScaleTargetRequests = cmp.Or(o.ScaleTargetRequests, cfg.ScaleTargetRequests)
 	cfg.GPUInstanceTypes = s.GPUInstanceTypes()
@@ -282,9 +294,13 @@ func (s *Stack) handlers() handlerSet {
 		"capacity": lambdaapi.Func(set.Capacity.Handle), "runtask": lambdaapi.Func(set.RunTask.Handle),
 		"health": lambdaapi.Func(set.Health.Handle), "autostop": lambdaapi.Func(set.AutoStop.Handle),
 		"cleanup": lambdaapi.Func(set.Cleanup.Handle), "teardown": lambdaapi.Func(set.Teardown.Handle),
+		"image": lambdaapi.Func(modelimage.New(cfg, s.ECS, s.Parameters, nil, s.log).Handle),
 	}
 	return handlerSet{functions: fns, teardown: set.Teardown, waker: set.Waker}
 }
+
+// ImageRepository is where model images are built: the local registry, standing in for the stack's ECR repository.
+func (s *Stack) ImageRepository() string { return s.Registry.Host + "/ollama-ecs/models" }
 
 // SpotInstanceTypes are the GPU types this stack's cluster has Spot capacity providers for (never nil).
 func (s *Stack) SpotInstanceTypes() []string {
@@ -483,7 +499,8 @@ func (s *Stack) start(ctx context.Context, name string, input json.RawMessage, k
 		return "", errors.New("local stack is closed")
 	}
 	var opts []engine.ExecutionOption
-	opts = append(opts, engine.WithStateMachineName(StateMachine))
+	opts = append(opts, engine.WithStateMachineName(StateMachine),
+		engine.WithRetryIntervalOverride(EnsureModelImage, 500*time.Millisecond))
 	if s.opts.HealthWait > 0 {
 		opts = append(opts, engine.WithWaitOverride(WaitForHealth, s.opts.HealthWait))
 	}

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -22,7 +26,10 @@ import (
 
 	"github.com/ollama-ecs/ollama-ecs/catalog/registry"
 	"github.com/ollama-ecs/ollama-ecs/catalog/registry/bake"
+	"github.com/ollama-ecs/ollama-ecs/deployment"
+	"github.com/ollama-ecs/ollama-ecs/events"
 	"github.com/ollama-ecs/ollama-ecs/local"
+	"github.com/ollama-ecs/ollama-ecs/local/engine"
 	"github.com/ollama-ecs/ollama-ecs/local/ollama"
 	localreg "github.com/ollama-ecs/ollama-ecs/local/registry"
 )
@@ -160,4 +167,113 @@ func untar(t *testing.T, layer interface{ Uncompressed() (io.ReadCloser, error) 
 		}
 		f.Close()
 	}
+}
+
+// TestDeployFromModelImage: the first deployment of a registry model builds its image in the stack's repository
+// ("Ensure model image") and registers the task definitions that run it; its task runs that image. A second
+// deployment finds the image, registers nothing new, and its task starts from the image: the model's registry
+// serves it nothing. Two deployments of another model at once build its image once.
+func TestDeployFromModelImage(t *testing.T) {
+	s := startStack(t, local.Options{})
+	ctx := ctxFor(t, 3*time.Minute)
+	model, err := s.PushModel(ctx, "tinyllama:img", tinyGGUF(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := succeeded(t, deployByName(t, s, events.DeployRequest{Model: "tinyllama:img", DeploymentID: "img-first"}))
+	im := first.Image
+	if im == nil || !im.Built || im.TaskDefinitions == nil || !strings.HasPrefix(im.Image, s.ImageRepository()+":sha256-") {
+		t.Fatalf("first deployment's image %+v, want one built now in %s", im, s.ImageRepository())
+	}
+	hex12 := strings.TrimPrefix(im.Image, s.ImageRepository()+":sha256-")[:12]
+	if !strings.Contains(im.TaskDefinitions.CPU, "task-definition/ollama-cpu-"+hex12+":") ||
+		!strings.Contains(im.TaskDefinitions.GPU, "task-definition/ollama-gpu-"+hex12+":") {
+		t.Errorf("task definitions %+v, want the model's copies of ollama-cpu and ollama-gpu", im.TaskDefinitions)
+	}
+	td, err := s.ECS.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{TaskDefinition: aws.String(im.TaskDefinitions.CPU)})
+	if err != nil || aws.ToString(td.TaskDefinition.ContainerDefinitions[0].Image) != im.Image {
+		t.Errorf("registered task definition: %v %+v, want its ollama container on %s", err, td, im.Image)
+	}
+	served := s.Registry.BlobGets("library/tinyllama")
+
+	second := succeeded(t, deployByName(t, s, events.DeployRequest{Model: "tinyllama:img", DeploymentID: "img-second"}))
+	if second.Image == nil || second.Image.Built || second.Image.Image != im.Image || *second.Image.TaskDefinitions != *im.TaskDefinitions {
+		t.Errorf("second deployment's image %+v, want %s as it was, not built again", second.Image, im.Image)
+	}
+	if got := s.Registry.BlobGets("library/tinyllama"); got != served {
+		t.Errorf("the model's registry served %d blob reads to the second deployment, want none (its task runs the image)", got-served)
+	}
+	base, _ := url.Parse(second.Endpoint)
+	stream := false
+	var resp api.GenerateResponse
+	if err := api.NewClient(base, http.DefaultClient).Generate(ctx, &api.GenerateRequest{Model: model, Prompt: "hi", Stream: &stream,
+		Options: map[string]any{"num_predict": 3}}, func(r api.GenerateResponse) error { resp = r; return nil }); err != nil || resp.EvalCount == 0 {
+		t.Errorf("generate from the baked model: %v (eval_count %d)", err, resp.EvalCount)
+	}
+
+	// Two deployments of a model with no image yet, at once: one builds it, the other waits for that build.
+	if _, err := s.PushModel(ctx, "tinyllama:twice", tinyGGUF(t)); err != nil {
+		t.Fatal(err)
+	}
+	arns := make([]string, 2)
+	for i := range arns {
+		if arns[i], err = s.Deploy(ctx, events.DeployRequest{Model: "tinyllama:twice", DeploymentID: fmt.Sprintf("twice-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	built := 0
+	for _, arn := range arns {
+		rec := succeeded(t, waitDone(t, s, arn))
+		if rec.Image == nil || rec.Image.TaskDefinitions == nil {
+			t.Errorf("%s: image %+v, want the model's", rec.DeploymentID, rec.Image)
+		} else if rec.Image.Built {
+			built++
+		}
+	}
+	if built != 1 {
+		t.Errorf("%d of two concurrent deployments built the image, want exactly one", built)
+	}
+}
+
+// TestModelImageBadModel: a registry model whose manifest gives its license layer a size it does not have passes
+// Validate (which reads the model layer's header only), but the image build, which copies every layer, finds the lie: the deployment fails with BadModelError in the
+// history, no task is started, no image is tagged and the build's lock is released.
+func TestModelImageBadModel(t *testing.T) {
+	s := startStack(t, local.Options{})
+	ctx := ctxFor(t, 2*time.Minute)
+	gguf := tinyGGUF(t)
+	license := []byte("MIT License: do what you like")
+	if err := s.Registry.Push(ctx, "library/liar", "v1", []localreg.Layer{{MediaType: registry.MediaModel, Data: gguf},
+		{MediaType: "application/vnd.ollama.image.license", Data: license}}, map[int]int64{1: int64(len(license)) + 100}); err != nil {
+		t.Fatal(err)
+	}
+	ex := deployByName(t, s, events.DeployRequest{Model: s.Registry.Host + "/library/liar:v1", DeploymentID: "liar"})
+	failedWith(t, ex, "BadModelError", "Deployment failed")
+	if !ranState(ex, "Ensure model image") || ranState(ex, "Run ECS task") {
+		t.Errorf("want the failure at Ensure model image, before any task:\n%s", deployment.RenderHistory(ex.Events))
+	}
+	t.Logf("cause: %s", deployment.ReadableCause(ex.Cause))
+	assertNothingLeft(t, s, "liar")
+	tags, err := remote.List(ref(t, s.ImageRepository()).Context(), remote.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range tags {
+		if strings.HasPrefix(tag, "sha256-") {
+			t.Errorf("the repository holds %s:%s after a failed build", s.ImageRepository(), tag)
+		}
+	}
+	if out, err := s.Parameters.GetParametersByPath(ctx, &ssm.GetParametersByPathInput{Path: aws.String(deployment.DefaultConfig().ImageLockPrefix), Recursive: aws.Bool(true)}); err != nil || len(out.Parameters) != 0 {
+		t.Errorf("build locks left: %v %+v", err, out)
+	}
+}
+
+// deployByName deploys a model by its name (no upload) and waits for the execution's end.
+func deployByName(t *testing.T, s *local.Stack, req events.DeployRequest) engine.Execution {
+	t.Helper()
+	arn, err := s.Deploy(ctxFor(t, 10*time.Second), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return waitDone(t, s, arn)
 }

@@ -402,8 +402,9 @@ func TestCrashAtEachStage(t *testing.T) {
 	})
 }
 
-// TestProcessKilledAndHungHealth: the real `ollama serve` of a starting task is SIGKILLed, or frozen with SIGSTOP so
-// that its health endpoint accepts connections and never answers. The first ends in TaskStoppedError (exit 137),
+// TestProcessKilledAndHungHealth: the container of a starting task (its entry script and the real `ollama serve` it
+// started) is SIGKILLed, or its process group frozen with SIGSTOP so that its health endpoint accepts connections and
+// never answers. The first ends in TaskStoppedError (exit 137),
 // the second in HealthTimeoutError; both are cleaned up and the process is gone.
 func TestProcessKilledAndHungHealth(t *testing.T) {
 	faults := newFaultyLambda()
@@ -415,7 +416,7 @@ func TestProcessKilledAndHungHealth(t *testing.T) {
 		wantCause string
 	}{
 		{"killed while starting", func(_ int, arn string) error { return s.ECS.CrashTask(arn) }, "TaskStoppedError", "137"},
-		{"health endpoint hangs", func(pid int, _ string) error { return syscall.Kill(pid, syscall.SIGSTOP) }, "HealthTimeoutError", "STARTING_SERVER"},
+		{"health endpoint hangs", func(pid int, _ string) error { return syscall.Kill(-pid, syscall.SIGSTOP) }, "HealthTimeoutError", "STARTING_SERVER"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -25,6 +25,7 @@ func TestDefinitionPassesASLValidator(t *testing.T) {
 	defer eng.Close()
 	def, err := Substitute(map[string]string{
 		"ValidateFunctionArn":  "arn:aws:lambda:us-east-1:123456789012:function:validate",
+		"ImageFunctionArn":     "arn:aws:lambda:us-east-1:123456789012:function:image",
 		"ConfigureFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:configure",
 		"CapacityFunctionArn":  "arn:aws:lambda:us-east-1:123456789012:function:capacity",
 		"RunTaskFunctionArn":   "arn:aws:lambda:us-east-1:123456789012:function:runtask",

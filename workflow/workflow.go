@@ -19,6 +19,7 @@ var Definition []byte
 var Functions = map[string]string{
 	"Validate":  "validate",
 	"Configure": "configure",
+	"Image":     "image",
 	"Capacity":  "capacity",
 	"RunTask":   "runtask",
 	"Health":    "health",

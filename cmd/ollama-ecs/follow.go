@@ -193,6 +193,9 @@ func writeRecord(w io.Writer, x execution, rec deployment.Record, now time.Time)
 	fmt.Fprintf(w, "  endpoint   %s\n", rec.Endpoint)
 	fmt.Fprintf(w, "  placement  %s\n", placementText(rec.Placement, rec.InstanceType))
 	fmt.Fprintf(w, "  cost       $%.4f/hour\n", rec.HourlyCostUSD)
+	if im := rec.ImageText(); im != "" {
+		fmt.Fprintf(w, "  image      %s\n", im)
+	}
 	fmt.Fprintf(w, "  auto-stop  %s\n", autoStopText(rec.AutoStopAt, now))
 	if rec.ServiceArn != "" {
 		fmt.Fprintf(w, "  service    %s (scales with load: ollama-ecs scale %s --min N --max M)\n", rec.ServiceArn, rec.DeploymentID)

@@ -336,8 +336,7 @@ func TestAdaptersAgainstMoto(t *testing.T) {
 func TestConfigFromEnv(t *testing.T) {
 	env := map[string]string{
 		"CLUSTER": "c", "GPU_CAPACITY_PROVIDERS": "g4dn.xlarge=OllamaEcs-g4dn-xlarge, g5.xlarge=p2",
-		"MODEL_TASK_DEFINITIONS": `{"llama3.1:8b":{"cpu":"ollama-cpu-llama3-1-8b","gpu":"ollama-gpu-llama3-1-8b"}}`,
-		"DEV_TTL":                "90m", "SUBNETS": "subnet-a,subnet-b",
+		"DEV_TTL": "90m", "SUBNETS": "subnet-a,subnet-b",
 		"UPLOAD_DEFAULTS": "minTokensPerSecond=10, optimize=cost-per-token",
 	}
 	c, err := deployment.ConfigFromEnv(func(k string) string { return env[k] })
@@ -345,19 +344,22 @@ func TestConfigFromEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Providers["g5.xlarge"] != "p2" || c.DevTTL != 90*time.Minute || len(c.Subnets) != 2 ||
-		c.ModelTaskDefinitions["llama3.1:8b"].GPU != "ollama-gpu-llama3-1-8b" || c.HealthTimeout != 30*time.Minute ||
+		c.HealthTimeout != 30*time.Minute ||
 		c.UploadDefaults != (events.Requirements{MinTokensPerSecond: 10, Optimize: "cost-per-token"}) {
 		t.Errorf("config %+v", c)
 	}
-	r := &RunTask{CPUTaskDefinition: "ollama-cpu", GPUTaskDefinition: "ollama-gpu", ModelTaskDefinitions: c.ModelTaskDefinitions}
+	r := &RunTask{CPUTaskDefinition: "ollama-cpu", GPUTaskDefinition: "ollama-gpu"}
 	gpu := planner.Candidate{TaskDefinition: planner.TaskDefinitionGPU, LaunchType: "EC2", GPUCount: 1}
-	if td := aws.ToString(r.input(&deployment.Request{ModelName: "llama3.1:8b", DeploymentID: "x"}, gpu, 0).TaskDefinition); td != "ollama-gpu-llama3-1-8b" {
+	image := &deployment.ImageState{TaskDefinitions: &deployment.TaskDefinitions{CPU: "ollama-cpu-0123456789ab", GPU: "ollama-gpu-0123456789ab"}}
+	if td := aws.ToString(r.input(&deployment.Request{ModelName: "llama3.1:8b", DeploymentID: "x"}, image, gpu, 0).TaskDefinition); td != "ollama-gpu-0123456789ab" {
 		t.Errorf("model image family %s", td)
 	}
-	if td := aws.ToString(r.input(&deployment.Request{ModelName: "mistral:7b", DeploymentID: "x"}, gpu, 0).TaskDefinition); td != "ollama-gpu" {
-		t.Errorf("default family %s", td)
+	for _, pulled := range []*deployment.ImageState{nil, {PullAtStart: "an upload"}} {
+		if td := aws.ToString(r.input(&deployment.Request{ModelName: "mistral:7b", DeploymentID: "x"}, pulled, gpu, 0).TaskDefinition); td != "ollama-gpu" {
+			t.Errorf("default family %s", td)
+		}
 	}
-	for _, bad := range []map[string]string{{"GPU_CAPACITY_PROVIDERS": "nope"}, {"DEV_TTL": "soon"}, {"MODEL_TASK_DEFINITIONS": "[1]"},
+	for _, bad := range []map[string]string{{"GPU_CAPACITY_PROVIDERS": "nope"}, {"DEV_TTL": "soon"}, {"MODEL_IMAGE_MAX_GIB": "0"},
 		{"UPLOAD_DEFAULTS": "minTokensPerSecond=-1"}, {"UPLOAD_DEFAULTS": "minTokensPerSecond=fast"},
 		{"UPLOAD_DEFAULTS": "maxTimeToFirstToken=1e9"}, {"UPLOAD_DEFAULTS": "optimize=fastest"}, {"UPLOAD_DEFAULTS": "speed=10"}} {
 		if _, err := deployment.ConfigFromEnv(func(k string) string { return bad[k] }); err == nil {

@@ -138,7 +138,7 @@ func TestRoutesServicesAndUsageAgainstMoto(t *testing.T) {
 	services := &ServiceRunner{Services: ecsc, Scaling: scaling, Cluster: "ollama", LoadBalancer: lbInfo.FullName, TargetRequests: 12}
 	run := &RunTask{ECS: ecsc, Cluster: "ollama", CPUTaskDefinition: "ollama-cpu", GPUTaskDefinition: "ollama-gpu", Subnets: net.Subnets,
 		SecurityGroups: net.SecurityGroups, Services: services}
-	in := run.input(req, cand, 0)
+	in := run.input(req, nil, cand, 0)
 	arn, err := services.Run(ctx, req, in, &route)
 	if err != nil {
 		t.Fatal(err)

@@ -29,8 +29,6 @@ type RunTask struct {
 	// CPUTaskDefinition and GPUTaskDefinition are the two task definition families (or ARNs).
 	CPUTaskDefinition, GPUTaskDefinition string
 	Subnets, SecurityGroups              []string
-	// ModelTaskDefinitions overrides the two families for models that have their own image.
-	ModelTaskDefinitions map[string]deployment.TaskDefinitions
 	// Providers maps a GPU instance type to its capacity provider, which RunTask then uses so ECS can scale out.
 	Providers map[string]string
 	// Router puts the deployment on the load balancer before its task starts (nil: a stack without one, where
@@ -65,7 +63,7 @@ func (r *RunTask) Handle(ctx context.Context, s deployment.State) (deployment.Ta
 		return deployment.TaskInfo{}, &deployment.DeploymentExistsError{DeploymentID: req.DeploymentID, Tasks: others,
 			Reason: "a task of this id, started by another request, is still running; stop it first or deploy under another id"}
 	}
-	in := r.input(req, cand, s.Capacity.Cursor)
+	in := r.input(req, s.Image, cand, s.Capacity.Cursor)
 	now := time.Now
 	if r.Now != nil {
 		now = r.Now
@@ -189,10 +187,12 @@ func clientToken(req *deployment.Request, cursor int) string {
 	return req.DeploymentID + "." + strconv.Itoa(cursor)
 }
 
-func (r *RunTask) input(req *deployment.Request, cand planner.Candidate, cursor int) *ecs.RunTaskInput {
+// input is the RunTask request for one candidate: the model image's task definition when "Ensure model image"
+// made one (the task then starts without pulling), else the stack's.
+func (r *RunTask) input(req *deployment.Request, image *deployment.ImageState, cand planner.Candidate, cursor int) *ecs.RunTaskInput {
 	families := deployment.TaskDefinitions{CPU: r.CPUTaskDefinition, GPU: r.GPUTaskDefinition}
-	if own, ok := r.ModelTaskDefinitions[req.ModelName]; ok {
-		families = own
+	if image != nil && image.TaskDefinitions != nil {
+		families = *image.TaskDefinitions
 	}
 	td := families.CPU
 	if cand.IsGPU() {

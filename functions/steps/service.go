@@ -124,15 +124,12 @@ func (sr *ServiceRunner) taskDefinition(ctx context.Context, deploymentID string
 	if err != nil {
 		return "", deployment.AWSError("ecs:DescribeTaskDefinition", err)
 	}
-	td := base.TaskDefinition
 	o := run.Overrides
-	in := &ecs.RegisterTaskDefinitionInput{
-		Family: aws.String(deployment.ServiceFamily(deploymentID)), Cpu: o.Cpu, Memory: o.Memory, NetworkMode: td.NetworkMode,
-		RequiresCompatibilities: td.RequiresCompatibilities, TaskRoleArn: td.TaskRoleArn, ExecutionRoleArn: td.ExecutionRoleArn,
-		Volumes: td.Volumes, EphemeralStorage: o.EphemeralStorage, RuntimePlatform: td.RuntimePlatform,
-		Tags: []ecstypes.Tag{tag(deployment.TagManagedBy, deployment.ManagedByValue), tag(deployment.TagDeploymentID, deploymentID)},
-	}
-	for _, c := range td.ContainerDefinitions {
+	in := deployment.CopyTaskDefinition(base.TaskDefinition, deployment.ServiceFamily(deploymentID))
+	in.Cpu, in.Memory, in.EphemeralStorage = o.Cpu, o.Memory, o.EphemeralStorage
+	in.Tags = []ecstypes.Tag{tag(deployment.TagManagedBy, deployment.ManagedByValue), tag(deployment.TagDeploymentID, deploymentID)}
+	for i := range in.ContainerDefinitions {
+		c := &in.ContainerDefinitions[i]
 		for _, ov := range o.ContainerOverrides {
 			if aws.ToString(ov.Name) != aws.ToString(c.Name) {
 				continue
@@ -142,7 +139,6 @@ func (sr *ServiceRunner) taskDefinition(ctx context.Context, deploymentID string
 				c.ResourceRequirements = ov.ResourceRequirements
 			}
 		}
-		in.ContainerDefinitions = append(in.ContainerDefinitions, c)
 	}
 	out, err := sr.Services.RegisterTaskDefinition(ctx, in)
 	if err != nil {

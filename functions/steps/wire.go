@@ -99,7 +99,7 @@ func Build(cfg deployment.Config, c Clients, log *slog.Logger) *Set {
 			DefaultPolicy: cfg.Policy, GPUVolumeGiB: cfg.GPUVolumeGiB, Log: log},
 		Capacity: &Capacity{ECS: c.ECS, Launches: launches, Cluster: cfg.Cluster, Providers: cfg.Providers, Log: log},
 		RunTask: &RunTask{ECS: c.ECS, Cluster: cfg.Cluster, CPUTaskDefinition: cfg.CPUTaskDefinition,
-			GPUTaskDefinition: cfg.GPUTaskDefinition, ModelTaskDefinitions: cfg.ModelTaskDefinitions, Subnets: cfg.Subnets,
+			GPUTaskDefinition: cfg.GPUTaskDefinition, Subnets: cfg.Subnets,
 			SecurityGroups: cfg.SecurityGroups, Providers: cfg.Providers, Router: router, APIKeys: cfg.APIKeys, Services: services, Log: log},
 		Health: &Health{ECS: c.ECS, Cluster: cfg.Cluster, Endpoint: PrivateEndpoint(cfg.OllamaPort),
 			HTTP: &http.Client{Timeout: 5 * time.Second}, Timeout: cfg.HealthTimeout, Watch: cfg.HealthWatch,

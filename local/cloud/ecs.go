@@ -49,7 +49,10 @@ type ECSOptions struct {
 	OnTaskStopped func(event []byte)
 	// Targets is the load balancer services register their tasks with (nil: services without load balancers).
 	Targets Targets
-	Log     *slog.Logger
+	// OllamaImage is the image the stack's base task definitions (ollama-cpu, ollama-gpu) run: the local
+	// registry's stand-in for the pinned Ollama image. Empty runs no image.
+	OllamaImage string
+	Log         *slog.Logger
 }
 
 // ECS is the local ECS cluster. It is safe for concurrent use: placement happens under one lock, so concurrent
@@ -106,6 +109,7 @@ type activity struct {
 
 type task struct {
 	id, arn, family, group, startedBy string
+	taskDefinition                    string // as RunTask named it: family, family:revision or an ARN
 	launchType                        ecstypes.LaunchType
 	capacityProvider                  string
 	inst                              *instance
@@ -338,6 +342,7 @@ func requestFingerprint(in *ecs.RunTaskInput) string {
 // runSpec is a checked RunTask request.
 type runSpec struct {
 	family, group, startedBy string
+	taskDefinition           string
 	count                    int
 	launchType               ecstypes.LaunchType
 	capacityProvider         string // FARGATE, FARGATE_SPOT, a named provider, or ""
@@ -362,6 +367,7 @@ func (e *ECS) parseRun(in *ecs.RunTaskInput) (runSpec, error) {
 	if td == "" {
 		return s, invalidParameter("TaskDefinition can not be blank.")
 	}
+	s.taskDefinition = td
 	s.family = td[strings.LastIndex(td, "/")+1:]
 	s.family, _, _ = strings.Cut(s.family, ":")
 	if s.group == "" {
@@ -487,7 +493,7 @@ func (e *ECS) parseRun(in *ecs.RunTaskInput) (runSpec, error) {
 // failure; an error is a request ECS refuses outright.
 func (e *ECS) place(s runSpec, used []*instance) (*task, []ecstypes.Failure, error) {
 	t := &task{
-		family: s.family, group: s.group, startedBy: s.startedBy, launchType: s.launchType,
+		family: s.family, taskDefinition: s.taskDefinition, group: s.group, startedBy: s.startedBy, launchType: s.launchType,
 		capacityProvider: s.capacityProvider, cpu: s.cpu, mem: s.mem, tags: slices.Clone(s.tags), overrides: s.overrides,
 		env: s.env, fetchEnv: s.fetchEnv, lastStatus: StatusProvisioning, desiredStatus: StatusRunning,
 		stopCh: make(chan struct{}), done: make(chan struct{}),

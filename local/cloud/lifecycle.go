@@ -3,6 +3,7 @@ package cloud
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -46,14 +47,18 @@ func (e *ECS) run(t *task) {
 		}
 	}()
 	e.mu.Lock()
-	c := Container{TaskArn: t.arn, Env: t.env, FetchEnv: t.fetchEnv, GPUIDs: t.gpus, Stage: func(s Stage) bool { return e.stage(t, s) }}
+	c := Container{TaskArn: t.arn, Image: e.image(t.taskDefinition), Env: t.env, FetchEnv: t.fetchEnv, GPUIDs: t.gpus, Stage: func(s Stage) bool { return e.stage(t, s) }}
 	now := e.opts.Now()
 	t.pullStartedAt = &now
 	e.mu.Unlock()
 
 	proc, err := e.opts.Runner.Start(ctx, c)
 	if err != nil {
-		e.finish(t, ecstypes.TaskStopCodeTaskFailedToStart, "CannotStartContainerError: "+err.Error(), nil)
+		reason := err.Error()
+		if !strings.HasPrefix(reason, "Cannot") { // the runner may name the error itself (CannotPullContainerError)
+			reason = "CannotStartContainerError: " + reason
+		}
+		e.finish(t, ecstypes.TaskStopCodeTaskFailedToStart, reason, nil)
 		return
 	}
 	e.mu.Lock()

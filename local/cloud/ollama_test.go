@@ -60,7 +60,7 @@ func TestOllamaTasks(t *testing.T) {
 	}{
 		{"gguf upload", "tiny", "s3://models/models/tiny.gguf", ""},
 		{"gguf under another name", "tiny-chat", "s3://models/models/tiny.gguf", ""},
-		{"pull offline", "llama3.2:1b", "ollama://llama3.2:1b", "registry unreachable"},
+		{"pull offline", "llama3.2:1b", "ollama://llama3.2:1b", "ollama pull llama3.2:1b failed"},
 		{"missing object", "gone", "s3://models/models/gone.gguf", "NoSuchKey"},
 	}
 	for _, c := range cases {
@@ -78,11 +78,8 @@ func TestOllamaTasks(t *testing.T) {
 			arn := aws.ToString(out.Tasks[0].TaskArn)
 			waitCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			defer cancel()
-			task, err := e.WaitStatus(waitCtx, arn, StatusRunning)
-			if err != nil {
-				t.Fatal(err)
-			}
 			if c.wantReason != "" {
+				// A failed fetch (the init container) may end the task before it is seen RUNNING.
 				stopped, err := e.WaitStatus(waitCtx, arn, StatusStopped)
 				if err != nil {
 					t.Fatal(err)
@@ -92,6 +89,10 @@ func TestOllamaTasks(t *testing.T) {
 					t.Fatalf("stopped %s, exit %s, reason %q; want EssentialContainerExited, 1, %q", stopped.StopCode, fmtExit(ctr.ExitCode), aws.ToString(ctr.Reason), c.wantReason)
 				}
 				return
+			}
+			task, err := e.WaitStatus(waitCtx, arn, StatusRunning)
+			if err != nil {
+				t.Fatal(err)
 			}
 			ep, err := e.Endpoint(ctx, task)
 			if err != nil {

@@ -1,22 +1,29 @@
 package cloud
 
 import (
+	"archive/tar"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/ollama/ollama/api"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog/registry"
+	"github.com/ollama-ecs/ollama-ecs/container"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/local/ollama"
 )
@@ -44,6 +51,8 @@ type Container struct {
 	Env, FetchEnv map[string]string
 	// GPUIDs are the GPUs reserved for the task (none on Fargate).
 	GPUIDs []string
+	// Image is the image to run, from the task definition's ollama container; "" runs no image layers.
+	Image string
 	// Stage is called as the container reaches each stage; when it answers true the runner must crash the
 	// container there (kill its process), as fault injection asks. Never nil.
 	Stage func(Stage) (crash bool)
@@ -75,193 +84,366 @@ type Process interface {
 	Kill()
 }
 
-// OllamaRunner runs each task as a real `ollama serve` and then gets its model the way the container's start
-// script does, from OLLAMA_ECS_SOURCE:
+// OllamaRunner runs each task's container the way ECS does, with the real parts: it unpacks the task's image
+// (Container.Image, from a local registry) into the task's own folder, emulates the fetch init container for an
+// s3:// source (copies the object from Objects, as the fetch script would), and runs the container's real entry
+// script (container.OllamaEntry) under /bin/sh with the real ollama binary. The script starts `ollama serve`,
+// gets the model from OLLAMA_ECS_SOURCE unless the image already holds it, and loads it with keep-alive forever.
 //
-//   - ollama://NAME pulls NAME (offline this fails at once with a clear error: the server may not reach a
-//     registry, see ollama.Options.AllowRegistry);
-//   - s3://BUCKET/KEY.gguf copies the object from Objects and creates the model OLLAMA_ECS_MODEL from it (the
-//     validate step has already resolved a Modelfile upload to the GGUF or catalog model its FROM names).
-//
-// It then loads the model with keep-alive forever, so /api/ps lists it. A failure to get or load the model makes
-// the container exit with code 1 and the error as its reason, which is what the task's stop reason shows.
+// Locally an image supplies its layers and its OLLAMA_MODELS (rebased into the task's folder); the ollama binary
+// is the host's (Binary) and the rest of the image's environment is not used. An image with no OLLAMA_MODELS keeps
+// its models in the task's folder, as a container keeps them in /root/.ollama. A script failure makes the task
+// exit with the script's status and its last message as the reason, which is what the task's stop reason shows.
 type OllamaRunner struct {
 	// Binary is the ollama executable; empty means ollama.FindBinary.
 	Binary string
-	// TempDir holds the servers' folders; empty means os.TempDir().
-	TempDir string
+	// TempDir holds the tasks' folders; empty means os.TempDir(). LayerDir holds unpacked image layers, each
+	// once by digest (tasks link to them); empty means TempDir/layers.
+	TempDir, LayerDir string
 	// Objects is where s3:// sources are read from, normally the local Bucket.
 	Objects deployment.ObjectReader
-	// ReadyTimeout bounds the server's start; ModelTimeout bounds getting and loading the model (default 10 min).
-	ReadyTimeout, ModelTimeout time.Duration
-	Log                        *slog.Logger
+	// ReadyTimeout bounds the server's start.
+	ReadyTimeout time.Duration
+	Log          *slog.Logger
 }
 
-// Start starts `ollama serve` with the container's environment and gets the model in the background.
+// Start unpacks the image, fetches an s3:// source, and runs the entry script; it returns once the server
+// answers, and the script gets and loads the model in the background.
 func (r *OllamaRunner) Start(ctx context.Context, c Container) (Process, error) {
 	log := r.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	var env []string
+	bin := r.Binary
+	if bin == "" {
+		var err error
+		if bin, err = ollama.FindBinary(); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp(r.TempDir, "task-")
+	if err != nil {
+		return nil, err
+	}
+	started := false
+	defer func() {
+		if !started {
+			os.RemoveAll(dir)
+		}
+	}()
+	modelsDir, err := r.unpack(ctx, c.Image, filepath.Join(dir, "rootfs"))
+	if err != nil {
+		return nil, fmt.Errorf("CannotPullContainerError: %s: %w", c.Image, err)
+	}
+	sourceDir := filepath.Join(dir, "models-source")
+	stages, err := newStageHooks(dir, bin)
+	if err != nil {
+		return nil, err
+	}
+	if src := c.Env[deployment.EnvSource]; strings.HasPrefix(src, "s3://") {
+		// The fetch init container runs first: a crash or failure there ends the task before its server starts.
+		stages.fetched()
+		if c.Stage(StageFetching) {
+			stages.close()
+			started = true
+			return exited(dir, 137, "ollama serve killed by signal 9"), nil
+		}
+		if err := r.fetch(ctx, src, sourceDir); err != nil {
+			stages.close()
+			started = true
+			return exited(dir, 1, err.Error()), nil
+		}
+	}
+	env := []string{"PATH=" + stages.bin + ":" + os.Getenv("PATH"), "OLLAMA_ECS_SOURCE_DIR=" + sourceDir}
+	if modelsDir != "" {
+		env = append(env, "OLLAMA_MODELS="+modelsDir)
+	}
 	for k, v := range c.Env {
 		switch k {
-		case "OLLAMA_HOST", "OLLAMA_MODELS", "HOME":
+		case "OLLAMA_HOST", "OLLAMA_MODELS", "HOME", "PATH", "OLLAMA_ECS_SOURCE_DIR":
 			continue // the server's own address and folders are the runner's to choose
 		}
 		env = append(env, k+"="+v)
 	}
 	srv, err := ollama.Start(ctx, ollama.Options{
-		Binary: r.Binary, TempDir: r.TempDir, ReadyTimeout: r.ReadyTimeout, Env: env,
-		Logger: log.With("task", c.TaskArn),
+		Binary: bin, TempDir: dir, ReadyTimeout: r.ReadyTimeout, Env: env,
+		Command: []string{"/bin/sh", "-c", container.OllamaEntry},
+		Logger:  log.With("task", c.TaskArn),
 	})
 	if err != nil {
+		stages.close()
 		return nil, err
 	}
-	timeout := r.ModelTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Minute
-	}
-	modelCtx, cancel := context.WithTimeout(context.Background(), timeout)
-	p := &ollamaProcess{srv: srv, exited: make(chan struct{}), cancel: cancel, modelDone: make(chan struct{})}
+	started = true
+	p := &ollamaProcess{srv: srv, dir: dir, stages: stages, exited: make(chan struct{})}
+	go stages.serve(c.Stage, srv.Kill)
 	go p.watch()
-	go func() {
-		defer close(p.modelDone)
-		defer cancel()
-		err := r.getModel(modelCtx, srv, c)
-		exitGrace := time.Duration(0)
-		if err != nil {
-			// A killed server fails the model step (connection refused) a moment before its exit is reaped:
-			// give the exit that moment, so a crash reports the signal, not a model failure.
-			exitGrace = 500 * time.Millisecond
-		}
-		select {
-		case <-srv.Exited():
-			return // crashed or stopped: the server's own exit code tells
-		case <-time.After(exitGrace):
-		}
-		// A cancelled context means Stop was called: that exit is the stop's, not a model failure.
-		if err != nil && !errors.Is(modelCtx.Err(), context.Canceled) {
-			log.Warn("model failed; the container exits", "task", c.TaskArn, "error", err)
-			p.fail(1, err.Error())
-			stopCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-			defer stop()
-			_ = srv.Stop(stopCtx)
-		}
-	}()
 	return p, nil
 }
 
-// getModel is the container's start script: get the model from its source, then load it.
-func (r *OllamaRunner) getModel(ctx context.Context, srv *ollama.Server, c Container) error {
-	src := c.Env[deployment.EnvSource]
-	if src == "" {
-		src = c.FetchEnv[deployment.EnvSource]
+// fetch does the fetch init container's work: it copies s3://BUCKET/KEY to dir/model.gguf.
+func (r *OllamaRunner) fetch(ctx context.Context, src, dir string) error {
+	bucket, key, _ := strings.Cut(strings.TrimPrefix(src, "s3://"), "/")
+	if bucket == "" || key == "" {
+		return fmt.Errorf("%s=%q: want s3://BUCKET/KEY", deployment.EnvSource, src)
 	}
-	name := c.Env[deployment.EnvModel]
-	client := srv.Client()
-	crashAt := func(s Stage) bool {
-		if c.Stage(s) {
-			srv.Kill()
-			return true
-		}
-		return false
-	}
-	if crashAt(StageFetching) {
-		return nil
-	}
-	switch {
-	case strings.HasPrefix(src, "ollama://"):
-		from := strings.TrimPrefix(src, "ollama://")
-		if name == "" {
-			name = from
-		}
-		if err := pullAs(ctx, client, from, name); err != nil {
-			return err
-		}
-	case strings.HasPrefix(src, "s3://"):
-		bucket, key, _ := strings.Cut(strings.TrimPrefix(src, "s3://"), "/")
-		if bucket == "" || key == "" {
-			return fmt.Errorf("%s=%q: want s3://BUCKET/KEY", deployment.EnvSource, src)
-		}
-		if name == "" {
-			return fmt.Errorf("%s is required with an s3:// source", deployment.EnvModel)
-		}
-		if err := r.fromBucket(ctx, srv, bucket, key, name); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("%s=%q: want ollama://NAME or s3://BUCKET/KEY", deployment.EnvSource, src)
-	}
-	if crashAt(StageLoading) {
-		return nil
-	}
-	if err := ollama.Load(ctx, client, name); err != nil {
-		return err
-	}
-	crashAt(StageLoaded)
-	return nil
-}
-
-func (r *OllamaRunner) fromBucket(ctx context.Context, srv *ollama.Server, bucket, key, name string) error {
 	if r.Objects == nil {
-		return fmt.Errorf("s3://%s/%s: the runner has no bucket to read from", bucket, key)
+		return fmt.Errorf("%s: the runner has no bucket to read from", src)
 	}
-	dir := filepath.Join(srv.Dir(), "fetch")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	file := filepath.Join(dir, "model.gguf")
-	if err := r.download(ctx, bucket, key, file); err != nil {
-		return err
-	}
-	defer os.Remove(file)
-	return ollama.CreateFromGGUF(ctx, srv.Client(), name, file)
-}
-
-func (r *OllamaRunner) download(ctx context.Context, bucket, key, file string) error {
 	out, err := r.Objects.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	if err != nil {
-		return fmt.Errorf("fetch s3://%s/%s: %w", bucket, key, err)
+		return fmt.Errorf("fetch %s: %w", src, err)
 	}
 	defer out.Body.Close()
-	f, err := os.Create(file)
+	f, err := os.Create(filepath.Join(dir, "model.gguf"))
 	if err != nil {
 		return err
 	}
 	if _, err := io.Copy(f, out.Body); err != nil {
 		f.Close()
-		return fmt.Errorf("fetch s3://%s/%s: %w", bucket, key, err)
+		return fmt.Errorf("fetch %s: %w", src, err)
 	}
 	return f.Close()
 }
 
-// pullAs pulls from and, when the deployment names the model differently, copies it to name.
-func pullAs(ctx context.Context, client *api.Client, from, name string) error {
-	pull := ollama.Pull
-	if host, _, ok := strings.Cut(from, "/"); ok && registry.Loopback(host) {
-		pull = ollama.PullInsecure // the local registry speaks plain HTTP
-	}
-	if err := pull(ctx, client, from); err != nil {
-		return err
-	}
-	if name == "" || name == from {
-		return nil
-	}
-	return client.Copy(ctx, &api.CopyRequest{Source: from, Destination: name})
+// stageHooks let the entry script report the stages of its start, through an `ollama` wrapper first on its PATH:
+// the wrapper writes the stage to a FIFO and waits for the runner's answer on another, so a fault asking to crash
+// at a stage crashes the task exactly there. It reports FETCHING at the script's first look for the model (show,
+// pull or create), LOADING as `ollama run` starts and LOADED once it succeeded; then it runs the real binary.
+type stageHooks struct {
+	bin            string // the folder holding the wrapper
+	dir            string
+	report, answer *os.File
 }
 
-// ollamaProcess is an `ollama serve` whose exit code and reason may be the model step's rather than the server's.
+const stageWrapper = `#!/bin/sh
+# The local runner's stand-in for the image's ollama: it reports the start's stage and waits for the runner's
+# answer (the runner may crash the task there), then runs the real binary.
+stages=%q
+real=%q
+report() {
+	echo "$1" >"$stages/report"
+	read -r _ <"$stages/answer"
+}
+case "$1" in
+show | pull | create) [ -e "$stages/fetching" ] || { : >"$stages/fetching"; report FETCHING; } ;;
+run) report LOADING ;;
+esac
+if [ "$1" = run ]; then
+	"$real" "$@" || exit
+	report LOADED
+	exit 0
+fi
+exec "$real" "$@"
+`
+
+func newStageHooks(taskDir, binary string) (*stageHooks, error) {
+	h := &stageHooks{bin: filepath.Join(taskDir, "bin"), dir: filepath.Join(taskDir, "stages")}
+	for _, d := range []string{h.bin, h.dir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(h.bin, "ollama"), []byte(fmt.Sprintf(stageWrapper, h.dir, binary)), 0o755); err != nil {
+		return nil, err
+	}
+	for _, f := range []struct {
+		name string
+		into **os.File
+	}{{"report", &h.report}, {"answer", &h.answer}} {
+		path := filepath.Join(h.dir, f.name)
+		if err := syscall.Mkfifo(path, 0o600); err != nil {
+			return nil, fmt.Errorf("stage hook %s: %w", path, err)
+		}
+		// Read-write, so neither side's open blocks and an answer waits in the FIFO for its reader.
+		file, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			h.close()
+			return nil, err
+		}
+		*f.into = file
+	}
+	return h, nil
+}
+
+// fetched marks the fetching stage as reported (by the runner, for the fetch container).
+func (h *stageHooks) fetched() { _ = os.WriteFile(filepath.Join(h.dir, "fetching"), nil, 0o644) }
+
+// serve answers the wrapper's reports until the hooks are closed, crashing the task where stage asks to.
+func (h *stageHooks) serve(stage func(Stage) bool, crash func()) {
+	lines := bufio.NewScanner(h.report)
+	for lines.Scan() {
+		if stage(Stage(lines.Text())) {
+			crash()
+			return
+		}
+		if _, err := io.WriteString(h.answer, "ok\n"); err != nil {
+			return
+		}
+	}
+}
+
+func (h *stageHooks) close() {
+	for _, f := range []*os.File{h.report, h.answer} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// unpack lays the image's layers out under rootfs and returns where its models are (its OLLAMA_MODELS, rebased
+// under rootfs), or "" for an image that keeps none. Each layer is extracted once into LayerDir and linked into
+// each task, so a task of a baked multi-gigabyte model starts without copying it. An empty image is no layers.
+func (r *OllamaRunner) unpack(ctx context.Context, image, rootfs string) (string, error) {
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return "", err
+	}
+	if image == "" {
+		return "", nil
+	}
+	var opts []name.Option
+	if host, _, _ := strings.Cut(image, "/"); registry.Loopback(host) {
+		opts = append(opts, name.Insecure)
+	}
+	ref, err := name.ParseReference(image, opts...)
+	if err != nil {
+		return "", err
+	}
+	img, err := remote.Image(ref, remote.WithContext(ctx))
+	if err != nil {
+		return "", err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return "", err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return "", err
+	}
+	cache := r.LayerDir
+	if cache == "" {
+		cache = filepath.Join(r.TempDir, "layers")
+	}
+	for _, l := range layers {
+		dir, err := extractLayer(cache, l)
+		if err != nil {
+			return "", err
+		}
+		if err := linkTree(dir, rootfs); err != nil {
+			return "", err
+		}
+	}
+	for _, kv := range cfg.Config.Env {
+		if k, v, _ := strings.Cut(kv, "="); k == "OLLAMA_MODELS" && filepath.IsAbs(v) {
+			return filepath.Join(rootfs, v), nil
+		}
+	}
+	return "", nil
+}
+
+// extractLayer unpacks one layer into cache/DIGEST once (into a temporary folder first, renamed when complete).
+func extractLayer(cache string, l v1.Layer) (string, error) {
+	d, err := l.Digest()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(cache, strings.ReplaceAll(d.String(), ":", "-"))
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(cache, "partial-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("layer %s: %w", d, err)
+		}
+		target := filepath.Join(tmp, filepath.Clean("/"+h.Name))
+		switch h.Typeflag {
+		case tar.TypeDir:
+			err = os.MkdirAll(target, 0o755)
+		case tar.TypeReg:
+			err = writeFile(target, tr, os.FileMode(h.Mode)&0o777)
+		default:
+			continue // links, devices and whiteouts: a model layer has none
+		}
+		if err != nil {
+			return "", fmt.Errorf("layer %s: %w", d, err)
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if _, statErr := os.Stat(dir); statErr == nil {
+			return dir, nil // another task unpacked it first
+		}
+		return "", err
+	}
+	return dir, nil
+}
+
+func writeFile(path string, body io.Reader, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode|0o400)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// linkTree hard-links every file under from to the same place under to, creating folders as it goes.
+func linkTree(from, to string) error {
+	return filepath.WalkDir(from, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(from, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(to, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		os.Remove(target) // a later layer replaces an earlier one's file
+		return os.Link(path, target)
+	})
+}
+
+// ollamaProcess is a task's entry script (and the server it started), with the script's exit status and last
+// message.
 type ollamaProcess struct {
-	srv       *ollama.Server
-	exited    chan struct{}
-	cancel    context.CancelFunc
-	modelDone chan struct{}
+	srv    *ollama.Server
+	dir    string
+	stages *stageHooks
+	exited chan struct{}
 
 	mu       sync.Mutex
 	code     int
 	reason   string
-	failed   bool // code and reason were set by fail
 	stopping bool
 }
 
@@ -282,30 +464,44 @@ func (p *ollamaProcess) Reason() string {
 	return p.reason
 }
 
-func (p *ollamaProcess) fail(code int, reason string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.failed && !p.stopping {
-		p.code, p.reason, p.failed = code, reason, true
-	}
-}
-
-// watch publishes the exit. A server that exits cleanly on our SIGTERM reports 143, as the container's start
-// script (a shell that exits 128+signal) makes ECS show for a stopped task.
+// watch publishes the exit. A script that exits cleanly on our SIGTERM reports 143, as ECS shows for a stopped
+// task; a failure's reason is the script's last message (read before Stop removes the log).
 func (p *ollamaProcess) watch() {
 	<-p.srv.Exited()
+	p.stages.close()
 	p.mu.Lock()
-	if !p.failed {
-		p.code = p.srv.ExitCode()
-		if p.stopping && p.code == 0 {
-			p.code = 143
-		}
-		if p.code > 128 && !p.stopping {
-			p.reason = fmt.Sprintf("ollama serve killed by signal %d", p.code-128)
-		}
+	p.code = p.srv.ExitCode()
+	switch {
+	case p.stopping && p.code == 0:
+		p.code = 143
+	case p.code > 128 && !p.stopping:
+		p.reason = fmt.Sprintf("ollama serve killed by signal %d", p.code-128)
+	case p.code != 0 && !p.stopping:
+		p.reason = scriptMessage(p.srv.LogTail())
 	}
 	p.mu.Unlock()
 	close(p.exited)
+}
+
+// scriptMessage picks the entry script's own last message (and the ollama command's error just before it) out of
+// the log it shares with the server, whose lines are structured (time=...) or request logs ([GIN]).
+func scriptMessage(log string) string {
+	var msgs []string
+	lines := strings.Split(log, "\n")
+	for i := len(lines) - 1; i >= 0 && len(msgs) < 2; i-- {
+		l := strings.TrimSpace(lines[i])
+		if l == "" || strings.HasPrefix(l, "time=") || strings.HasPrefix(l, "[GIN") {
+			continue
+		}
+		if len(msgs) == 1 && !strings.HasPrefix(l, "Error:") {
+			break
+		}
+		msgs = append([]string{l}, msgs...)
+	}
+	if len(msgs) == 0 {
+		return "the entry script failed"
+	}
+	return strings.Join(msgs, ": ")
 }
 
 func (p *ollamaProcess) Stop(ctx context.Context) error {
@@ -316,9 +512,29 @@ func (p *ollamaProcess) Stop(ctx context.Context) error {
 		p.stopping = true
 	}
 	p.mu.Unlock()
-	p.cancel()
 	err := p.srv.Stop(ctx)
-	<-p.modelDone
 	<-p.exited
-	return err
+	return errors.Join(err, os.RemoveAll(p.dir))
 }
+
+// exitedProcess is a task whose container ended before its server started (its fetch failed or crashed).
+type exitedProcess struct {
+	dir    string
+	code   int
+	reason string
+	done   chan struct{}
+}
+
+func exited(dir string, code int, reason string) *exitedProcess {
+	p := &exitedProcess{dir: dir, code: code, reason: reason, done: make(chan struct{})}
+	close(p.done)
+	return p
+}
+
+func (p *exitedProcess) Endpoint() string               { return "" }
+func (p *exitedProcess) PID() int                       { return 0 }
+func (p *exitedProcess) Exited() <-chan struct{}        { return p.done }
+func (p *exitedProcess) ExitCode() int                  { return p.code }
+func (p *exitedProcess) Reason() string                 { return p.reason }
+func (p *exitedProcess) Kill()                          {}
+func (p *exitedProcess) Stop(ctx context.Context) error { return os.RemoveAll(p.dir) }

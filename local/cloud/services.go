@@ -77,6 +77,18 @@ func (e *ECS) DescribeTaskDefinition(_ context.Context, in *ecs.DescribeTaskDefi
 	return &ecs.DescribeTaskDefinitionOutput{TaskDefinition: td}, nil
 }
 
+// image is the image of a task definition's ollama container; the caller holds mu.
+func (e *ECS) image(taskDefinition string) string {
+	if td := e.taskDefinition(taskDefinition); td != nil {
+		for _, c := range td.ContainerDefinitions {
+			if aws.ToString(c.Name) == deployment.ContainerName {
+				return aws.ToString(c.Image)
+			}
+		}
+	}
+	return ""
+}
+
 // taskDefinition resolves a reference; the caller holds mu.
 func (e *ECS) taskDefinition(ref string) *ecstypes.TaskDefinition {
 	ref = ref[strings.LastIndex(ref, "/")+1:]
@@ -86,7 +98,7 @@ func (e *ECS) taskDefinition(ref string) *ecstypes.TaskDefinition {
 		if family != "ollama-cpu" && family != "ollama-gpu" {
 			return nil
 		}
-		return baseTaskDefinition(e.cfg, family)
+		return baseTaskDefinition(e.cfg, family, e.opts.OllamaImage)
 	}
 	if revText == "" {
 		return revs[len(revs)-1]
@@ -100,7 +112,7 @@ func (e *ECS) taskDefinition(ref string) *ecstypes.TaskDefinition {
 
 // baseTaskDefinition is the stack's CPU or GPU task definition as the CDK stack registers it, in the parts a
 // service's copy changes.
-func baseTaskDefinition(cfg Config, family string) *ecstypes.TaskDefinition {
+func baseTaskDefinition(cfg Config, family, image string) *ecstypes.TaskDefinition {
 	compat := ecstypes.CompatibilityFargate
 	if family == "ollama-gpu" {
 		compat = ecstypes.CompatibilityEc2
@@ -109,7 +121,7 @@ func baseTaskDefinition(cfg Config, family string) *ecstypes.TaskDefinition {
 		NetworkMode: ecstypes.NetworkModeAwsvpc, RequiresCompatibilities: []ecstypes.Compatibility{compat}, Status: ecstypes.TaskDefinitionStatusActive,
 		TaskDefinitionArn: aws.String(fmt.Sprintf("arn:aws:ecs:%s:%s:task-definition/%s:1", cfg.Region, cfg.Account, family)),
 		ContainerDefinitions: []ecstypes.ContainerDefinition{
-			{Name: aws.String(deployment.ContainerName), Image: aws.String("ollama/ollama"), Essential: aws.Bool(true),
+			{Name: aws.String(deployment.ContainerName), Image: aws.String(image), Essential: aws.Bool(true),
 				PortMappings: []ecstypes.PortMapping{{ContainerPort: aws.Int32(deployment.OllamaPort)}}},
 			{Name: aws.String(deployment.FetchContainerName), Image: aws.String("amazon/aws-cli"), Essential: aws.Bool(false)},
 		}}

@@ -57,6 +57,10 @@ type Options struct {
 	// and never leaves the machine. Traffic to loopback is never proxied, so
 	// the server still talks to its runners and to a registry on 127.0.0.1.
 	AllowRegistry bool
+	// Command, when set, runs instead of `<Binary> serve`: a container's entry script that starts the server
+	// itself with the environment it is given (the address, folders and proxy above, then Env). Start still
+	// returns once the server answers, and Stop and Kill still reach every process of the command's group.
+	Command []string
 	// Logger receives start/stop events; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -172,6 +176,9 @@ func startOnce(ctx context.Context, bin, dir string, opts Options, logger *slog.
 	logStart, _ := logFile.Seek(0, io.SeekEnd)
 
 	cmd := exec.Command(bin, "serve")
+	if len(opts.Command) > 0 {
+		cmd = exec.Command(opts.Command[0], opts.Command[1:]...)
+	}
 	cmd.Dir = dir
 	cmd.Env = env
 	cmd.Stdout = logFile
@@ -422,6 +429,9 @@ func waitGroupGone(pgid int, timeout time.Duration) bool {
 }
 
 // logTail returns the end of the log written since offset from.
+// LogTail is the end of the server's log (its command's output), while the server's folder exists.
+func (s *Server) LogTail() string { return s.logTail(0) }
+
 func (s *Server) logTail(from int64) string {
 	f, err := os.Open(s.logPath)
 	if err != nil {

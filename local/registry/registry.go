@@ -17,9 +17,15 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // Server is a running registry.
@@ -27,6 +33,10 @@ type Server struct {
 	// Host is host:port, 127.0.0.1:PORT: model references name it (Host/library/tiny:latest).
 	Host string
 	srv  *http.Server
+
+	mu sync.Mutex
+	// blobGets counts the blob GETs served, by repository.
+	blobGets map[string]int
 }
 
 // Start serves a registry on 127.0.0.1 at a free port, keeping blobs in dir (in memory when dir is empty).
@@ -43,8 +53,8 @@ func Start(dir string) (*Server, error) {
 		}
 		opts = append(opts, ggcr.WithBlobHandler(ggcr.NewDiskBlobHandler(dir)))
 	}
-	s := &Server{Host: ln.Addr().String()}
-	s.srv = &http.Server{Handler: realistic(ggcr.New(opts...)), ReadHeaderTimeout: 10 * time.Second}
+	s := &Server{Host: ln.Addr().String(), blobGets: map[string]int{}}
+	s.srv = &http.Server{Handler: s.counted(realistic(ggcr.New(opts...))), ReadHeaderTimeout: 10 * time.Second}
 	go s.srv.Serve(ln)
 	return s, nil
 }
@@ -54,6 +64,26 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return s.srv.Shutdown(ctx)
+}
+
+// BlobGets is how many blob GETs (ranged or whole, after the redirect) the registry has served from repository
+// (e.g. "library/tinyllama"): what shows whether a task pulled its model.
+func (s *Server) BlobGets(repository string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.blobGets[repository]
+}
+
+func (s *Server) counted(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if repo, _, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v2/"), "/blobs/sha256:"); ok && r.Method == http.MethodGet &&
+			!strings.HasPrefix(r.Host, "127.0.0.1:") {
+			s.mu.Lock()
+			s.blobGets[repo]++
+			s.mu.Unlock()
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // realistic makes the package answer as the real registries do: an upload's Location is absolute, and a blob GET
@@ -165,4 +195,30 @@ func (s *Server) Push(ctx context.Context, repository, tag string, layers []Laye
 func digest(b []byte) string {
 	sum := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// PushOllamaImage puts the local stand-in for the pinned Ollama image at HOST/ollama/ollama:VERSION and returns its
+// name: an image of no layers whose configuration is the real image's (its environment, port and entry point).
+// A local task runs the host's ollama binary, so the stand-in carries none; the model images built on it add the
+// one layer that matters locally, the model.
+func (s *Server) PushOllamaImage(ctx context.Context, version string) (string, error) {
+	ref := s.Host + "/ollama/ollama:" + version
+	tag, err := name.NewTag(ref, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	img, err := mutate.Config(empty.Image, v1.Config{
+		Env:          []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "OLLAMA_HOST=0.0.0.0:11434"},
+		Entrypoint:   []string{"/bin/ollama"},
+		Cmd:          []string{"serve"},
+		ExposedPorts: map[string]struct{}{"11434/tcp": {}},
+		Labels:       map[string]string{"org.opencontainers.image.version": version, "ollama-ecs.local": "stand-in: runs the host's ollama"},
+	})
+	if err != nil {
+		return "", err
+	}
+	if err := remote.Write(tag, img, remote.WithContext(ctx)); err != nil {
+		return "", fmt.Errorf("push %s: %w", ref, err)
+	}
+	return ref, nil
 }

@@ -1,4 +1,4 @@
-package main
+package container
 
 import (
 	"context"
@@ -111,6 +111,11 @@ func TestOllamaEntryScript(t *testing.T) {
 			notCalls: []string{"ollama cp", "ollama create", "llama2:7b load"},
 		},
 		{
+			name:      "a registry on the machine itself is pulled from over plain HTTP",
+			env:       map[string]string{"OLLAMA_ECS_MODEL": "tiny", "OLLAMA_ECS_SOURCE": "ollama://127.0.0.1:5000/library/tiny:v1"},
+			wantCalls: []string{"ollama pull --insecure 127.0.0.1:5000/library/tiny:v1", "ollama cp 127.0.0.1:5000/library/tiny:v1 tiny"},
+		},
+		{
 			name:      "cached model is not pulled again",
 			env:       map[string]string{"OLLAMA_ECS_MODEL": "mistral:7b", "OLLAMA_ECS_SOURCE": "ollama://mistral:7b", "STUB_PRESENT": "mistral:7b"},
 			wantCalls: []string{"ollama show mistral:7b", "ollama run --keepalive=-1s mistral:7b "},
@@ -158,7 +163,7 @@ func TestOllamaEntryScript(t *testing.T) {
 			if !c.wantFail {
 				wait = "ollama run"
 			}
-			log, err := runEntryScript(t, ollamaEntryScript, c.env, wait)
+			log, err := runEntryScript(t, OllamaEntry, c.env, wait)
 			if c.wantFail != (err != nil) {
 				t.Fatalf("exit error = %v, want failure %v; calls:\n%s", err, c.wantFail, log)
 			}
@@ -177,11 +182,11 @@ func TestOllamaEntryScript(t *testing.T) {
 }
 
 func TestFetchEntryScript(t *testing.T) {
-	log, err := runEntryScript(t, fetchEntryScript, map[string]string{"OLLAMA_ECS_SOURCE": "ollama://llama2:7b"}, "")
+	log, err := runEntryScript(t, FetchEntry, map[string]string{"OLLAMA_ECS_SOURCE": "ollama://llama2:7b"}, "")
 	if err != nil || log != "" {
 		t.Errorf("ollama source: err=%v calls=%q, want a silent exit 0", err, log)
 	}
-	log, err = runEntryScript(t, fetchEntryScript, map[string]string{"OLLAMA_ECS_SOURCE": "s3://bucket/models/m.gguf"}, "")
+	log, err = runEntryScript(t, FetchEntry, map[string]string{"OLLAMA_ECS_SOURCE": "s3://bucket/models/m.gguf"}, "")
 	if err != nil || !strings.Contains(log, "aws s3 cp --only-show-errors s3://bucket/models/m.gguf ") || !strings.Contains(log, "/model.gguf") {
 		t.Errorf("s3 source: err=%v calls=%q, want an aws s3 cp to model.gguf", err, log)
 	}

@@ -42,7 +42,12 @@ ollama://*)
 	# Already present (baked into a model image, or in the EC2 host cache
 	# from an earlier task): start without touching the registry.
 	if ! ollama show "$name" >/dev/null 2>&1; then
-		ollama pull "$name" || fail "ollama pull $name failed"
+		insecure=""
+		case "$name" in
+		# Only a registry on the machine itself (the local stack's) is spoken to over plain HTTP.
+		127.0.0.1:* | localhost:*) insecure="--insecure" ;;
+		esac
+		ollama pull $insecure "$name" || fail "ollama pull $name failed"
 	fi
 	if [ "$name" != "$OLLAMA_ECS_MODEL" ]; then
 		ollama cp "$name" "$OLLAMA_ECS_MODEL" || fail "ollama cp $name $OLLAMA_ECS_MODEL failed"
