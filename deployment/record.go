@@ -1,6 +1,9 @@
 package deployment
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Record is a successful execution's output, built by the "Deployment ready" state: what a user needs to reach
 // and account for the deployment.
@@ -35,7 +38,7 @@ func (r Record) ImageText() string {
 	case im == nil:
 		return ""
 	case im.TaskDefinitions != nil && im.Built:
-		return fmt.Sprintf("%s (built now, in %.1f s)", im.Image, im.BuildSeconds)
+		return fmt.Sprintf("%s (built now, in %s)", im.Image, time.Duration(im.BuildSeconds*float64(time.Second)).Round(time.Millisecond))
 	case im.TaskDefinitions != nil:
 		return im.Image + " (built earlier)"
 	case im.PullAtStart != "":

@@ -88,6 +88,9 @@ type Options struct {
 	// tasks run on the CPU, so real Ollama reports no GPU memory and every GPU placement fails the rule: this
 	// shows the ladder moving on from a model that is not wholly in GPU memory. Off by default.
 	ApplyGPURule bool
+	// NoModelImages runs the stack without a model image repository, as the stack with modelImageMaxGiB 0: every
+	// task pulls its model at start.
+	NoModelImages bool
 	// APIKeys puts every deployment behind an API key unless its request says otherwise (the stack's setting).
 	APIKeys bool
 	// UploadDefaults are the required performance of the deployments uploads start (the stack's UPLOAD_DEFAULTS).
@@ -268,6 +271,9 @@ func (s *Stack) handlers() handlerSet {
 	cfg.VpcID, cfg.APIKeys, cfg.UploadDefaults = "vpc-local", o.APIKeys, o.UploadDefaults
 	cfg.ModelRegistry, cfg.ModelCacheDir = s.Registry.Host, s.dir+"/model-cache"
 	cfg.ImageRepository, cfg.OllamaImage = s.ImageRepository(), s.OllamaImage
+	if o.NoModelImages {
+		cfg.ImageRepository = ""
+	}
 	cfg.IdleWindow, cfg.MaxLifetime = cmp.Or(o.IdleWindow, cfg.IdleWindow), cmp.Or(o.MaxLifetime, cfg.MaxLifetime)
 	cfg.ScaleTargetRequests = cmp.Or(o.ScaleTargetRequests, cfg.ScaleTargetRequests)
 	cfg.GPUInstanceTypes = s.GPUInstanceTypes()

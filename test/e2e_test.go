@@ -25,7 +25,7 @@ import (
 // record is the state machine's output.
 type record = deployment.Record
 
-func startStack(t *testing.T, opts local.Options) *local.Stack {
+func startStack(t testing.TB, opts local.Options) *local.Stack {
 	t.Helper()
 	tools.Require(t, tools.Local...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -56,7 +56,7 @@ func tinyGGUF(t *testing.T) []byte {
 	return b
 }
 
-func waitDone(t *testing.T, s *local.Stack, arn string) engine.Execution {
+func waitDone(t testing.TB, s *local.Stack, arn string) engine.Execution {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -25,7 +25,7 @@ import (
 
 const tinySource = "s3://" + local.Bucket + "/models/tiny.gguf"
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
+func ctxFor(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx

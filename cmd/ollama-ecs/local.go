@@ -139,18 +139,31 @@ func (d *demo) run() error {
 
 	// 2b. Any model by name: the local registry (the stand-in for registry.ollama.ai) gets the model from the real
 	// `ollama push`; a deploy request names it like a library model, and Validate resolves and sizes it there (the
-	// manifest, then ranged reads of the GGUF header), and the task pulls it.
+	// manifest, then ranged reads of the GGUF header). "Ensure model image" builds the model's image (the Ollama
+	// image plus the model in Ollama's layout) in the stack's repository (the same local registry, standing in for
+	// ECR), and the task runs that image. A second deployment of the model finds the image and starts from it.
 	ref, err := d.s.PushModel(d.ctx, "tinyllama:demo", gguf)
 	if err := d.step("ollama push the model to the local registry", err, ref); err != nil {
 		return err
 	}
-	arn, err := d.s.Deploy(d.ctx, events.DeployRequest{Model: "tinyllama:demo", DeploymentID: "demo-registry", Requester: "demo"})
-	if err != nil {
-		return d.step("deploy tinyllama:demo by name", err, "")
-	}
-	byName, err := d.wait(arn)
-	if err := d.step("deploy tinyllama:demo by name: resolved and sized in the registry, pulled by the task", err, describe(byName)); err != nil {
-		return err
+	for i, id := range []string{"demo-registry", "demo-registry-2"} {
+		name := "deploy tinyllama:demo by name: resolved and sized in the registry, its image built, the task runs it"
+		if i == 1 {
+			name = "deploy tinyllama:demo again: the image is there, the task starts from it without pulling"
+		}
+		served := d.s.Registry.BlobGets("library/tinyllama")
+		arn, err := d.s.Deploy(d.ctx, events.DeployRequest{Model: "tinyllama:demo", DeploymentID: id, Requester: "demo"})
+		if err != nil {
+			return d.step(name, err, "")
+		}
+		rec, err := d.wait(arn)
+		note := describe(rec)
+		if err == nil {
+			note = fmt.Sprintf("%s; image %s; %d blob reads from the model's registry", note, rec.ImageText(), d.s.Registry.BlobGets("library/tinyllama")-served)
+		}
+		if err := d.step(name, err, note); err != nil {
+			return err
+		}
 	}
 
 	// 3. Two GPU requests on the bus: the second finds the cheapest GPU type full and falls back.
@@ -187,7 +200,7 @@ func (d *demo) run() error {
 
 	// 4. A short dev TTL while the model is in use: the schedule fires, sees requests in the idle window and moves
 	// itself on; once the requests stop, it fires again and stops the deployment, its schedule and its route.
-	arn, err = d.s.Deploy(d.ctx, events.DeployRequest{Model: "tiny-llama", Source: source, TTL: "1m", DeploymentID: "demo-ttl", Requester: "demo"})
+	arn, err := d.s.Deploy(d.ctx, events.DeployRequest{Model: "tiny-llama", Source: source, TTL: "1m", DeploymentID: "demo-ttl", Requester: "demo"})
 	if err != nil {
 		return d.step("deploy with a one-minute TTL", err, "")
 	}
