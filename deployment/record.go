@@ -37,14 +37,16 @@ func (r Record) ImageText() string {
 	switch im := r.Image; {
 	case im == nil:
 		return ""
-	case im.TaskDefinitions != nil && im.Built:
-		return fmt.Sprintf("%s (built now, in %s)", im.Image, time.Duration(im.BuildSeconds*float64(time.Second)).Round(time.Millisecond))
-	case im.TaskDefinitions != nil:
-		return im.Image + " (built earlier)"
+	case im.PullAtStart != "" && im.Image != "":
+		return "pulled at start (" + im.PullAtStart + "), on " + im.Image
 	case im.PullAtStart != "":
 		return "pulled at start: " + im.PullAtStart
 	case im.Error != "":
 		return "pulled at start: " + im.Error + ": " + ReadableCause(im.Cause)
+	case im.Built:
+		return fmt.Sprintf("%s (built now, in %s)", im.Image, time.Duration(im.BuildSeconds*float64(time.Second)).Round(time.Millisecond))
+	case im.TaskDefinitions != nil:
+		return im.Image + " (built earlier)"
 	}
 	return ""
 }

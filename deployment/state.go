@@ -196,8 +196,9 @@ func CopyTaskDefinition(td *ecstypes.TaskDefinition, family string) *ecs.Registe
 // ImageState is what "Ensure model image" decided: the model's own image and the task definitions that run it, or
 // why the task pulls its model at start instead.
 type ImageState struct {
-	// Image is the model image (REPOSITORY:sha256-MANIFESTDIGEST); TaskDefinitions are the stack's CPU and GPU
-	// task definitions with that image, which RunTask runs instead of the stack's.
+	// Image is the model image (REPOSITORY:sha256-MANIFESTDIGEST), or for a pull at start the Ollama image's
+	// mirror (REPOSITORY:ollama-VERSION); TaskDefinitions are the stack's CPU and GPU task definitions with that
+	// image, which RunTask runs instead of the stack's.
 	Image           string           `json:"image,omitempty"`
 	TaskDefinitions *TaskDefinitions `json:"taskDefinitions,omitempty"`
 	// Built is true when this execution built the image (false: it was there already); BuildSeconds is how long

@@ -71,6 +71,8 @@ func NewOllamaEcsStack(scope constructs.Construct, id string, props *OllamaEcsSt
 		// The CLI plans against the cluster's GPU types before it starts anything.
 		"GpuInstanceTypes": jsii.String(strings.Join(s.GpuInstanceTypes, ",")),
 		"ModelRegistry":    jsii.String(s.ModelRegistry),
+		// Where "Ensure model image" keeps the Ollama image's mirror and the model images.
+		"ModelImageRepository": tasks.ModelImages.RepositoryUri(),
 		// An output may not be empty: "none" when the stack has no Spot GPU capacity (gpuSpot off).
 		"GpuSpotInstanceTypes": jsii.String(cmp.Or(strings.Join(cluster.SpotInstanceTypes(), ","), "none")),
 		// Every deployment's endpoint is <EndpointBase>/d/<id>; the CLI reads keys under KeyPrefix, metrics by

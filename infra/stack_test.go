@@ -822,7 +822,7 @@ func TestStopDeploymentsOnDelete(t *testing.T) {
 func TestOutputs(t *testing.T) {
 	f := synth(t)
 	want := []string{"ClusterName", "EndpointBase", "EventBusName", "GpuInstanceTypes", "GpuSpotInstanceTypes", "KeyPrefix", "ListenerArn", "LoadBalancerFullName", "ModelBucketName",
-		"ModelPrefix", "ModelRegistry", "ScheduleGroupName", "StateMachineArn", "WakerTargetGroup"}
+		"ModelImageRepository", "ModelPrefix", "ModelRegistry", "ScheduleGroupName", "StateMachineArn", "WakerTargetGroup"}
 	if got := keys(f.outputs); !reflect.DeepEqual(got, want) {
 		t.Errorf("outputs = %v, want %v", got, want)
 	}

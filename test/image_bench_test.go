@@ -22,10 +22,7 @@ import (
 //
 //	go test -run '^$' -bench ModelImageStart -benchtime 1x ./test/
 func BenchmarkModelImageStart(b *testing.B) {
-	sizes := []tinymodel.Options{
-		{Name: "s", BlockCount: 12, EmbeddingLength: 1024, FeedForwardLength: 2816, HeadCount: 16, HeadCountKV: 4, VocabSize: 2000},
-		{Name: "m", BlockCount: 12, EmbeddingLength: 2048, FeedForwardLength: 5632, HeadCount: 32, HeadCountKV: 8, VocabSize: 2000},
-	}
+	sizes := syntheticModels[1:] // 279 and 1,099 MB
 	b.ReportMetric(0, "ns/op")
 	for b.Loop() {
 		for _, opts := range sizes {

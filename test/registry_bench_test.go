@@ -17,6 +17,14 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/test/tools"
 )
 
+// syntheticModels are the synthetic llama models (F16) the registry and model image benchmarks use: 0.23, 279
+// and 1,099 MB.
+var syntheticModels = []tinymodel.Options{
+	{Name: "tiny", ContextLength: 8192},
+	{Name: "s", BlockCount: 12, EmbeddingLength: 1024, FeedForwardLength: 2816, HeadCount: 16, HeadCountKV: 4, VocabSize: 2000, ContextLength: 8192},
+	{Name: "m", BlockCount: 12, EmbeddingLength: 2048, FeedForwardLength: 5632, HeadCount: 32, HeadCountKV: 8, VocabSize: 2000, ContextLength: 8192},
+}
+
 // BenchmarkRegistrySizing sizes synthetic llama models (F16, 0.7 MB to 1.1 GB) from a registry on loopback: the
 // bytes of the model layer read to size it against its size (target: the header only, well under 1% for a real
 // model), and the memory estimate at the default context against what the real `ollama ps` reports once the
@@ -32,11 +40,7 @@ func BenchmarkRegistrySizing(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer reg.Close()
-	sizes := []tinymodel.Options{
-		{Name: "tiny", ContextLength: 8192},
-		{Name: "s", BlockCount: 12, EmbeddingLength: 1024, FeedForwardLength: 2816, HeadCount: 16, HeadCountKV: 4, VocabSize: 2000, ContextLength: 8192},
-		{Name: "m", BlockCount: 12, EmbeddingLength: 2048, FeedForwardLength: 5632, HeadCount: 32, HeadCountKV: 8, VocabSize: 2000, ContextLength: 8192},
-	}
+	sizes := syntheticModels
 	b.ReportMetric(0, "ns/op")
 	for b.Loop() {
 		for _, opts := range sizes {

@@ -669,10 +669,14 @@ func TestOutOfOrderAndDuplicateEvents(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The second delivery is a second execution: it finds the first one's task (or its client token) and fails
-		// on its own, leaving the first deployment as it is.
-		a := succeeded(t, waitDone(t, s, first.ExecutionArn))
-		failedWith(t, waitDone(t, s, again.ExecutionArn), "DeploymentExistsError", "Deployment exists")
+		// The second delivery is a second execution: the two race to RunTask, and the one that comes second finds the
+		// other's task (or its client token) and fails on its own, leaving the other deployment as it is.
+		exs := []engine.Execution{waitDone(t, s, first.ExecutionArn), waitDone(t, s, again.ExecutionArn)}
+		if exs[0].Status != engine.StatusSucceeded {
+			exs[0], exs[1] = exs[1], exs[0]
+		}
+		a := succeeded(t, exs[0])
+		failedWith(t, exs[1], "DeploymentExistsError", "Deployment exists")
 		if live := tasksOf(t, s, a.DeploymentID); len(live) != 1 || aws.ToString(live[0].TaskArn) != a.TaskArn ||
 			tasksStartedBy(t, s, a.DeploymentID) != 1 {
 			t.Errorf("two deliveries of %s: live %+v", a.DeploymentID, live)

@@ -122,7 +122,9 @@ func TestLocalDemo(t *testing.T) {
 	for _, want := range []string{"[ok  ] generate with the ollama CLI through the load balancer", "[ok  ] a request without the API key is refused",
 		"[ok  ] auto-stop postponed while the model is in use", "[ok  ] a burst of 6 concurrent clients scales it out",
 		"[ok  ] idleness scales it back in", "[ok  ] a request wakes the sleeping deployment", "[ok  ] the retried request is answered",
-		"[ok  ] deploy tinyllama:demo by name: resolved and sized in the registry, pulled by the task",
+		"[ok  ] deploy tinyllama:demo by name: resolved and sized in the registry, its image built, the task runs it",
+		"[ok  ] deploy tinyllama:demo again: the image is there, the task starts from it without pulling",
+		"(built earlier); 0 blob reads from the model's registry",
 		"[ok  ] stack closed: no task, process, port or schedule left"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)

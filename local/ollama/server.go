@@ -74,6 +74,8 @@ type Server struct {
 	url     *url.URL
 	grace   time.Duration
 	log     *slog.Logger
+	// scripted is a server started by Options.Command.
+	scripted bool
 
 	exited   chan struct{}
 	exitCode atomic.Int64
@@ -197,9 +199,9 @@ func startOnce(ctx context.Context, bin, dir string, opts Options, logger *slog.
 		logPath: logPath,
 		addr:    addr,
 		url:     &url.URL{Scheme: "http", Host: addr},
-		grace:   opts.StopGrace,
-		log:     logger.With("component", "ollama", "addr", addr),
-		exited:  make(chan struct{}),
+		grace:   opts.StopGrace, scripted: len(opts.Command) > 0,
+		log:    logger.With("component", "ollama", "addr", addr),
+		exited: make(chan struct{}),
 	}
 	s.exitCode.Store(-1)
 	go s.wait()
@@ -384,7 +386,12 @@ func (s *Server) stop(ctx context.Context) error {
 	select {
 	case <-s.exited:
 	default:
-		signalGroup(pid, syscall.SIGTERM)
+		if s.scripted {
+			// As ECS stops a container: SIGTERM to its first process (the script passes it on), SIGKILL to all later.
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+		} else {
+			signalGroup(pid, syscall.SIGTERM)
+		}
 		grace := time.NewTimer(s.grace)
 		defer grace.Stop()
 		select {

@@ -76,31 +76,31 @@ func (e *Ensure) Handle(ctx context.Context, s deployment.State) (deployment.Ima
 	if e.Repository == "" {
 		return deployment.ImageState{PullAtStart: "the stack has no model image repository"}, nil
 	}
+	opts := []remote.Option{remote.WithContext(ctx)}
+	if e.Keychain != nil {
+		opts = append(opts, remote.WithAuthFromKeychain(e.Keychain))
+	}
 	ref, ok := strings.CutPrefix(req.Source, "ollama://")
 	if !ok {
-		return deployment.ImageState{PullAtStart: "an upload is copied from S3 by the task's fetch container"}, nil
+		return e.pullAtStart(ctx, log, opts, "an upload is copied from S3 by the task's fetch container")
 	}
 	m, raw, _, err := e.Models.Manifest(ctx, ref)
 	if err != nil {
 		// Validate found the model (in the catalog or the registry); the task's own pull will say what is wrong.
 		log.Warn("model manifest unavailable; the task pulls at start", "model", ref, "error", err)
-		return deployment.ImageState{PullAtStart: "the model's manifest could not be read: " + err.Error()}, nil
+		return e.pullAtStart(ctx, log, opts, "the model's manifest could not be read: "+err.Error())
 	}
 	size := m.Config.Size
 	for _, l := range m.Layers {
 		size += l.Size
 	}
 	if e.MaxBytes > 0 && size > e.MaxBytes {
-		return deployment.ImageState{PullAtStart: fmt.Sprintf("the model is %.1f GiB, above the %.0f GiB the image builder bakes within its time limit",
-			float64(size)/(1<<30), float64(e.MaxBytes)/(1<<30))}, nil
+		return e.pullAtStart(ctx, log, opts, fmt.Sprintf("the model is %.1f GiB, above the %.0f GiB the image builder bakes within its time limit",
+			float64(size)/(1<<30), float64(e.MaxBytes)/(1<<30)))
 	}
 	sum := sha256.Sum256(raw)
 	tag := "sha256-" + hex.EncodeToString(sum[:])
 	image := e.Repository + ":" + tag
-	opts := []remote.Option{remote.WithContext(ctx)}
-	if e.Keychain != nil {
-		opts = append(opts, remote.WithAuthFromKeychain(e.Keychain))
-	}
 	out := deployment.ImageState{Image: image}
 	exists, err := e.exists(image, opts)
 	if err != nil {
@@ -137,7 +137,7 @@ func (e *Ensure) Handle(ctx context.Context, s deployment.State) (deployment.Ima
 		base string
 		into *string
 	}{{e.CPUTaskDefinition, &tds.CPU}, {e.GPUTaskDefinition, &tds.GPU}} {
-		if *f.into, err = e.register(ctx, f.base, image, tag); err != nil {
+		if *f.into, err = e.register(ctx, f.base, image, strings.TrimPrefix(tag, "sha256-")[:12]); err != nil {
 			return out, err
 		}
 	}
@@ -254,12 +254,35 @@ func (e *Ensure) lock(ctx context.Context, tag, holder, image string) (release f
 	return nil, &deployment.ImageBuildInProgressError{Image: image, Holder: "another execution", Since: e.now()}
 }
 
+// pullAtStart is a task that gets its model at start, for reason: it still runs the Ollama image from the
+// repository (mirrored now if it is not there yet), not from Docker Hub. If the mirror cannot be made, the task
+// runs the stack's own task definitions.
+func (e *Ensure) pullAtStart(ctx context.Context, log *slog.Logger, opts []remote.Option, reason string) (deployment.ImageState, error) {
+	out := deployment.ImageState{PullAtStart: reason}
+	base, err := e.mirror(opts)
+	if err != nil {
+		log.Warn("the Ollama image could not be mirrored; the task runs the stack's task definitions", "error", err)
+		return out, nil
+	}
+	suffix := strings.TrimPrefix(base, e.Repository+":")
+	tds := deployment.TaskDefinitions{}
+	if tds.CPU, err = e.register(ctx, e.CPUTaskDefinition, base, suffix); err != nil {
+		return out, err
+	}
+	if tds.GPU, err = e.register(ctx, e.GPUTaskDefinition, base, suffix); err != nil {
+		return out, err
+	}
+	out.Image, out.TaskDefinitions = base, &tds
+	return out, nil
+}
+
 // register returns the task definition that runs image: the stack's family base with the ollama container's
-// image replaced, in the family BASE-HEX12. An existing revision with the image is reused.
-func (e *Ensure) register(ctx context.Context, base, image, tag string) (string, error) {
+// image replaced, in the family BASE-SUFFIX (HEX12 of a model image, the mirror's tag for the Ollama image). An
+// existing revision with the image is reused.
+func (e *Ensure) register(ctx context.Context, base, image, suffix string) (string, error) {
 	family := base[strings.LastIndex(base, "/")+1:]
 	family, _, _ = strings.Cut(family, ":")
-	family += "-" + strings.TrimPrefix(tag, "sha256-")[:12]
+	family += "-" + tagUnsafe.ReplaceAllString(strings.ReplaceAll(suffix, ".", "-"), "-")
 	if got, err := e.TaskDefinitions.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{TaskDefinition: aws.String(family)}); err == nil &&
 		ollamaImage(got.TaskDefinition) == image {
 		return aws.ToString(got.TaskDefinition.TaskDefinitionArn), nil

@@ -109,7 +109,9 @@ func TestEnsureBuildsOnceAndReuses(t *testing.T) {
 	}
 }
 
-// TestEnsurePullsAtStart: where no image is built, the state says why and nothing is registered.
+// TestEnsurePullsAtStart: where no model image is built, the state says why, and the task still runs the Ollama
+// image's mirror in the repository (copies of the stack's task definitions on it), never Docker Hub's; a stack
+// without a repository runs its own task definitions.
 func TestEnsurePullsAtStart(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -118,6 +120,7 @@ func TestEnsurePullsAtStart(t *testing.T) {
 	noRepo.Repository = ""
 	tooBig := *f.step
 	tooBig.MaxBytes = f.size / 2
+	mirror := f.step.Repository + ":ollama-0.0.0-test"
 	for _, c := range []struct {
 		name   string
 		step   *Ensure
@@ -130,12 +133,20 @@ func TestEnsurePullsAtStart(t *testing.T) {
 		{"no manifest", f.step, "ollama://" + f.reg.Host + "/library/gone:v1", "manifest could not be read"},
 	} {
 		got, err := c.step.Handle(ctx, state(c.source, "x"))
-		if err != nil || got.TaskDefinitions != nil || got.Image != "" || !strings.Contains(got.PullAtStart, c.want) {
+		if err != nil || got.Built || !strings.Contains(got.PullAtStart, c.want) {
 			t.Errorf("%s: %+v %v, want pull at start: %q", c.name, got, err, c.want)
+			continue
 		}
-	}
-	if _, err := f.ecs.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{TaskDefinition: aws.String("ollama-cpu-0")}); err == nil {
-		t.Error("a task definition was registered")
+		if c.step.Repository == "" {
+			if got.TaskDefinitions != nil || got.Image != "" {
+				t.Errorf("%s: %+v, want the stack's own task definitions", c.name, got)
+			}
+			continue
+		}
+		if got.Image != mirror || got.TaskDefinitions == nil || !strings.Contains(got.TaskDefinitions.CPU, "task-definition/ollama-cpu-ollama-0-0-0-test:1") ||
+			!strings.Contains(got.TaskDefinitions.GPU, "task-definition/ollama-gpu-ollama-0-0-0-test:1") {
+			t.Errorf("%s: %+v, want the mirror %s and its task definitions (revision 1, registered once)", c.name, got, mirror)
+		}
 	}
 }
 
