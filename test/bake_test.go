@@ -3,6 +3,9 @@ package test
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -32,6 +36,7 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
 	"github.com/ollama-ecs/ollama-ecs/local/ollama"
 	localreg "github.com/ollama-ecs/ollama-ecs/local/registry"
+	"github.com/ollama-ecs/ollama-ecs/workflow"
 )
 
 // TestBakeModelImage: a model in an Ollama registry (put there by the real `ollama push`) is baked into an image
@@ -276,4 +281,46 @@ func deployByName(t *testing.T, s *local.Stack, req events.DeployRequest) engine
 		t.Fatal(err)
 	}
 	return waitDone(t, s, arn)
+}
+
+// TestModelImageBuildOutlastsTheWait: another execution holds the model's build lock and never finishes: after the
+// state machine's retries of "Ensure model image" (shortened here to 20 ms each) the deployment goes on, pulling
+// the model at start, and its record says why.
+func TestModelImageBuildOutlastsTheWait(t *testing.T) {
+	s := startStack(t, local.Options{})
+	ctx := ctxFor(t, 2*time.Minute)
+	ref, err := s.PushModel(ctx, "tinyllama:held", tinyGGUF(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, raw, _, err := registry.NewClient(s.Registry.Host, "").Manifest(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	lock := deployment.DefaultConfig().ImageLockPrefix + "/sha256-" + hex.EncodeToString(sum[:])
+	if _, err := s.Parameters.PutParameter(ctx, &ssm.PutParameterInput{Name: aws.String(lock),
+		Value: aws.String("a-stuck-execution " + time.Now().UTC().Format(time.RFC3339)), Type: ssmtypes.ParameterTypeString}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.ECS.Config()
+	def, err := workflow.LocalDefinition(cfg.Region, cfg.Account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	input, _ := json.Marshal(events.DeployRequest{Model: "tinyllama:held", DeploymentID: "held"})
+	arn, err := s.Engine.StartExecution(ctx, def, "held", json.RawMessage(input), engine.WithStateMachineName(local.StateMachine),
+		engine.WithWaitOverride(local.WaitForHealth, 200*time.Millisecond), engine.WithRetryIntervalOverride(local.EnsureModelImage, 20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := waitDone(t, s, arn)
+	rec := succeeded(t, ex)
+	if n := len(retried(ex, local.EnsureModelImage)); n != 45 {
+		t.Errorf("Ensure model image retried %d times, want the ASL's 45", n)
+	}
+	if rec.Image == nil || rec.Image.TaskDefinitions != nil || rec.Image.Error != "ImageBuildInProgressError" ||
+		!strings.Contains(rec.ImageText(), "pulled at start: ImageBuildInProgressError") || !strings.Contains(rec.ImageText(), "a-stuck-execution") {
+		t.Errorf("image %+v (%s), want pulled at start, saying another execution holds the build", rec.Image, rec.ImageText())
+	}
 }

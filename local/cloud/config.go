@@ -1,6 +1,7 @@
 // Package cloud is the local cloud of local mode: ECS, Auto Scaling, EventBridge Scheduler and S3 behind the same
 // SDK v2 method signatures the step handlers call on AWS (the ports in functions/steps), so the state machine runs
-// unchanged against it. Each ECS task is a real `ollama serve` process (see OllamaRunner), placed on a container
+// unchanged against it. Each ECS task runs its image's container: the real entry script and `ollama serve` (see
+// OllamaRunner), placed on a container
 // instance described by a small cluster file, with the resource accounting, placement constraints and lifecycle
 // the handlers rely on.
 package cloud

@@ -109,7 +109,7 @@ type activity struct {
 
 type task struct {
 	id, arn, family, group, startedBy string
-	taskDefinition                    string // as RunTask named it: family, family:revision or an ARN
+	taskDefinitionArn, image          string // the revision RunTask named, and its ollama container's image
 	launchType                        ecstypes.LaunchType
 	capacityProvider                  string
 	inst                              *instance
@@ -493,13 +493,22 @@ func (e *ECS) parseRun(in *ecs.RunTaskInput) (runSpec, error) {
 // failure; an error is a request ECS refuses outright.
 func (e *ECS) place(s runSpec, used []*instance) (*task, []ecstypes.Failure, error) {
 	t := &task{
-		family: s.family, taskDefinition: s.taskDefinition, group: s.group, startedBy: s.startedBy, launchType: s.launchType,
+		family: s.family, group: s.group, startedBy: s.startedBy, launchType: s.launchType,
 		capacityProvider: s.capacityProvider, cpu: s.cpu, mem: s.mem, tags: slices.Clone(s.tags), overrides: s.overrides,
 		env: s.env, fetchEnv: s.fetchEnv, lastStatus: StatusProvisioning, desiredStatus: StatusRunning,
 		stopCh: make(chan struct{}), done: make(chan struct{}),
 	}
 	t.id = randomHex(16)
 	t.arn = e.taskArn(t.id)
+	t.taskDefinitionArn = fmt.Sprintf("arn:aws:ecs:%s:%s:task-definition/%s:1", e.cfg.Region, e.cfg.Account, s.family)
+	if td := e.taskDefinition(s.taskDefinition); td != nil {
+		t.taskDefinitionArn = aws.ToString(td.TaskDefinitionArn)
+		for _, c := range td.ContainerDefinitions {
+			if aws.ToString(c.Name) == deployment.ContainerName {
+				t.image = aws.ToString(c.Image)
+			}
+		}
+	}
 	now := e.opts.Now()
 	t.createdAt = &now
 	if s.launchType == ecstypes.LaunchTypeFargate {
@@ -663,7 +672,7 @@ func (e *ECS) snapshot(t *task, withTags bool) ecstypes.Task {
 	eni := "eni-" + t.id[:17]
 	out := ecstypes.Task{
 		TaskArn: aws.String(t.arn), ClusterArn: aws.String(e.clusterArn),
-		TaskDefinitionArn: aws.String(fmt.Sprintf("arn:aws:ecs:%s:%s:task-definition/%s:1", e.cfg.Region, e.cfg.Account, t.family)),
+		TaskDefinitionArn: aws.String(t.taskDefinitionArn),
 		LastStatus:        aws.String(t.lastStatus), DesiredStatus: aws.String(t.desiredStatus),
 		LaunchType: t.launchType, Cpu: aws.String(strconv.Itoa(t.cpu)), Memory: aws.String(strconv.Itoa(t.mem)),
 		Group: aws.String(t.group), Overrides: t.overrides, Version: t.version, StopCode: t.stopCode,
@@ -683,7 +692,7 @@ func (e *ECS) snapshot(t *task, withTags bool) ecstypes.Task {
 			Name: aws.String(deployment.ContainerName), TaskArn: aws.String(t.arn),
 			ContainerArn: aws.String(fmt.Sprintf("arn:aws:ecs:%s:%s:container/%s/%s/ollama", e.cfg.Region, e.cfg.Account, e.cfg.Name, t.id)),
 			LastStatus:   aws.String(t.lastStatus), ExitCode: t.exitCode, GpuIds: t.gpus,
-			Image: aws.String("ollama/ollama:" + "local"), Cpu: aws.String(strconv.Itoa(t.cpu)), Memory: aws.String(strconv.Itoa(t.mem)),
+			Image: aws.String(t.image), Cpu: aws.String(strconv.Itoa(t.cpu)), Memory: aws.String(strconv.Itoa(t.mem)),
 		}},
 	}
 	if t.startedBy != "" {

@@ -47,7 +47,7 @@ func (e *ECS) run(t *task) {
 		}
 	}()
 	e.mu.Lock()
-	c := Container{TaskArn: t.arn, Image: e.image(t.taskDefinition), Env: t.env, FetchEnv: t.fetchEnv, GPUIDs: t.gpus, Stage: func(s Stage) bool { return e.stage(t, s) }}
+	c := Container{TaskArn: t.arn, Image: t.image, Env: t.env, FetchEnv: t.fetchEnv, GPUIDs: t.gpus, Stage: func(s Stage) bool { return e.stage(t, s) }}
 	now := e.opts.Now()
 	t.pullStartedAt = &now
 	e.mu.Unlock()

@@ -77,18 +77,6 @@ func (e *ECS) DescribeTaskDefinition(_ context.Context, in *ecs.DescribeTaskDefi
 	return &ecs.DescribeTaskDefinitionOutput{TaskDefinition: td}, nil
 }
 
-// image is the image of a task definition's ollama container; the caller holds mu.
-func (e *ECS) image(taskDefinition string) string {
-	if td := e.taskDefinition(taskDefinition); td != nil {
-		for _, c := range td.ContainerDefinitions {
-			if aws.ToString(c.Name) == deployment.ContainerName {
-				return aws.ToString(c.Image)
-			}
-		}
-	}
-	return ""
-}
-
 // taskDefinition resolves a reference; the caller holds mu.
 func (e *ECS) taskDefinition(ref string) *ecstypes.TaskDefinition {
 	ref = ref[strings.LastIndex(ref, "/")+1:]
