@@ -154,6 +154,7 @@ func defineLocalUp(fs *pflag.FlagSet) runner {
 		fmt.Fprintf(stdout, "model registry %s: models the catalog does not list resolve here; add one with\n"+
 			"  ollama cp MODEL %s/library/NAME:TAG && ollama push --insecure %s/library/NAME:TAG, then: ollama-ecs local deploy NAME:TAG\n",
 			s.Registry.Host, s.Registry.Host, s.Registry.Host)
+		fmt.Fprintf(stdout, "model images %s (the stand-in for the stack's ECR repository), built on %s\n", s.ImageRepository(), s.OllamaImage)
 		<-ctx.Done()
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
