@@ -177,12 +177,3 @@ type ImageBuildInProgressError struct {
 func (e *ImageBuildInProgressError) Error() string {
 	return fmt.Sprintf("%s is being built by %s (since %s); waiting for that build", e.Image, e.Holder, e.Since.UTC().Format(time.RFC3339))
 }
-
-// ImageBuildError is a model image that could not be built: nothing was tagged, and no task started.
-type ImageBuildError struct {
-	Image string
-	Err   error
-}
-
-func (e *ImageBuildError) Error() string { return fmt.Sprintf("building %s: %v", e.Image, e.Err) }
-func (e *ImageBuildError) Unwrap() error { return e.Err }

@@ -22,7 +22,6 @@ var ErrorTypes = []error{
 	(*HealthTimeoutError)(nil),
 	(*ModelNotOnGPUError)(nil),
 	(*ImageBuildInProgressError)(nil),
-	(*ImageBuildError)(nil),
 	(*catalog.UnknownModelError)(nil),
 	(*catalog.UnknownInstanceTypeError)(nil),
 	(*registry.RegistryError)(nil),

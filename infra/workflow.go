@@ -123,7 +123,7 @@ func NewDeployStateMachine(scope constructs.Construct, id string, definition str
 	}
 	cdknag.NagSuppressions_AddResourceSuppressions(sm, &[]*cdknag.NagPackSuppression{
 		nagWildcard{`/^Resource::<Functions[A-Za-z]+Function[0-9A-F]+\.Arn>:\*$/`,
-			"lambda:InvokeFunction on the versions and aliases (:*) of the seven workflow Lambdas only."}.suppression(),
+			"lambda:InvokeFunction on the versions and aliases (:*) of the eight workflow Lambdas only."}.suppression(),
 		nagWildcard{"Resource::*",
 			"CloudWatch Logs delivery and X-Ray actions of a state machine support no resource-level permissions."}.suppression(),
 	}, jsii.Bool(true))

@@ -3,8 +3,6 @@ package test
 import (
 	"archive/tar"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +30,7 @@ import (
 	"github.com/ollama-ecs/ollama-ecs/catalog/registry/bake"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/events"
+	"github.com/ollama-ecs/ollama-ecs/functions/steps/modelimage"
 	"github.com/ollama-ecs/ollama-ecs/local"
 	"github.com/ollama-ecs/ollama-ecs/local/engine"
 	"github.com/ollama-ecs/ollama-ecs/local/ollama"
@@ -293,12 +292,11 @@ func TestModelImageBuildOutlastsTheWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, raw, _, err := registry.NewClient(s.Registry.Host, "").Manifest(ctx, ref)
+	_, raw, r, err := registry.NewClient(s.Registry.Host, "").Manifest(ctx, ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(raw)
-	lock := deployment.DefaultConfig().ImageLockPrefix + "/sha256-" + hex.EncodeToString(sum[:])
+	lock := deployment.DefaultConfig().ImageLockPrefix + "/" + modelimage.Tag(r, raw)
 	if _, err := s.Parameters.PutParameter(ctx, &ssm.PutParameterInput{Name: aws.String(lock),
 		Value: aws.String("a-stuck-execution " + time.Now().UTC().Format(time.RFC3339)), Type: ssmtypes.ParameterTypeString}); err != nil {
 		t.Fatal(err)

@@ -222,8 +222,8 @@ type stageHooks struct {
 const stageWrapper = `#!/bin/sh
 # The local runner's stand-in for the image's ollama: it reports the start's stage and waits for the runner's
 # answer (the runner may crash the task there), then runs the real binary.
-stages=%q
-real=%q
+stages=%s
+real=%s
 report() {
 	echo "$1" >"$stages/report"
 	read -r _ <"$stages/answer"
@@ -247,7 +247,7 @@ func newStageHooks(taskDir, binary string) (*stageHooks, error) {
 			return nil, err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(h.bin, "ollama"), []byte(fmt.Sprintf(stageWrapper, h.dir, binary)), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(h.bin, "ollama"), []byte(fmt.Sprintf(stageWrapper, shellQuote(h.dir), shellQuote(binary))), 0o755); err != nil {
 		return nil, err
 	}
 	for _, f := range []struct {
@@ -256,6 +256,7 @@ func newStageHooks(taskDir, binary string) (*stageHooks, error) {
 	}{{"report", &h.report}, {"answer", &h.answer}} {
 		path := filepath.Join(h.dir, f.name)
 		if err := syscall.Mkfifo(path, 0o600); err != nil {
+			h.close()
 			return nil, fmt.Errorf("stage hook %s: %w", path, err)
 		}
 		// Read-write, so neither side's open blocks and an answer waits in the FIFO for its reader.
@@ -268,6 +269,9 @@ func newStageHooks(taskDir, binary string) (*stageHooks, error) {
 	}
 	return h, nil
 }
+
+// shellQuote quotes s for /bin/sh: in single quotes, each single quote written as '\”.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // fetched marks the fetching stage as reported (by the runner, for the fetch container).
 func (h *stageHooks) fetched() { _ = os.WriteFile(filepath.Join(h.dir, "fetching"), nil, 0o644) }
@@ -382,9 +386,13 @@ func extractLayer(cache string, l v1.Layer) (string, error) {
 		case tar.TypeDir:
 			err = os.MkdirAll(target, 0o755)
 		case tar.TypeReg:
-			err = writeFile(target, tr, os.FileMode(h.Mode)&0o777)
+			if strings.HasPrefix(filepath.Base(target), ".wh.") {
+				continue // a whiteout (a file the layer deletes): a model layer has none
+			}
+			// Read-only: the file is linked into every task of the image, none may change it for the others.
+			err = writeFile(target, tr, os.FileMode(h.Mode)&0o555|0o400)
 		default:
-			continue // links, devices and whiteouts: a model layer has none
+			continue // links and devices: a model layer has none
 		}
 		if err != nil {
 			return "", fmt.Errorf("layer %s: %w", d, err)
@@ -397,6 +405,19 @@ func extractLayer(cache string, l v1.Layer) (string, error) {
 		return "", err
 	}
 	return dir, nil
+}
+
+func copyFile(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	st, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	return writeFile(to, src, st.Mode().Perm())
 }
 
 func writeFile(path string, body io.Reader, mode os.FileMode) error {
@@ -429,7 +450,10 @@ func linkTree(from, to string) error {
 			return os.MkdirAll(target, 0o755)
 		}
 		os.Remove(target) // a later layer replaces an earlier one's file
-		return os.Link(path, target)
+		if err := os.Link(path, target); err != nil {
+			return copyFile(path, target) // another file system than the layer cache's
+		}
+		return nil
 	})
 }
 

@@ -42,6 +42,12 @@ func Bake(ctx context.Context, c *registry.Client, ref string, base, target stri
 	if err != nil {
 		return "", false, err
 	}
+	return BakeManifest(ctx, c, r, raw, m, base, target, opts...)
+}
+
+// BakeManifest is Bake of a manifest already fetched (raw, decoded as m, of the reference r): the image holds
+// exactly the model that manifest describes, even if the registry's tag moves meanwhile.
+func BakeManifest(ctx context.Context, c *registry.Client, r registry.Reference, raw []byte, m registry.Manifest, base, target string, opts ...remote.Option) (string, bool, error) {
 	dst, err := name.NewTag(target, nameOptions(c, target)...)
 	if err != nil {
 		return "", false, fmt.Errorf("image tag %q: %w", target, err)
@@ -74,10 +80,11 @@ func Bake(ctx context.Context, c *registry.Client, ref string, base, target stri
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		return "", false, err
 	}
-	var streamErr error
 	// Weights barely compress (a quantized model saves a few percent), so the layer is gzip of stored blocks: every
 	// runtime reads it as the usual gzip layer, and neither the build nor a task's pull spends CPU deflating it.
-	layer := stream.NewLayer(layoutStream(ctx, c, r, raw, m, &streamErr), stream.WithCompressionLevel(gzip.NoCompression))
+	body := layoutStream(ctx, c, r, raw, m)
+	defer body.Close()
+	layer := stream.NewLayer(body, stream.WithCompressionLevel(gzip.NoCompression))
 	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, History: v1.History{
 		CreatedBy: "ollama-ecs: " + r.String() + " in Ollama's layout under " + BakedModelsDir}})
 	if err != nil {
@@ -86,7 +93,8 @@ func Bake(ctx context.Context, c *registry.Client, ref string, base, target stri
 	// remote.Write uploads the layers (the streamed one last computes its digest as it goes), the config, and
 	// then the manifest under the tag.
 	if err := remote.Write(dst, img, opts...); err != nil {
-		if streamErr != nil {
+		body.Close() // ends the producer if the upload stopped reading
+		if streamErr := body.wait(); streamErr != nil {
 			return "", false, streamErr // the model's registry failed, not the image registry
 		}
 		return "", false, &registry.RegistryError{Host: dst.RegistryStr(), Err: fmt.Errorf("writing %s: %w", dst, err)}
@@ -110,10 +118,12 @@ func nameOptions(c *registry.Client, ref string) []name.Option {
 // layoutStream writes the tar of Ollama's layout for one model: the manifest at manifests/HOST/NAMESPACE/REPO/TAG
 // and each blob (the config and every layer) at blobs/sha256-HEX, each blob copied from the source registry as it
 // is read and checked against its size and digest on the way. A failure ends the stream, and with it the upload;
-// the stream's own error is kept in *failed, since the upload reports only that its body broke.
-func layoutStream(ctx context.Context, c *registry.Client, r registry.Reference, manifest []byte, m registry.Manifest, failed *error) io.ReadCloser {
+// the stream's own error is kept (wait returns it), since the upload reports only that its body broke.
+func layoutStream(ctx context.Context, c *registry.Client, r registry.Reference, manifest []byte, m registry.Manifest) *modelStream {
 	pr, pw := io.Pipe()
+	s := &modelStream{PipeReader: pr, done: make(chan struct{})}
 	go func() {
+		defer close(s.done)
 		tw := tar.NewWriter(pw)
 		dir := strings.TrimPrefix(BakedModelsDir, "/")
 		file := func(name string, size int64, digest string, body io.Reader) error {
@@ -121,8 +131,11 @@ func layoutStream(ctx context.Context, c *registry.Client, r registry.Reference,
 				return err
 			}
 			h := sha256.New()
-			n, err := io.Copy(io.MultiWriter(tw, h), io.LimitReader(body, size))
+			src := &sourceReader{r: io.LimitReader(body, size)}
+			n, err := io.Copy(io.MultiWriter(tw, h), src)
 			switch {
+			case err != nil && src.err == nil:
+				return err // the upload stopped reading: its own error is the build's
 			case err != nil:
 				return &registry.RegistryError{Host: r.Host, Err: fmt.Errorf("reading %s: %w", name, err)}
 			case n < size:
@@ -150,10 +163,41 @@ func layoutStream(ctx context.Context, c *registry.Client, r registry.Reference,
 		if err == nil {
 			err = tw.Close()
 		}
-		*failed = err
+		var model *registry.BadModelError
+		var reg *registry.RegistryError
+		if errors.As(err, &model) || errors.As(err, &reg) {
+			s.err = err // the model's side; a write error is the upload's, which remote.Write reports
+		}
 		pw.CloseWithError(err)
 	}()
-	return pr
+	return s
+}
+
+// modelStream is the layer's body; wait, once the upload has returned (and the body is closed), is the stream's
+// own error, if the model's registry failed it.
+type modelStream struct {
+	*io.PipeReader
+	done chan struct{}
+	err  error
+}
+
+func (s *modelStream) wait() error {
+	<-s.done
+	return s.err
+}
+
+// sourceReader keeps the error of the model registry's side of a copy.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
 }
 
 func isNotFound(err error) bool {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,6 +61,9 @@ type Ensure struct {
 	Locks      deployment.Parameters
 	LockPrefix string
 	LockTTL    time.Duration
+	// BuildMargin is how long before the function's deadline a build is given up (default a minute, or a tenth of
+	// the time left if that is less).
+	BuildMargin time.Duration
 	// Keychain authenticates to the registries (ECR's token); nil is anonymous.
 	Keychain authn.Keychain
 	Now      func() time.Time
@@ -84,7 +88,7 @@ func (e *Ensure) Handle(ctx context.Context, s deployment.State) (deployment.Ima
 	if !ok {
 		return e.pullAtStart(ctx, log, opts, "an upload is copied from S3 by the task's fetch container")
 	}
-	m, raw, _, err := e.Models.Manifest(ctx, ref)
+	m, raw, r, err := e.Models.Manifest(ctx, ref)
 	if err != nil {
 		// Validate found the model (in the catalog or the registry); the task's own pull will say what is wrong.
 		log.Warn("model manifest unavailable; the task pulls at start", "model", ref, "error", err)
@@ -98,36 +102,52 @@ func (e *Ensure) Handle(ctx context.Context, s deployment.State) (deployment.Ima
 		return e.pullAtStart(ctx, log, opts, fmt.Sprintf("the model is %.1f GiB, above the %.0f GiB the image builder bakes within its time limit",
 			float64(size)/(1<<30), float64(e.MaxBytes)/(1<<30)))
 	}
-	sum := sha256.Sum256(raw)
-	tag := "sha256-" + hex.EncodeToString(sum[:])
+	tag := Tag(r, raw)
 	image := e.Repository + ":" + tag
-	out := deployment.ImageState{Image: image}
+	// Problems on the image side (ECR, the Ollama image's mirror, the build's time) do not fail the deployment: the
+	// task pulls at start, and the record says why. Problems with the model itself do: its pull would fail too.
 	exists, err := e.exists(image, opts)
 	if err != nil {
-		return out, &deployment.ImageBuildError{Image: image, Err: err}
+		return e.pullAtStart(ctx, log, opts, "the model image repository could not be read: "+err.Error())
 	}
+	out := deployment.ImageState{Image: image}
 	if !exists {
-		release, err := e.lock(ctx, tag, req.ExecutionName, image)
+		release, unbakeable, err := e.lock(ctx, tag, req.ExecutionName, image)
 		if err != nil {
 			return out, err
 		}
-		defer release()
-		start := e.now()
+		if unbakeable != "" {
+			return e.pullAtStart(ctx, log, opts, unbakeable)
+		}
 		base, err := e.mirror(opts)
 		if err != nil {
-			return out, &deployment.ImageBuildError{Image: image, Err: err}
+			release(false)
+			return e.pullAtStart(ctx, log, opts, "the Ollama image could not be mirrored: "+err.Error())
 		}
-		if _, out.Built, err = bake.Bake(ctx, e.Models, ref, base, image, opts...); err != nil {
+		start := e.now()
+		buildCtx, cancel := e.buildContext(ctx)
+		_, out.Built, err = bake.BakeManifest(buildCtx, e.Models, r, raw, m, base, image, append(opts, remote.WithContext(buildCtx))...)
+		timedOut := buildCtx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err != nil {
 			if ok, _ := e.exists(image, opts); ok {
 				err, out.Built = nil, false // tagged by a build that took over an expired lock meanwhile
 			}
 		}
-		if err != nil {
-			var bad *registry.BadModelError
-			if errors.As(err, &bad) {
-				return out, bad // the model's registry served something that is not the model it described
-			}
-			return out, &deployment.ImageBuildError{Image: image, Err: err}
+		var bad *registry.BadModelError
+		var reg *registry.RegistryError
+		switch {
+		case err == nil:
+			release(false)
+		case timedOut:
+			release(true) // later deployments of the model pull at start at once, for a day
+			return e.pullAtStart(ctx, log, opts, fmt.Sprintf("the image build of %.1f GiB did not finish within the function's time", float64(size)/(1<<30)))
+		case errors.As(err, &bad), errors.As(err, &reg) && reg.Host == r.Host:
+			release(false)
+			return out, err // the model's registry failed, or served something that is not the model it described
+		default:
+			release(false)
+			return e.pullAtStart(ctx, log, opts, "the model image could not be built: "+err.Error())
 		}
 		out.BuildSeconds = e.now().Sub(start).Seconds()
 		log.Info("model image ready", "image", image, "built", out.Built, "seconds", out.BuildSeconds)
@@ -143,6 +163,28 @@ func (e *Ensure) Handle(ctx context.Context, s deployment.State) (deployment.Ima
 	}
 	out.TaskDefinitions = &tds
 	return out, nil
+}
+
+// Tag is a model image's tag: sha256- and the digest of the model's name and manifest. The image holds the
+// manifest under that name, which is where the entry script looks: two names of one manifest are two images.
+func Tag(r registry.Reference, manifest []byte) string {
+	sum := sha256.Sum256(append([]byte(r.String()+"\n"), manifest...))
+	return "sha256-" + hex.EncodeToString(sum[:])
+}
+
+// buildContext bounds a build to a minute before the function's own deadline, so that a build too slow for the
+// function ends here: its lock is released (marked unbakeable) and the task pulls at start, instead of the
+// function being killed with the lock held.
+func (e *Ensure) buildContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if deadline, ok := ctx.Deadline(); ok {
+		// A minute of a Lambda's 15; a tenth of a shorter deadline (the local stack's 60 s).
+		margin := e.BuildMargin
+		if margin <= 0 {
+			margin = min(time.Minute, time.Until(deadline)/10)
+		}
+		return context.WithDeadline(ctx, deadline.Add(-margin))
+	}
+	return context.WithCancel(ctx)
 }
 
 func (e *Ensure) now() time.Time {
@@ -202,27 +244,50 @@ func (e *Ensure) mirror(opts []remote.Option) (string, error) {
 
 var tagUnsafe = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
 
-// mirrorTag is the mirror's tag: ollama-VERSION for a tag, ollama-sha256-HEX12 for a digest.
+// mirrorTag is the mirror's tag: ollama-VERSION for a tag of Docker Hub's ollama/ollama, ollama-sha256-HEX12 for a
+// digest; an image from another repository gets the first 8 hex digits of its name's digest too
+// (ollama-1a2b3c4d-VERSION), so that changing the stack's image never finds the other's mirror (the tags are
+// immutable).
 func mirrorTag(src name.Reference) string {
 	id := src.Identifier()
 	if d, ok := strings.CutPrefix(id, "sha256:"); ok {
 		id = "sha256-" + d[:min(12, len(d))]
 	}
+	if repo := src.Context().Name(); repo != "index.docker.io/ollama/ollama" {
+		sum := sha256.Sum256([]byte(repo))
+		id = hex.EncodeToString(sum[:4]) + "-" + id
+	}
 	return "ollama-" + tagUnsafe.ReplaceAllString(id, "-")
 }
 
-// lock takes the model's build lock, or reports the build in progress. A lock older than LockTTL belonged to a
-// builder that died; it is taken over.
-func (e *Ensure) lock(ctx context.Context, tag, holder, image string) (release func(), err error) {
+// unbakeableHolder marks a model whose build outlasted the function: for UnbakeableFor, its deployments pull at
+// start at once rather than wait for or repeat a build that cannot finish.
+const unbakeableHolder = "unbakeable"
+
+// UnbakeableFor is how long a model whose build did not finish in time is pulled at start before a build is tried
+// again.
+const UnbakeableFor = 24 * time.Hour
+
+// lock takes the model's build lock, or reports the build in progress, or (unbakeable, a reason) that the model's
+// last build did not finish in time. A lock older than LockTTL belonged to a builder that died; it is taken over.
+// release(unbakeable) ends the lock, leaving the mark when asked.
+func (e *Ensure) lock(ctx context.Context, tag, holder, image string) (release func(unbakeable bool), unbakeable string, err error) {
 	param := strings.TrimRight(e.LockPrefix, "/") + "/" + tag
 	ttl := e.LockTTL
 	if ttl <= 0 {
 		ttl = DefaultLockTTL
 	}
-	release = func() {
+	release = func(mark bool) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if _, err := e.Locks.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: aws.String(param)}); err != nil {
+		var err error
+		if mark {
+			_, err = e.Locks.PutParameter(ctx, &ssm.PutParameterInput{Name: aws.String(param), Overwrite: aws.Bool(true),
+				Value: aws.String(unbakeableHolder + " " + e.now().UTC().Format(time.RFC3339)), Type: ssmtypes.ParameterTypeString})
+		} else {
+			_, err = e.Locks.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: aws.String(param)})
+		}
+		if err != nil {
 			deployment.Logger(e.Log, "").Warn("releasing the image build lock", "parameter", param, "error", err)
 		}
 	}
@@ -233,25 +298,35 @@ func (e *Ensure) lock(ctx context.Context, tag, holder, image string) (release f
 		var exists *ssmtypes.ParameterAlreadyExists
 		if !errors.As(err, &exists) {
 			if err != nil {
-				return nil, deployment.AWSError("ssm:PutParameter", err)
+				return nil, "", deployment.AWSError("ssm:PutParameter", err)
 			}
-			return release, nil
+			return release, "", nil
 		}
 		got, err := e.Locks.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(param)})
-		if err != nil {
+		var gone *ssmtypes.ParameterNotFound
+		if errors.As(err, &gone) {
 			continue // released meanwhile: try again
+		}
+		if err != nil {
+			return nil, "", deployment.AWSError("ssm:GetParameter", err)
 		}
 		who, at, _ := strings.Cut(aws.ToString(got.Parameter.Value), " ")
 		since, perr := time.Parse(time.RFC3339, at)
-		if perr == nil && e.now().Sub(since) < ttl && who != holder {
-			return nil, &deployment.ImageBuildInProgressError{Image: image, Holder: who, Since: since}
+		age := e.now().Sub(since)
+		switch {
+		case perr == nil && who == unbakeableHolder && age < UnbakeableFor:
+			return nil, fmt.Sprintf("the model's image build did not finish within the function's time at %s; it is tried again after %s",
+				since.Format(time.RFC3339), since.Add(UnbakeableFor).Format(time.RFC3339)), nil
+		case perr == nil && who != unbakeableHolder && age < ttl && who != holder:
+			return nil, "", &deployment.ImageBuildInProgressError{Image: image, Holder: who, Since: since}
 		}
-		// Abandoned (or this execution's own, from a retried attempt that died): take it over.
-		if _, err := e.Locks.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: aws.String(param)}); err != nil {
-			return nil, deployment.AWSError("ssm:DeleteParameter", err)
+		// Abandoned, expired, or this execution's own from a retried attempt that died: take it over. (Two
+		// executions may both do so and both build: the tag goes on once, the work is done twice.)
+		if _, err := e.Locks.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: aws.String(param)}); err != nil && !errors.As(err, &gone) {
+			return nil, "", deployment.AWSError("ssm:DeleteParameter", err)
 		}
 	}
-	return nil, &deployment.ImageBuildInProgressError{Image: image, Holder: "another execution", Since: e.now()}
+	return nil, "", &deployment.ImageBuildInProgressError{Image: image, Holder: "another execution", Since: e.now()}
 }
 
 // pullAtStart is a task that gets its model at start, for reason: it still runs the Ollama image from the
@@ -283,10 +358,6 @@ func (e *Ensure) register(ctx context.Context, base, image, suffix string) (stri
 	family := base[strings.LastIndex(base, "/")+1:]
 	family, _, _ = strings.Cut(family, ":")
 	family += "-" + tagUnsafe.ReplaceAllString(strings.ReplaceAll(suffix, ".", "-"), "-")
-	if got, err := e.TaskDefinitions.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{TaskDefinition: aws.String(family)}); err == nil &&
-		ollamaImage(got.TaskDefinition) == image {
-		return aws.ToString(got.TaskDefinition.TaskDefinitionArn), nil
-	}
 	td, err := e.TaskDefinitions.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{TaskDefinition: aws.String(base)})
 	if err != nil {
 		return "", deployment.AWSError("ecs:DescribeTaskDefinition", err)
@@ -297,6 +368,12 @@ func (e *Ensure) register(ctx context.Context, base, image, suffix string) (stri
 			in.ContainerDefinitions[i].Image = aws.String(image)
 		}
 	}
+	// The latest copy is reused while it is the stack's definition with this image: a stack update (the entry
+	// script, the roles, the log group) makes a new revision.
+	if got, err := e.TaskDefinitions.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{TaskDefinition: aws.String(family)}); err == nil &&
+		sameRegistration(deployment.CopyTaskDefinition(got.TaskDefinition, family), in) {
+		return aws.ToString(got.TaskDefinition.TaskDefinitionArn), nil
+	}
 	in.Tags = []ecstypes.Tag{{Key: aws.String(deployment.TagManagedBy), Value: aws.String(deployment.ManagedByValue)}}
 	out, err := e.TaskDefinitions.RegisterTaskDefinition(ctx, in)
 	if err != nil {
@@ -305,16 +382,11 @@ func (e *Ensure) register(ctx context.Context, base, image, suffix string) (stri
 	return aws.ToString(out.TaskDefinition.TaskDefinitionArn), nil
 }
 
-func ollamaImage(td *ecstypes.TaskDefinition) string {
-	if td == nil {
-		return ""
-	}
-	for _, c := range td.ContainerDefinitions {
-		if aws.ToString(c.Name) == deployment.ContainerName {
-			return aws.ToString(c.Image)
-		}
-	}
-	return ""
+// sameRegistration compares two registrations as JSON (the SDK's types are plain data).
+func sameRegistration(a, b *ecs.RegisterTaskDefinitionInput) bool {
+	ja, erra := json.Marshal(a)
+	jb, errb := json.Marshal(b)
+	return erra == nil && errb == nil && string(ja) == string(jb)
 }
 
 // nameOptions lets a loopback registry (the local stack's) be spoken to over plain HTTP.

@@ -67,6 +67,21 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
+// mirror is where the fixture's Ollama image is mirrored: REPOSITORY:ollama-HASH8-0.0.0-test (a repository other
+// than Docker Hub's ollama/ollama).
+func (f *fixture) mirror(t *testing.T) string {
+	t.Helper()
+	ref, err := name.ParseReference(f.step.OllamaImage, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := mirrorTag(ref)
+	if !strings.HasPrefix(tag, "ollama-") || !strings.HasSuffix(tag, "-0.0.0-test") || len(tag) != len("ollama-12345678-0.0.0-test") {
+		t.Fatalf("mirror tag %s, want ollama-HASH8-0.0.0-test", tag)
+	}
+	return f.step.Repository + ":" + tag
+}
+
 type nopRunner struct{}
 
 func (nopRunner) Start(context.Context, cloud.Container) (cloud.Process, error) {
@@ -96,12 +111,12 @@ func TestEnsureBuildsOnceAndReuses(t *testing.T) {
 			t.Errorf("task definition %s: want revision 1 (registered once)", td)
 		}
 		out, err := f.ecs.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{TaskDefinition: aws.String(td)})
-		if err != nil || ollamaImage(out.TaskDefinition) != first.Image || len(out.TaskDefinition.ContainerDefinitions) != 2 {
+		if err != nil || len(out.TaskDefinition.ContainerDefinitions) != 2 || aws.ToString(out.TaskDefinition.ContainerDefinitions[0].Image) != first.Image {
 			t.Errorf("%s: %v, want the base's two containers with the ollama one on %s", td, err, first.Image)
 		}
 	}
 	// The Ollama image was mirrored into the repository under its version.
-	if ok, err := f.step.exists(f.step.Repository+":ollama-0.0.0-test", nil); !ok || err != nil {
+	if ok, err := f.step.exists(f.mirror(t), nil); !ok || err != nil {
 		t.Errorf("mirror of the Ollama image: %v %v", ok, err)
 	}
 	if out, _ := f.locks.GetParametersByPath(ctx, &ssm.GetParametersByPathInput{Path: aws.String(f.step.LockPrefix), Recursive: aws.Bool(true)}); len(out.Parameters) != 0 {
@@ -120,7 +135,8 @@ func TestEnsurePullsAtStart(t *testing.T) {
 	noRepo.Repository = ""
 	tooBig := *f.step
 	tooBig.MaxBytes = f.size / 2
-	mirror := f.step.Repository + ":ollama-0.0.0-test"
+	mirror := f.mirror(t)
+	family := strings.ReplaceAll(strings.TrimPrefix(mirror, f.step.Repository+":"), ".", "-")
 	for _, c := range []struct {
 		name   string
 		step   *Ensure
@@ -143,8 +159,8 @@ func TestEnsurePullsAtStart(t *testing.T) {
 			}
 			continue
 		}
-		if got.Image != mirror || got.TaskDefinitions == nil || !strings.Contains(got.TaskDefinitions.CPU, "task-definition/ollama-cpu-ollama-0-0-0-test:1") ||
-			!strings.Contains(got.TaskDefinitions.GPU, "task-definition/ollama-gpu-ollama-0-0-0-test:1") {
+		if got.Image != mirror || got.TaskDefinitions == nil || !strings.Contains(got.TaskDefinitions.CPU, "task-definition/ollama-cpu-"+family+":1") ||
+			!strings.Contains(got.TaskDefinitions.GPU, "task-definition/ollama-gpu-"+family+":1") {
 			t.Errorf("%s: %+v, want the mirror %s and its task definitions (revision 1, registered once)", c.name, got, mirror)
 		}
 	}
@@ -157,12 +173,11 @@ func TestEnsureLock(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	lockOf := func(ref string) string {
-		_, raw, _, err := f.step.Models.Manifest(ctx, ref)
+		_, raw, r, err := f.step.Models.Manifest(ctx, ref)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sum := sha256.Sum256(raw)
-		return f.step.LockPrefix + "/sha256-" + hex.EncodeToString(sum[:])
+		return f.step.LockPrefix + "/" + Tag(r, raw)
 	}
 	hold := func(lock, who string, at time.Time) {
 		if _, err := f.locks.PutParameter(ctx, &ssm.PutParameterInput{Name: aws.String(lock), Value: aws.String(who + " " + at.Format(time.RFC3339)),
@@ -196,9 +211,16 @@ func TestEnsureLock(t *testing.T) {
 	}
 }
 
+func hex8(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:4])
+}
+
 func TestMirrorTag(t *testing.T) {
 	for in, want := range map[string]string{
-		"ollama/ollama:0.17.4": "ollama-0.17.4",
+		"ollama/ollama:0.17.4":                  "ollama-0.17.4",
+		"docker.io/ollama/ollama:0.17.4":        "ollama-0.17.4",
+		"ghcr.io/example/ollama-patched:0.17.4": "ollama-" + hex8("ghcr.io/example/ollama-patched") + "-0.17.4",
 		"docker.io/ollama/ollama@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef": "ollama-sha256-0123456789ab",
 	} {
 		ref, err := name.ParseReference(in)
@@ -228,5 +250,63 @@ func TestECRKeychainAgainstMoto(t *testing.T) {
 	hub, _ := name.NewRepository("ollama/ollama")
 	if auth, err := kc.Resolve(hub); err != nil || auth != authn.Anonymous {
 		t.Errorf("Docker Hub: %v %v, want anonymous", auth, err)
+	}
+}
+
+// TestEnsureImageSideFailuresPullAtStart: what goes wrong on the image side does not fail the deployment: an Ollama
+// image that cannot be mirrored, or a build that outlasts the function (then the model is marked, and its next
+// deployments pull at start at once, for UnbakeableFor).
+func TestEnsureImageSideFailuresPullAtStart(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	src := "ollama://" + f.reg.Host + "/library/tiny:v1"
+	noBase := *f.step
+	noBase.OllamaImage = f.reg.Host + "/ollama/ollama:nosuch"
+	got, err := noBase.Handle(ctx, state(src, "x"))
+	if err != nil || got.TaskDefinitions != nil || !strings.Contains(got.PullAtStart, "the Ollama image could not be mirrored") {
+		t.Errorf("no Ollama image: %+v %v, want pull at start on the stack's task definitions", got, err)
+	}
+
+	slow := *f.step
+	slow.BuildMargin = time.Hour // the function's deadline is an hour away: no time left to build
+	deadline, cancel := context.WithTimeout(ctx, time.Hour)
+	defer cancel()
+	got, err = slow.Handle(deadline, state(src, "x"))
+	if err != nil || got.Built || !strings.Contains(got.PullAtStart, "did not finish within the function's time") || got.TaskDefinitions == nil {
+		t.Fatalf("a build out of time: %+v %v, want pull at start on the mirror", got, err)
+	}
+	got, err = f.step.Handle(ctx, state(src, "y"))
+	if err != nil || got.Built || !strings.Contains(got.PullAtStart, "tried again after") {
+		t.Errorf("after a build out of time: %+v %v, want pull at start at once", got, err)
+	}
+	f.now = f.now.Add(UnbakeableFor + time.Minute)
+	if got, err := f.step.Handle(ctx, state(src, "z")); err != nil || !got.Built {
+		t.Errorf("a day later: %+v %v, want the build tried again", got, err)
+	}
+}
+
+// TestEnsureFollowsTheStack: a model image's task definitions are the stack's with the image: when the stack's
+// definition changes (a new entry script, a new role), the next deployment registers a new revision.
+func TestEnsureFollowsTheStack(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	src := "ollama://" + f.reg.Host + "/library/tiny:v1"
+	first, err := f.step.Handle(ctx, state(src, "x1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := f.ecs.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{TaskDefinition: aws.String("ollama-cpu")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	updated := deployment.CopyTaskDefinition(base.TaskDefinition, "ollama-cpu")
+	updated.TaskRoleArn = aws.String("arn:aws:iam::111122223333:role/replaced")
+	if _, err := f.ecs.RegisterTaskDefinition(ctx, updated); err != nil {
+		t.Fatal(err)
+	}
+	second, err := f.step.Handle(ctx, state(src, "x2"))
+	if err != nil || second.TaskDefinitions.CPU == first.TaskDefinitions.CPU || !strings.HasSuffix(second.TaskDefinitions.CPU, ":2") ||
+		second.TaskDefinitions.GPU != first.TaskDefinitions.GPU {
+		t.Errorf("after the stack's CPU definition changed: %+v %v, want a second CPU revision and the same GPU one (was %+v)", second.TaskDefinitions, err, first.TaskDefinitions)
 	}
 }
