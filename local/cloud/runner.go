@@ -18,11 +18,10 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/ollama-ecs/ollama-ecs/catalog/registry"
+	"github.com/ollama-ecs/ollama-ecs/catalog/registry/bake"
 	"github.com/ollama-ecs/ollama-ecs/container"
 	"github.com/ollama-ecs/ollama-ecs/deployment"
 	"github.com/ollama-ecs/ollama-ecs/local/ollama"
@@ -308,11 +307,7 @@ func (r *OllamaRunner) unpack(ctx context.Context, image, rootfs string) (string
 	if image == "" {
 		return "", nil
 	}
-	var opts []name.Option
-	if host, _, _ := strings.Cut(image, "/"); registry.Loopback(host) {
-		opts = append(opts, name.Insecure)
-	}
-	ref, err := name.ParseReference(image, opts...)
+	ref, err := bake.ParseReference(image)
 	if err != nil {
 		return "", err
 	}

@@ -48,7 +48,7 @@ func Bake(ctx context.Context, c *registry.Client, ref string, base, target stri
 // BakeManifest is Bake of a manifest already fetched (raw, decoded as m, of the reference r): the image holds
 // exactly the model that manifest describes, even if the registry's tag moves meanwhile.
 func BakeManifest(ctx context.Context, c *registry.Client, r registry.Reference, raw []byte, m registry.Manifest, base, target string, opts ...remote.Option) (string, bool, error) {
-	dst, err := name.NewTag(target, nameOptions(c, target)...)
+	dst, err := ParseReference(target)
 	if err != nil {
 		return "", false, fmt.Errorf("image tag %q: %w", target, err)
 	}
@@ -56,9 +56,9 @@ func BakeManifest(ctx context.Context, c *registry.Client, r registry.Reference,
 	if d, err := remote.Head(dst, opts...); err == nil {
 		return d.Digest.String(), false, nil
 	} else if !isNotFound(err) {
-		return "", false, &registry.RegistryError{Host: dst.RegistryStr(), Err: err}
+		return "", false, &registry.RegistryError{Host: dst.Context().RegistryStr(), Err: err}
 	}
-	src, err := name.ParseReference(base, nameOptions(c, base)...)
+	src, err := ParseReference(base)
 	if err != nil {
 		return "", false, fmt.Errorf("base image %q: %w", base, err)
 	}
@@ -97,7 +97,7 @@ func BakeManifest(ctx context.Context, c *registry.Client, r registry.Reference,
 		if streamErr := body.wait(); streamErr != nil {
 			return "", false, streamErr // the model's registry failed, not the image registry
 		}
-		return "", false, &registry.RegistryError{Host: dst.RegistryStr(), Err: fmt.Errorf("writing %s: %w", dst, err)}
+		return "", false, &registry.RegistryError{Host: dst.Context().RegistryStr(), Err: fmt.Errorf("writing %s: %w", dst, err)}
 	}
 	d, err := img.Digest()
 	if err != nil {
@@ -106,13 +106,26 @@ func BakeManifest(ctx context.Context, c *registry.Client, r registry.Reference,
 	return d.String(), true, nil
 }
 
-// nameOptions lets a loopback registry be spoken to over plain HTTP.
-func nameOptions(c *registry.Client, ref string) []name.Option {
-	host, _, _ := strings.Cut(ref, "/")
-	if c.PlainHTTP != nil && c.PlainHTTP(host) {
-		return []name.Option{name.Insecure}
+// ParseReference parses an image reference; a registry on the machine itself (the local stack's) is spoken to over
+// plain HTTP.
+func ParseReference(image string) (name.Reference, error) {
+	if host, _, _ := strings.Cut(image, "/"); registry.Loopback(host) {
+		return name.ParseReference(image, name.Insecure)
 	}
-	return nil
+	return name.ParseReference(image)
+}
+
+// Exists reports whether a registry holds image (a HEAD of its manifest; 404 is no).
+func Exists(image string, opts ...remote.Option) (bool, error) {
+	ref, err := ParseReference(image)
+	if err != nil {
+		return false, err
+	}
+	_, err = remote.Head(ref, opts...)
+	if isNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // layoutStream writes the tar of Ollama's layout for one model: the manifest at manifests/HOST/NAMESPACE/REPO/TAG

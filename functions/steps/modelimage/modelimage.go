@@ -25,7 +25,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/ollama-ecs/ollama-ecs/catalog/registry"
 	"github.com/ollama-ecs/ollama-ecs/catalog/registry/bake"
@@ -196,19 +195,7 @@ func (e *Ensure) now() time.Time {
 
 // exists reports whether the repository holds image.
 func (e *Ensure) exists(image string, opts []remote.Option) (bool, error) {
-	ref, err := name.NewTag(image, nameOptions(image)...)
-	if err != nil {
-		return false, err
-	}
-	_, err = remote.Head(ref, opts...)
-	var terr *transport.Error
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.As(err, &terr) && terr.StatusCode == 404:
-		return false, nil
-	}
-	return false, err
+	return bake.Exists(image, opts...)
 }
 
 // mirror copies the Ollama image (its linux/amd64 image, what Fargate and the GPU instances run) into the
@@ -217,7 +204,7 @@ func (e *Ensure) mirror(opts []remote.Option) (string, error) {
 	if e.OllamaImage == "" {
 		return "", errors.New("no Ollama image to build on (OLLAMA_IMAGE)")
 	}
-	src, err := name.ParseReference(e.OllamaImage, nameOptions(e.OllamaImage)...)
+	src, err := bake.ParseReference(e.OllamaImage)
 	if err != nil {
 		return "", fmt.Errorf("Ollama image %q: %w", e.OllamaImage, err)
 	}
@@ -229,7 +216,7 @@ func (e *Ensure) mirror(opts []remote.Option) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("mirroring %s: %w", e.OllamaImage, err)
 	}
-	to, err := name.NewTag(dst, nameOptions(dst)...)
+	to, err := bake.ParseReference(dst)
 	if err != nil {
 		return "", err
 	}
@@ -387,12 +374,4 @@ func sameRegistration(a, b *ecs.RegisterTaskDefinitionInput) bool {
 	ja, erra := json.Marshal(a)
 	jb, errb := json.Marshal(b)
 	return erra == nil && errb == nil && string(ja) == string(jb)
-}
-
-// nameOptions lets a loopback registry (the local stack's) be spoken to over plain HTTP.
-func nameOptions(ref string) []name.Option {
-	if host, _, _ := strings.Cut(ref, "/"); registry.Loopback(host) {
-		return []name.Option{name.Insecure}
-	}
-	return nil
 }
